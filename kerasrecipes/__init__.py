@@ -1,0 +1,26 @@
+"""kerasrecipes: a Keras 3 model zoo and training recipes for image classification.
+
+>>> import kerasrecipes as kr
+>>> model = kr.create_model("resnet20", num_classes=10, input_shape=(32, 32, 3))
+>>> kr.list_models("resnet2*")
+['resnet20']
+"""
+
+from kerasrecipes import layers, models
+from kerasrecipes.info import ModelInfo, model_info
+from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
+from kerasrecipes.weights import port_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelInfo",
+    "create_model",
+    "get_model_entry",
+    "layers",
+    "list_models",
+    "model_info",
+    "models",
+    "port_weights",
+    "register_model",
+]

@@ -1,0 +1,86 @@
+"""What every model builder shares: argument checks, the input and the classifier head.
+
+Layer-name scheme (fine-tuning freezes and sets learning rates by it):
+`stem_*` for the layers before the first stage, `stage{i}_block{j}` (or
+`stage{i}_block{j}_*`) for the blocks of stage i (both counted from 1),
+`stage{i}_*` for stage-level layers such as pooling, `post_*` for the
+layers after the last stage that belong to the backbone (the final norm
+of pre-activation networks), and `head_*` for the classifier.
+"""
+
+import keras
+
+POOLINGS = (None, "avg", "max")
+
+
+def check_common_args(
+    model_name,
+    *,
+    num_classes,
+    input_shape,
+    include_top,
+    pooling,
+    dropout,
+    drop_path_rate,
+    min_input_size,
+):
+    """Validates the arguments every builder takes; returns `input_shape` as a tuple."""
+    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+        raise ValueError(
+            f"{model_name}: num_classes must be an integer >= 1 when include_top=True. "
+            f"Received: num_classes={num_classes!r}"
+        )
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"{model_name}: pooling must be one of {POOLINGS}. Received: pooling={pooling!r}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{model_name}: dropout must be in [0, 1). Received: dropout={dropout}")
+    if not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(
+            f"{model_name}: drop_path_rate must be in [0, 1). "
+            f"Received: drop_path_rate={drop_path_rate}"
+        )
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{model_name}: input_shape must be (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    height, width, channels = input_shape
+    if channels is None or channels < 1:
+        raise ValueError(
+            f"{model_name}: input_shape needs a known number of channels >= 1. "
+            f"Received: input_shape={input_shape}"
+        )
+    for size in (height, width):
+        if size is not None and size < min_input_size:
+            raise ValueError(
+                f"{model_name}: input_shape={input_shape} is too small: the network "
+                f"downsamples by {min_input_size}, so height and width must be at least "
+                f"{min_input_size}. Use a larger input_shape or resize the images."
+            )
+    return input_shape
+
+
+def classification_head(
+    x, *, num_classes, include_top, pooling, dropout, classifier_activation
+):
+    """Global pooling, optional dropout and the linear classifier (`head_*` layers).
+
+    As keras.applications: with `include_top`, average pooling then the
+    classifier; without it, `pooling` decides the feature output (None keeps
+    the 4D feature map, "avg" or "max" pools it).
+    """
+    if include_top:
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        return keras.layers.Dense(
+            num_classes, activation=classifier_activation, name="head_dense"
+        )(x)
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+    return x

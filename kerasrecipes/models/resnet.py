@@ -1,0 +1,368 @@
+"""ResNets: the CIFAR family (depth 6n+2) and the ImageNet family (18 to 152 layers).
+
+He et al. 2015, "Deep Residual Learning for Image Recognition"
+(arXiv:1512.03385): Table 1 for the ImageNet networks, Sec. 4.2 and Table 6
+for the CIFAR-10 ones. `preact=True` gives the pre-activation variant of He
+et al. 2016, "Identity Mappings in Deep Residual Networks".
+
+ResNet-50/101/152 are variable-for-variable compatible with
+`keras.applications.ResNet50/101/152` (biases in the convolutions, stride in
+the first 1x1 convolution), so `weights="imagenet"` ports their weights.
+"""
+
+import keras
+
+from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
+from kerasrecipes.layers.residual import BN_EPSILON, resolve_shortcut
+from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.registry import register_model
+from kerasrecipes.weights import load_model_weights
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
+
+CIFAR_STAGE_FILTERS = (16, 32, 64)
+CIFAR_PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, Sec. 4.2"
+IMAGENET_PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, Table 1"
+
+# Table 1 of the paper: blocks per stage for each depth.
+IMAGENET_VARIANTS = {
+    "resnet18": {"block": "basic", "blocks_per_stage": (2, 2, 2, 2), "use_bias": False},
+    "resnet34": {"block": "basic", "blocks_per_stage": (3, 4, 6, 3), "use_bias": False},
+    # Biases in the convolutions only to stay variable-compatible with keras.applications.
+    "resnet50": {"block": "bottleneck", "blocks_per_stage": (3, 4, 6, 3), "use_bias": True},
+    "resnet101": {"block": "bottleneck", "blocks_per_stage": (3, 4, 23, 3), "use_bias": True},
+    "resnet152": {"block": "bottleneck", "blocks_per_stage": (3, 8, 36, 3), "use_bias": True},
+}
+KERAS_TWINS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+
+
+def residual_stages(
+    x,
+    *,
+    block,
+    stage_filters,
+    blocks_per_stage,
+    first_stage_strides,
+    shortcut,
+    preact,
+    drop_path_rate,
+    use_bias,
+):
+    """Stacks the residual stages: `stage{i}_block{j}` layers, then `post_*` if pre-activation.
+
+    The first block of every stage after the first halves the resolution;
+    a block whose shape changes gets the `shortcut` kind, the others identity.
+    Stochastic-depth rates rise linearly over all blocks (`drop_path_schedule`).
+    """
+    block_class = BLOCKS[block]
+    rates = drop_path_schedule(drop_path_rate, sum(blocks_per_stage))
+    in_channels = x.shape[-1]
+    block_index = 0
+    for stage, (filters, num_blocks) in enumerate(zip(stage_filters, blocks_per_stage), start=1):
+        for block_number in range(1, num_blocks + 1):
+            strides = 1
+            if block_number == 1:
+                strides = first_stage_strides if stage == 1 else 2
+            out_channels = filters * block_class.expansion
+            changes_shape = strides != 1 or in_channels != out_channels
+            x = block_class(
+                filters,
+                strides=strides,
+                shortcut=shortcut if changes_shape else "identity",
+                preact=preact,
+                drop_path_rate=rates[block_index],
+                use_bias=use_bias,
+                name=f"stage{stage}_block{block_number}",
+            )(x)
+            in_channels = out_channels
+            block_index += 1
+    if preact:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="post_bn")(x)
+        x = keras.layers.ReLU(name="post_relu")(x)
+    return x
+
+
+def cifar_resnet(
+    depth,
+    *,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    include_top=True,
+    pooling=None,
+    dropout=0.0,
+    drop_path_rate=0.0,
+    weights=None,
+    shortcut="zero_pad",
+    preact=False,
+    classifier_activation="softmax",
+    name=None,
+):
+    """Builds the CIFAR-10 ResNet of any depth 6n+2 (He et al. 2015, Sec. 4.2).
+
+    A 3x3 convolution with 16 filters, then three stages of n basic blocks
+    with 16, 32 and 64 filters on 32x32, 16x16 and 8x8 maps, global average
+    pooling and the classifier: 6n+2 weighted layers. The paper uses the
+    zero-padding shortcut (option A) on CIFAR, our default.
+
+    Args:
+        depth: int of the form 6n+2 (20, 32, 44, 56, 110, 1202, ...).
+        num_classes: int, classes of the classifier. Defaults to 10.
+        input_shape: (height, width, channels). Defaults to (32, 32, 3).
+        include_top: bool, add the classifier. Defaults to True.
+        pooling: None, "avg" or "max": the output without the top. Defaults to None.
+        dropout: float, dropout before the classifier. Defaults to 0.0.
+        drop_path_rate: float, stochastic depth of the deepest block. Defaults to 0.0.
+        weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
+        shortcut: "zero_pad" (option A, alias "A") or "projection" (option B,
+            alias "B") for the blocks that change shape. Defaults to "zero_pad".
+        preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        name: model name. Defaults to f"resnet{depth}".
+
+    Example:
+
+    >>> model = cifar_resnet(depth=20)
+    >>> round(model.count_params() / 1e6, 2)
+    0.27
+    """
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(
+            "cifar_resnet: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, 1202, ...). "
+            f"Received: depth={depth!r}"
+        )
+    name = name or f"resnet{depth}"
+    input_shape = check_common_args(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        drop_path_rate=drop_path_rate,
+        min_input_size=4,
+    )
+    shortcut = resolve_shortcut(shortcut)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Conv2D(
+        CIFAR_STAGE_FILTERS[0], 3, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name="stem_conv",
+    )(inputs)
+    if not preact:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
+        x = keras.layers.ReLU(name="stem_relu")(x)
+    num_blocks = (depth - 2) // 6
+    x = residual_stages(
+        x,
+        block="basic",
+        stage_filters=CIFAR_STAGE_FILTERS,
+        blocks_per_stage=(num_blocks,) * 3,
+        first_stage_strides=1,
+        shortcut=shortcut,
+        preact=preact,
+        drop_path_rate=drop_path_rate,
+        use_bias=False,
+    )
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    return load_model_weights(model, weights, include_top=include_top, num_classes=num_classes)
+
+
+def resnet(
+    blocks_per_stage,
+    *,
+    block="bottleneck",
+    use_bias=False,
+    num_classes=1000,
+    input_shape=(224, 224, 3),
+    include_top=True,
+    pooling=None,
+    dropout=0.0,
+    drop_path_rate=0.0,
+    weights=None,
+    shortcut="projection",
+    preact=False,
+    classifier_activation="softmax",
+    name="resnet",
+    keras_twin=None,
+):
+    """Builds an ImageNet ResNet (He et al. 2015, Table 1).
+
+    Stem: 7x7/2 convolution and 3x3/2 max pooling (explicit zero padding, as
+    keras.applications); four stages with 64, 128, 256 and 512 base filters,
+    the last three starting with a stride-2 block; then the head.
+
+    Args:
+        blocks_per_stage: four ints, e.g. (3, 4, 6, 3) for ResNet-50.
+        block: "basic" (two 3x3) or "bottleneck" (1x1-3x3-1x1, x4 channels).
+            Defaults to "bottleneck".
+        use_bias: bool, biases in the convolutions. Defaults to False.
+        num_classes: int, classes of the classifier. Defaults to 1000.
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        include_top: bool, add the classifier. Defaults to True.
+        pooling: None, "avg" or "max": the output without the top. Defaults to None.
+        dropout: float, dropout before the classifier. Defaults to 0.0.
+        drop_path_rate: float, stochastic depth of the deepest block. Defaults to 0.0.
+        weights: None, "imagenet" (needs `keras_twin`) or the path of a
+            .weights.h5 / .keras file. Defaults to None.
+        shortcut: "projection" (option B) or "zero_pad" (option A) for the
+            blocks that change shape. Defaults to "projection".
+        preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        name: model name. Defaults to "resnet".
+        keras_twin: name of the keras.applications function with the same
+            variables, used for `weights="imagenet"`. Defaults to None.
+
+    Example:
+
+    >>> model = resnet((2, 2, 2, 2), block="basic", input_shape=(64, 64, 3), num_classes=5)
+    >>> model.output_shape
+    (None, 5)
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"{name}: block must be one of {tuple(BLOCKS)}. Received: block={block!r}")
+    if len(blocks_per_stage) != 4 or min(blocks_per_stage) < 1:
+        raise ValueError(
+            f"{name}: blocks_per_stage must be four ints >= 1. "
+            f"Received: blocks_per_stage={blocks_per_stage}"
+        )
+    input_shape = check_common_args(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        drop_path_rate=drop_path_rate,
+        min_input_size=32,
+    )
+    shortcut = resolve_shortcut(shortcut)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.ZeroPadding2D(3, name="stem_pad")(inputs)
+    x = keras.layers.Conv2D(
+        64, 7, strides=2, use_bias=use_bias, kernel_initializer="he_normal", name="stem_conv"
+    )(x)
+    if not preact:
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
+        x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+    x = residual_stages(
+        x,
+        block=block,
+        stage_filters=(64, 128, 256, 512),
+        blocks_per_stage=tuple(blocks_per_stage),
+        first_stage_strides=1,
+        shortcut=shortcut,
+        preact=preact,
+        drop_path_rate=drop_path_rate,
+        use_bias=use_bias,
+    )
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    twin = getattr(keras.applications, keras_twin) if keras_twin else None
+    return load_model_weights(
+        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
+    )
+
+
+def _imagenet_resnet(variant, kwargs):
+    return resnet(
+        **{"name": variant, "keras_twin": KERAS_TWINS.get(variant), **IMAGENET_VARIANTS[variant], **kwargs}
+    )
+
+
+def _register_cifar(name):
+    return register_model(
+        name, family="resnet", paper=CIFAR_PAPER, default_input_shape=(32, 32, 3), min_input_size=4
+    )
+
+
+def _register_imagenet(name):
+    return register_model(
+        name,
+        family="resnet",
+        paper=IMAGENET_PAPER,
+        default_input_shape=(224, 224, 3),
+        min_input_size=32,
+        pretrained=("imagenet",) if name in KERAS_TWINS else (),
+    )
+
+
+@_register_cifar("resnet20")
+def resnet20(**kwargs):
+    """ResNet-20 for CIFAR-10: 0.27M parameters, 8.75% error in the paper (Table 6)."""
+    return cifar_resnet(depth=20, **kwargs)
+
+
+@_register_cifar("resnet32")
+def resnet32(**kwargs):
+    """ResNet-32 for CIFAR-10: 0.46M parameters, 7.51% error in the paper (Table 6)."""
+    return cifar_resnet(depth=32, **kwargs)
+
+
+@_register_cifar("resnet44")
+def resnet44(**kwargs):
+    """ResNet-44 for CIFAR-10: 0.66M parameters, 7.17% error in the paper (Table 6)."""
+    return cifar_resnet(depth=44, **kwargs)
+
+
+@_register_cifar("resnet56")
+def resnet56(**kwargs):
+    """ResNet-56 for CIFAR-10: 0.85M parameters, 6.97% error in the paper (Table 6)."""
+    return cifar_resnet(depth=56, **kwargs)
+
+
+@_register_cifar("resnet110")
+def resnet110(**kwargs):
+    """ResNet-110 for CIFAR-10: 1.7M parameters, 6.43% error in the paper (Table 6)."""
+    return cifar_resnet(depth=110, **kwargs)
+
+
+@_register_cifar("resnet1202")
+def resnet1202(**kwargs):
+    """ResNet-1202 for CIFAR-10: 19.4M parameters, 7.93% error in the paper (overfits)."""
+    return cifar_resnet(depth=1202, **kwargs)
+
+
+@_register_imagenet("resnet18")
+def resnet18(**kwargs):
+    """ResNet-18 (basic blocks): 11.7M parameters, 1.8G multiply-adds at 224."""
+    return _imagenet_resnet("resnet18", kwargs)
+
+
+@_register_imagenet("resnet34")
+def resnet34(**kwargs):
+    """ResNet-34 (basic blocks): 21.8M parameters, 3.6G multiply-adds at 224."""
+    return _imagenet_resnet("resnet34", kwargs)
+
+
+@_register_imagenet("resnet50")
+def resnet50(**kwargs):
+    """ResNet-50 (bottleneck): 25.6M parameters, 3.8G multiply-adds; ImageNet weights."""
+    return _imagenet_resnet("resnet50", kwargs)
+
+
+@_register_imagenet("resnet101")
+def resnet101(**kwargs):
+    """ResNet-101 (bottleneck): 44.7M parameters, 7.6G multiply-adds; ImageNet weights."""
+    return _imagenet_resnet("resnet101", kwargs)
+
+
+@_register_imagenet("resnet152")
+def resnet152(**kwargs):
+    """ResNet-152 (bottleneck): 60.4M parameters, 11.3G multiply-adds; ImageNet weights."""
+    return _imagenet_resnet("resnet152", kwargs)

@@ -1,0 +1,109 @@
+"""Loading weights: local files, and ImageNet weights ported from keras.applications."""
+
+import os
+
+import keras
+
+HEAD_PREFIX = "head_"
+
+
+def _weights_of(model, skip_head):
+    if not skip_head:
+        return list(model.weights)
+    return [
+        weight
+        for layer in model.layers
+        if not layer.name.startswith(HEAD_PREFIX)
+        for weight in layer.weights
+    ]
+
+
+def port_weights(source_model, target_model, skip_head=False):
+    """Copies every variable of `source_model` into `target_model`, by position.
+
+    The two models must be variable-for-variable compatible: the same number
+    of variables, in the same order, with the same shapes (ours are, for
+    the keras.applications networks they mirror). Names are not compared,
+    since the two sides name layers differently; a mismatch in count or in
+    any shape raises a `ValueError` naming the first offending variables.
+
+    Args:
+        source_model: the model to copy from, e.g. `keras.applications.ResNet50()`.
+        target_model: the model to copy into, e.g. `create_model("resnet50")`.
+        skip_head: bool, leave the target's `head_*` layers out (they keep their
+            initialization), for a source built without its classifier.
+            Defaults to False.
+
+    Returns:
+        The number of variables copied.
+
+    Example:
+
+    >>> source = keras.applications.ResNet50(weights=None)     # doctest: +SKIP
+    >>> port_weights(source, create_model("resnet50"))          # doctest: +SKIP
+    320
+    """
+    source_weights = list(source_model.weights)
+    target_weights = _weights_of(target_model, skip_head)
+    if len(source_weights) != len(target_weights):
+        raise ValueError(
+            f"Cannot port weights: '{source_model.name}' has {len(source_weights)} "
+            f"variables but '{target_model.name}' has {len(target_weights)}"
+            f"{' outside its head_ layers' if skip_head else ''}. Build both with the "
+            "same architecture options (include_top, shortcut, preact, ...)."
+        )
+    for index, (source, target) in enumerate(zip(source_weights, target_weights)):
+        if tuple(source.shape) != tuple(target.shape):
+            raise ValueError(
+                f"Cannot port weights: variable {index} has shape {tuple(source.shape)} "
+                f"in '{source_model.name}' ({source.path}) but {tuple(target.shape)} in "
+                f"'{target_model.name}' ({target.path})."
+            )
+    for source, target in zip(source_weights, target_weights):
+        target.assign(source.value)
+    return len(target_weights)
+
+
+def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num_classes=1000):
+    """Loads `weights` into a freshly built `model`: None, "imagenet" or a file path.
+
+    "imagenet" builds the keras.applications twin with its ImageNet weights
+    (the real download goes through `keras.applications`) and ports them.
+    When our classifier is not the 1000-class one, only the backbone is
+    ported and the new head keeps its initialization. A path may name a
+    `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file
+    (its model's variables are ported by position).
+    """
+    if weights is None:
+        return model
+    if weights == "imagenet":
+        if keras_twin is None:
+            raise ValueError(
+                f"No ImageNet weights for '{model.name}': keras.applications has no "
+                "twin of this network. Pass weights=None, or a path to a .weights.h5 "
+                "or .keras file."
+            )
+        with_top = include_top and num_classes == 1000
+        source = keras_twin(weights="imagenet", include_top=with_top)
+        port_weights(source, model, skip_head=include_top and not with_top)
+        return model
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ValueError(
+            "weights must be None, 'imagenet', or a path to a .weights.h5 or .keras "
+            f"file. Received: weights={weights!r}"
+        )
+    path = os.fspath(weights)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Weights file not found: {path}. Pass weights=None, 'imagenet', or the "
+            "path of an existing .weights.h5 or .keras file."
+        )
+    if path.endswith(".keras"):
+        port_weights(keras.saving.load_model(path, compile=False), model)
+    elif path.endswith(".h5"):
+        model.load_weights(path)
+    else:
+        raise ValueError(
+            f"Unsupported weights file: {path}. Expected a .weights.h5 or .keras file."
+        )
+    return model
