@@ -6,7 +6,7 @@
 ['resnet20']
 """
 
-from kerasrecipes import layers, models
+from kerasrecipes import data, layers, models
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
 from kerasrecipes.weights import port_weights
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ModelInfo",
     "create_model",
+    "data",
     "get_model_entry",
     "layers",
     "list_models",

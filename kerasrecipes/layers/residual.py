@@ -16,6 +16,9 @@ SHORTCUTS = ("identity", "projection", "zero_pad")
 # The CIFAR paper's names for the shortcut options (Sec. 4.2): A pads zeros, B projects.
 SHORTCUT_ALIASES = {"A": "zero_pad", "B": "projection"}
 BN_EPSILON = 1.001e-5  # as keras.applications' ResNets, so ported statistics mean the same
+# Moving averages forget 10% per step, as PyTorch's default; Keras' 0.99 lags
+# for hundreds of steps, which shows as poor validation in short runs.
+BN_MOMENTUM = 0.9
 
 
 def resolve_shortcut(shortcut):
@@ -126,6 +129,7 @@ class _ResidualBlock(keras.layers.Layer):
         zero = last and self.zero_init_residual
         return keras.layers.BatchNormalization(
             epsilon=BN_EPSILON,
+            momentum=BN_MOMENTUM,
             gamma_initializer="zeros" if zero else "ones",
             dtype=self.dtype_policy,
             name=name,

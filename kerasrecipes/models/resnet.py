@@ -13,7 +13,7 @@ the first 1x1 convolution), so `weights="imagenet"` ports their weights.
 import keras
 
 from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
-from kerasrecipes.layers.residual import BN_EPSILON, resolve_shortcut
+from kerasrecipes.layers.residual import BN_EPSILON, BN_MOMENTUM, resolve_shortcut
 from kerasrecipes.models.common import check_common_args, classification_head
 from kerasrecipes.registry import register_model
 from kerasrecipes.weights import load_model_weights
@@ -77,7 +77,7 @@ def residual_stages(
             in_channels = out_channels
             block_index += 1
     if preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="post_bn")(x)
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="post_bn")(x)
         x = keras.layers.ReLU(name="post_relu")(x)
     return x
 
@@ -148,7 +148,7 @@ def cifar_resnet(
         kernel_initializer="he_normal", name="stem_conv",
     )(inputs)
     if not preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
     num_blocks = (depth - 2) // 6
     x = residual_stages(
@@ -249,7 +249,7 @@ def resnet(
         64, 7, strides=2, use_bias=use_bias, kernel_initializer="he_normal", name="stem_conv"
     )(x)
     if not preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")(x)
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
