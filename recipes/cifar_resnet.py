@@ -158,6 +158,7 @@ def main(argv=None):
         validation_data=val_ds,
         epochs=epochs,
         callbacks=[keras.callbacks.BackupAndRestore(os.path.join(args.out, "backup"))],
+        shuffle=False,  # train_ds shuffles itself each epoch; fit cannot shuffle a tf.data.Dataset
         verbose=2,
     )
     for epoch, (acc, val_acc) in enumerate(

@@ -1,0 +1,137 @@
+"""Shared blocks: residual blocks, zero-pad shortcut, DropPath and its schedule."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerasrecipes.layers import (
+    BasicBlock,
+    BottleneckBlock,
+    DropPath,
+    ZeroPadShortcut,
+    drop_path_schedule,
+)
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def round_trip(layer, input_shape, tmp_path, rng):
+    """Wraps `layer` in a model, saves it to .keras, loads it; returns both outputs."""
+    inputs = keras.Input(input_shape)
+    model = keras.Model(inputs, layer(inputs))
+    for weight in model.weights:  # move off the initialization so loading is visible
+        weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    path = tmp_path / "block.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = rng.uniform(0, 1, (2,) + input_shape).astype("float32")
+    return to_numpy(model(x)), to_numpy(loaded(x)), loaded
+
+
+@pytest.mark.parametrize(
+    "block, input_shape, output_shape",
+    [
+        (BasicBlock(8), (8, 8, 8), (8, 8, 8)),
+        (BasicBlock(16, strides=2, shortcut="A"), (8, 8, 8), (4, 4, 16)),
+        (BasicBlock(16, strides=2, shortcut="projection", preact=True), (8, 8, 8), (4, 4, 16)),
+        (BottleneckBlock(4, shortcut="projection"), (8, 8, 8), (8, 8, 16)),
+        (BottleneckBlock(4, strides=2, shortcut="zero_pad", preact=True), (7, 7, 8), (4, 4, 16)),
+    ],
+)
+def test_blocks_shapes_and_keras_round_trip(block, input_shape, output_shape, tmp_path, rng):
+    expected, actual, loaded = round_trip(block, input_shape, tmp_path, rng)
+    assert expected.shape == (2,) + output_shape
+    assert tuple(block.compute_output_shape((None,) + input_shape)) == (None,) + output_shape
+    np.testing.assert_array_equal(actual, expected)
+    assert loaded.layers[-1].get_config() == block.get_config()
+
+
+def test_block_variables_follow_keras_applications_order():
+    block = BottleneckBlock(4, shortcut="projection", use_bias=True, name="b")
+    block.build((None, 8, 8, 8))
+    order = [w.path.split("/")[1] for w in block.weights]
+    deduplicated = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
+    assert deduplicated == [
+        "conv1", "bn1", "conv2", "bn2", "shortcut_conv", "conv3", "shortcut_bn", "bn3",
+    ]
+
+
+def test_identity_block_starts_as_the_identity(rng):
+    x = rng.uniform(-1, 1, (2, 6, 6, 8)).astype("float32")
+    for block in (BasicBlock(8), BottleneckBlock(2)):
+        np.testing.assert_allclose(to_numpy(block(x)), np.maximum(x, 0), atol=1e-6)
+    unzeroed = BasicBlock(8, zero_init_residual=False)
+    assert not np.allclose(to_numpy(unzeroed(x)), np.maximum(x, 0))
+
+
+def test_identity_shortcut_that_changes_shape_is_an_error():
+    with pytest.raises(ValueError, match="identity shortcut but changes the shape"):
+        BasicBlock(16, strides=2, name="stage2_block1")(keras.ops.ones((1, 8, 8, 8)))
+    with pytest.raises(ValueError, match="filters must be >= 1"):
+        BasicBlock(0)
+
+
+def test_zero_pad_shortcut_subsamples_and_pads(rng):
+    x = rng.uniform(0, 1, (2, 5, 5, 3)).astype("float32")
+    y = to_numpy(ZeroPadShortcut(8, strides=2)(x))
+    assert y.shape == (2, 3, 3, 8)
+    np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, :])
+    assert not y[..., 3:].any()
+    with pytest.raises(ValueError, match="can only add channels"):
+        ZeroPadShortcut(2)(x)
+
+
+def test_drop_path_is_identity_at_inference(rng):
+    x = rng.uniform(0, 1, (4, 3, 3, 2)).astype("float32")
+    np.testing.assert_array_equal(to_numpy(DropPath(0.5)(x, training=False)), x)
+    np.testing.assert_array_equal(to_numpy(DropPath(0.0)(x, training=True)), x)
+
+
+def test_drop_path_drops_whole_samples_and_keeps_the_mean():
+    x = np.ones((4000, 2, 2, 3), "float32")
+    y = to_numpy(DropPath(0.25, seed=1)(x, training=True))
+    per_sample = y.reshape(len(y), -1)
+    # each sample is either all zero or all scaled by 1 / (1 - rate)
+    assert set(np.unique(per_sample)) <= {0.0, np.float32(1 / 0.75)}
+    assert np.all(per_sample.min(axis=1) == per_sample.max(axis=1))
+    assert abs((per_sample[:, 0] == 0).mean() - 0.25) < 0.03
+    assert abs(y.mean() - 1.0) < 0.05
+
+
+def test_drop_path_masks_change_between_steps_and_repeat_under_a_seed():
+    x = np.ones((64, 1, 1, 1), "float32")
+    layer = DropPath(0.5, seed=3)
+    first, second = to_numpy(layer(x, training=True)), to_numpy(layer(x, training=True))
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(to_numpy(DropPath(0.5, seed=3)(x, training=True)), first)
+
+
+@pytest.mark.filterwarnings("ignore:The model does not have any trainable weights")
+def test_drop_path_masks_change_between_compiled_train_steps():
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, DropPath(0.5, seed=0)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((256, 1), "float32")
+    # Two evaluations of the loss in training mode: the same mask would give equal losses.
+    losses = [
+        float(model.train_on_batch(x, np.zeros((256, 1), "float32"))) for _ in range(3)
+    ]
+    assert len(set(losses)) > 1
+
+
+def test_drop_path_config_and_errors():
+    layer = DropPath(0.3, seed=7, name="dp")
+    assert DropPath.from_config(layer.get_config()).get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="rate must be in"):
+        DropPath(1.0)
+
+
+def test_drop_path_schedule_first_and_last_values():
+    rates = drop_path_schedule(0.2, 5)
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+    assert drop_path_schedule(0.1, 1) == [0.1]
+    assert drop_path_schedule(0.0, 3) == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="drop_path_rate must be in"):
+        drop_path_schedule(1.2, 3)

@@ -1,0 +1,94 @@
+"""The registry-driven suite: every registered model gets these tests by being registered."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import kerasrecipes as kr
+from conftest import tiny_input_shape, tiny_model
+
+ALL_MODELS = kr.list_models()
+# Too deep for a compiled train step and a .keras round trip inside the default
+# budget (tracing ResNet-1202's train step alone takes over two minutes on 2 cores):
+# the default run builds it and runs a forward pass; the rest runs with -m slow.
+HEAVY_MODELS = {"resnet1202"}
+LAYER_NAME = re.compile(r"^(input|stem_\w+|stage\d+_block\d+(_\w+)?|stage\d+_\w+|post_\w+|head_\w+)$")
+
+
+def models_with_heavy_marked_slow():
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name
+        for name in ALL_MODELS
+    ]
+
+
+def tiny_batch(name, batch_size=2):
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, (batch_size,) + tiny_input_shape(name)).astype("float32")
+
+
+def test_registry_is_populated():
+    assert len(ALL_MODELS) >= 12
+    assert {"resnet20", "resnet1202", "resnet50", "baseline_cnn"} <= set(ALL_MODELS)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward(name):
+    model = tiny_model(name)
+    outputs = keras.ops.convert_to_numpy(model(tiny_batch(name), training=False))
+    assert outputs.shape == (2, model.output_shape[-1])
+    assert np.all(np.isfinite(outputs))
+    np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_layer_names_follow_the_scheme(name):
+    model = tiny_model(name)
+    names = [layer.name for layer in model.layers]
+    bad = [n for n in names if not LAYER_NAME.match(n)]
+    assert not bad, f"{name}: layer names outside the scheme: {bad}"
+    assert any(n.startswith("stage1_block1") for n in names)
+    assert names[-1] == "head_dense"
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+def test_one_training_step_with_fit(name):
+    model = tiny_model(name)
+    x = tiny_batch(name)
+    y = np.array([0, 1])
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = sum(
+        not np.array_equal(old, new.numpy()) for old, new in zip(before, model.trainable_weights)
+    )
+    assert changed > len(before) // 2
+
+
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+def test_keras_file_round_trip(name, tmp_path):
+    model = tiny_model(name)
+    x = tiny_batch(name)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    actual = keras.ops.convert_to_numpy(loaded(x, training=False))
+    assert np.all(np.isfinite(expected))
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+
+
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+def test_without_top(name):
+    shape = tiny_input_shape(name)
+    x = tiny_batch(name)
+    features = kr.create_model(name, input_shape=shape, include_top=False)
+    pooled = kr.create_model(name, input_shape=shape, include_top=False, pooling="max")
+    assert len(features.output_shape) == 4
+    assert not any(layer.name == "head_dense" for layer in features.layers)
+    assert pooled(x).shape == (2, features.output_shape[-1])

@@ -1,0 +1,72 @@
+"""Registry and model_info."""
+
+import keras
+import pytest
+
+import kerasrecipes as kr
+from kerasrecipes.registry import register_model
+
+
+def test_list_models_filters_and_sorts_naturally():
+    assert kr.list_models("resnet*") == [
+        "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50",
+        "resnet56", "resnet101", "resnet110", "resnet152", "resnet1202",
+    ]
+    assert kr.list_models("nothing*") == []
+    assert "baseline_cnn" in kr.list_models()
+
+
+def test_create_model_passes_arguments_to_the_builder():
+    model = kr.create_model("resnet20", num_classes=7, input_shape=(24, 24, 1), dropout=0.2)
+    assert model.output_shape == (None, 7)
+    assert model.input_shape == (None, 24, 24, 1)
+    assert model.get_layer("head_dropout").rate == 0.2
+
+
+def test_unknown_name_lists_the_closest_registered_names():
+    with pytest.raises(ValueError, match="Unknown model name: 'resnet51'.*resnet50") as error:
+        kr.create_model("resnet51")
+    assert "list_models()" in str(error.value)
+
+
+def test_a_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("resnet20", family="x", paper="x", default_input_shape=(1, 1, 1), min_input_size=1)(
+            lambda **kwargs: None
+        )
+
+
+def test_entries_describe_the_models():
+    entry = kr.get_model_entry("resnet50")
+    assert entry.family == "resnet" and entry.pretrained == ("imagenet",)
+    assert entry.default_input_shape == (224, 224, 3)
+    assert kr.get_model_entry("resnet20").pretrained == ()
+
+
+def test_model_info_counts_convolutions_and_dense_layers_exactly():
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(inputs)  # 5x5x4 outputs
+    x = keras.layers.DepthwiseConv2D(3)(x)  # 3x3x4 outputs
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(2)(x)
+    info = kr.model_info(keras.Model(inputs, outputs))
+    conv = 5 * 5 * (3 * 3 * 3 * 4)
+    depthwise = 3 * 3 * (3 * 3 * 4)
+    dense = 36 * 2
+    assert info.flops == conv + depthwise + dense
+    assert info.params == 3 * 3 * 3 * 4 + (3 * 3 * 4 + 4) + (36 * 2 + 2)
+
+
+def test_model_info_reports_trainable_parameters_and_unknown_flops():
+    model = kr.create_model("resnet20", input_shape=(None, None, 3))
+    info = kr.model_info(model)
+    assert info.flops is None and "unknown" in str(info)
+    model.get_layer("stage1_block1").trainable = False
+    frozen = kr.model_info(model)
+    assert frozen.params == info.params
+    assert frozen.trainable_params < info.trainable_params
+
+
+def test_model_info_string():
+    text = str(kr.model_info(kr.create_model("resnet20")))
+    assert text.startswith("resnet20: 271,098 parameters (269,722 trainable), 0.041G multiply-adds")
