@@ -59,14 +59,15 @@ def test_one_training_step_with_fit(name):
     model = tiny_model(name)
     x = tiny_batch(name)
     y = np.array([0, 1])
-    before = [w.numpy().copy() for w in model.trainable_weights]
+    before = {w.path: w.numpy().copy() for w in model.trainable_weights}
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = sum(
-        not np.array_equal(old, new.numpy()) for old, new in zip(before, model.trainable_weights)
-    )
-    assert changed > len(before) // 2
+    changed = {w.path for w in model.trainable_weights if not np.array_equal(before[w.path], w.numpy())}
+    # Zero-initialized residual BatchNorms block the gradient into the branch
+    # convolutions on the very first step, so not every variable moves yet.
+    assert any(path.startswith("head_dense") for path in changed)
+    assert any(path.startswith("stage") for path in changed)
 
 
 @pytest.mark.parametrize("name", models_with_heavy_marked_slow())
