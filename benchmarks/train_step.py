@@ -1,0 +1,114 @@
+"""Training-step speed of our models beside their keras.applications twins, in one process.
+
+For each pair, both models are compiled the same way (SGD with momentum,
+sparse cross-entropy), warmed up (the first step traces and compiles),
+then timed alternately for several repeats on the same batch: each repeat
+runs `--steps` training steps of one model, then of the other, swapping
+which goes first. It prints images/second per repeat and the median of
+the per-repeat ratios ours / keras (above 1: ours is faster).
+
+Run:
+    python benchmarks/train_step.py                       # resnet50, batch 16 at 224x224
+    python benchmarks/train_step.py --batch-size 64 --repeats 7
+    KERAS_BACKEND=jax python benchmarks/train_step.py     # e.g. on a GPU machine with JAX
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+
+import kerasrecipes as kr
+
+PAIRS = {"resnet50": keras.applications.ResNet50}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per model per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    return parser.parse_args()
+
+
+def describe_machine():
+    backend = keras.backend.backend()
+    devices = "unknown"
+    if backend == "jax":
+        import jax
+
+        devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        devices = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"devices: {devices}; Keras {keras.__version__}, backend {backend}"
+    )
+
+
+def compiled(model):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model
+
+
+def images_per_second(model, x, y, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = model.train_on_batch(x, y)
+    float(np.asarray(loss))  # wait for asynchronous backends to finish the last step
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def benchmark_pair(name, args):
+    shape = (args.image_size, args.image_size, 3)
+    keras.utils.set_random_seed(0)
+    ours = compiled(kr.create_model(name, input_shape=shape))
+    theirs = compiled(PAIRS[name](weights=None, input_shape=shape))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (args.batch_size,) + shape).astype("float32")
+    y = rng.integers(0, 1000, args.batch_size)
+    for model in (ours, theirs):
+        images_per_second(model, x, y, 1)  # trace and compile
+    ratios = []
+    for repeat in range(args.repeats):
+        order = [("ours", ours), ("keras", theirs)]
+        if repeat % 2:
+            order.reverse()
+        speed = {label: images_per_second(model, x, y, args.steps) for label, model in order}
+        ratios.append(speed["ours"] / speed["keras"])
+        print(
+            f"  repeat {repeat + 1}: ours {speed['ours']:.2f} img/s, "
+            f"keras.applications {speed['keras']:.2f} img/s, ratio {ratios[-1]:.3f}"
+        )
+    median = statistics.median(ratios)
+    print(f"{name}: median ratio ours / keras.applications = {median:.3f} over {args.repeats} repeats")
+    return median
+
+
+def main():
+    args = parse_args()
+    print(describe_machine())
+    print(
+        f"training step, batch {args.batch_size} at {args.image_size}x{args.image_size}, "
+        f"{args.steps} steps per repeat"
+    )
+    for name in args.models:
+        benchmark_pair(name, args)
+
+
+if __name__ == "__main__":
+    main()
