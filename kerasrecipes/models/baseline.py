@@ -99,5 +99,5 @@ def plain_cnn(
     min_input_size=4,
 )
 def baseline_cnn(**kwargs):
-    """The lecture's 10-layer plain baseline (about 0.29M parameters at 10 classes)."""
+    """The lecture's 10-layer plain baseline: 484,074 parameters, 66.9M multiply-adds at 32x32."""
     return plain_cnn(**kwargs)
