@@ -81,7 +81,7 @@ def model_info(model):
     >>> import kerasrecipes as kr
     >>> info = kr.model_info(kr.create_model("resnet20"))
     >>> info.params, round(info.flops / 1e6, 1)
-    (272474, 40.6)
+    (271098, 40.6)
     """
     flops = 0
     for layer in _leaf_layers(model):
