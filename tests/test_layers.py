@@ -38,6 +38,7 @@ def round_trip(layer, input_shape, tmp_path, rng):
         (BasicBlock(16, strides=2, shortcut="projection", preact=True), (8, 8, 8), (4, 4, 16)),
         (BottleneckBlock(4, shortcut="projection"), (8, 8, 8), (8, 8, 16)),
         (BottleneckBlock(4, strides=2, shortcut="zero_pad", preact=True), (7, 7, 8), (4, 4, 16)),
+        (BasicBlock(8, kernel_initializer=keras.initializers.HeUniform(seed=1)), (4, 4, 8), (4, 4, 8)),
     ],
 )
 def test_blocks_shapes_and_keras_round_trip(block, input_shape, output_shape, tmp_path, rng):

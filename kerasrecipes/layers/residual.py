@@ -220,7 +220,9 @@ class _ResidualBlock(keras.layers.Layer):
                 "preact": self.preact,
                 "drop_path_rate": self.drop_path_rate,
                 "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer,
+                "kernel_initializer": keras.initializers.serialize(
+                    keras.initializers.get(self.kernel_initializer)
+                ),
                 "zero_init_residual": self.zero_init_residual,
                 "seed": self.seed,
             }
