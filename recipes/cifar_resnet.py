@@ -7,8 +7,8 @@ Shows: training a ResNet of depth 6n+2 (20, 32, 44, 56, 110, 1202) with the
 Run:
     python recipes/cifar_resnet.py --dataset demo --quick   # offline, generated data, about 1 minute on 2 CPU cores
     python recipes/cifar_resnet.py --dataset cifar10 --depth 56   # the paper's setting (downloads CIFAR-10)
-Reaches: on the generated demo data, ResNet-20 reaches about 90% validation
-    accuracy in the 5 quick epochs (see the README for a printed run). With
+Reaches: on the generated demo data, ResNet-20 reached 99.8% validation
+    accuracy in the 5 quick epochs (see the README for the printed run). With
     --dataset cifar10 and the full 64k iterations the paper reports 8.75%
     test error for ResNet-20 and 6.97% for ResNet-56 (Table 6); we have not
     run the full schedule on this project's CPU machines.
@@ -44,6 +44,7 @@ MOMENTUM = 0.9
 # equivalent is about 10 x 1e-4.
 WEIGHT_DECAY = 1e-3
 PAPER_EPOCHS = 182
+SEED = 0  # fixes the initial weights, the shuffling and the augmentation
 QUICK = {"train_images": 4000, "val_images": 1000, "epochs": 5}  # --quick: the demo and the tests
 
 
@@ -93,8 +94,8 @@ crop, flip horizontally at random. It runs in the `tf.data` pipeline.
 augment = keras.Sequential(
     [
         keras.layers.ZeroPadding2D(4),
-        keras.layers.RandomCrop(32, 32, seed=0),
-        keras.layers.RandomFlip("horizontal", seed=0),
+        keras.layers.RandomCrop(32, 32, seed=SEED),
+        keras.layers.RandomFlip("horizontal", seed=SEED),
     ],
     name="paper_augmentation",
 )
@@ -103,7 +104,7 @@ augment = keras.Sequential(
 def make_datasets(train, val):
     train_ds = (
         tf.data.Dataset.from_tensor_slices(train)
-        .shuffle(len(train[0]), seed=0)
+        .shuffle(len(train[0]), seed=SEED)
         .batch(BATCH_SIZE)
         .map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -145,6 +146,7 @@ epoch when the same command is run again.
 
 def main(argv=None):
     args = parse_args(argv)
+    keras.utils.set_random_seed(SEED)
     epochs = args.epochs or (QUICK["epochs"] if args.quick else PAPER_EPOCHS)
     train, val = load_data(args.dataset, args.quick)
     train_ds, val_ds = make_datasets(train, val)
