@@ -95,7 +95,9 @@ def benchmark_pair(name, args):
             f"keras.applications {speed['keras']:.2f} img/s, ratio {ratios[-1]:.3f}"
         )
     median = statistics.median(ratios)
-    print(f"{name}: median ratio ours / keras.applications = {median:.3f} over {args.repeats} repeats")
+    print(
+        f"{name}: median ratio ours / keras.applications = {median:.3f} over {args.repeats} repeats"
+    )
     return median
 
 

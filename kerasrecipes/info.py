@@ -28,7 +28,9 @@ class ModelInfo:
     input_shape: tuple
 
     def __str__(self):
-        flops = "unknown (input size not fixed)" if self.flops is None else f"{self.flops / 1e9:.3f}G"
+        flops = (
+            "unknown (input size not fixed)" if self.flops is None else f"{self.flops / 1e9:.3f}G"
+        )
         return (
             f"{self.name}: {self.params:,} parameters ({self.trainable_params:,} trainable), "
             f"{flops} multiply-adds at {self.input_shape}"
@@ -45,9 +47,8 @@ def _layer_macs(layer):
     Convolutions (any rank, grouped and depthwise included) and dense layers:
     each kernel entry (a Conv2D kernel is kh x kw x in/groups x out, a
     depthwise one kh x kw x channels x multiplier) costs one multiply-add
-    per output position. Other layers
-    (normalization, activations, pooling, additions) are not counted, as in
-    the papers.
+    per output position. Other layers (normalization, activations, pooling,
+    additions) are not counted, as in the papers.
     """
     kernel_layers = (
         keras.layers.Dense,

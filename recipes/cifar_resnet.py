@@ -5,8 +5,8 @@ Shows: training a ResNet of depth 6n+2 (20, 32, 44, 56, 110, 1202) with the
     0.1 divided by 10 at 50% and 75% of training, weight decay, batch 128,
     4-pixel padding + random 32x32 crop + horizontal flip.
 Run:
-    python recipes/cifar_resnet.py --dataset demo --quick   # offline, generated data, about 1 minute on 2 CPU cores
-    python recipes/cifar_resnet.py --dataset cifar10 --depth 56   # the paper's setting (downloads CIFAR-10)
+    python recipes/cifar_resnet.py --dataset demo --quick     # offline: about 1 minute, 2 cores
+    python recipes/cifar_resnet.py --dataset cifar10 --depth 56  # the paper's (downloads CIFAR-10)
 Reaches: on the generated demo data, ResNet-20 reached 99.8% validation
     accuracy in the 5 quick epochs (see the README for the printed run). With
     --dataset cifar10 and the full 64k iterations the paper reports 8.75%
@@ -20,7 +20,6 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import kerasrecipes as kr
@@ -54,7 +53,9 @@ def parse_args(argv=None):
     parser.add_argument("--depth", type=int, default=20, help="6n+2: 20, 32, 44, 56, 110, 1202")
     parser.add_argument("--epochs", type=int, default=None, help="default: 182, or 5 with --quick")
     parser.add_argument("--quick", action="store_true", help="small data and 5 epochs")
-    parser.add_argument("--out", default="runs/cifar_resnet", help="folder for the model and backups")
+    parser.add_argument(
+        "--out", default="runs/cifar_resnet", help="folder for the model and backups"
+    )
     return parser.parse_args(argv)
 
 
@@ -72,8 +73,12 @@ def load_data(dataset, quick):
         (x_train, y_train), (x_val, y_val) = keras.datasets.cifar10.load_data()
         y_train, y_val = y_train[:, 0], y_val[:, 0]
     else:
-        x_train, y_train = kr.data.demo_images(num_images=QUICK["train_images"] if quick else 20000, seed=0)
-        x_val, y_val = kr.data.demo_images(num_images=QUICK["val_images"] if quick else 5000, seed=1)
+        x_train, y_train = kr.data.demo_images(
+            num_images=QUICK["train_images"] if quick else 20000, seed=0
+        )
+        x_val, y_val = kr.data.demo_images(
+            num_images=QUICK["val_images"] if quick else 5000, seed=1
+        )
     if quick:
         x_train, y_train = x_train[: QUICK["train_images"]], y_train[: QUICK["train_images"]]
         x_val, y_val = x_val[: QUICK["val_images"]], y_val[: QUICK["val_images"]]
@@ -130,9 +135,7 @@ def make_model(depth, steps_per_epoch, epochs):
     )
     optimizer = keras.optimizers.SGD(schedule, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    model.compile(
-        optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"]
-    )
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

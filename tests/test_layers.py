@@ -38,7 +38,11 @@ def round_trip(layer, input_shape, tmp_path, rng):
         (BasicBlock(16, strides=2, shortcut="projection", preact=True), (8, 8, 8), (4, 4, 16)),
         (BottleneckBlock(4, shortcut="projection"), (8, 8, 8), (8, 8, 16)),
         (BottleneckBlock(4, strides=2, shortcut="zero_pad", preact=True), (7, 7, 8), (4, 4, 16)),
-        (BasicBlock(8, kernel_initializer=keras.initializers.HeUniform(seed=1)), (4, 4, 8), (4, 4, 8)),
+        (
+            BasicBlock(8, kernel_initializer=keras.initializers.HeUniform(seed=1)),
+            (4, 4, 8),
+            (4, 4, 8),
+        ),
     ],
 )
 def test_blocks_shapes_and_keras_round_trip(block, input_shape, output_shape, tmp_path, rng):
@@ -55,7 +59,14 @@ def test_block_variables_follow_keras_applications_order():
     order = [w.path.split("/")[1] for w in block.weights]
     deduplicated = [name for i, name in enumerate(order) if i == 0 or order[i - 1] != name]
     assert deduplicated == [
-        "conv1", "bn1", "conv2", "bn2", "shortcut_conv", "conv3", "shortcut_bn", "bn3",
+        "conv1",
+        "bn1",
+        "conv2",
+        "bn2",
+        "shortcut_conv",
+        "conv3",
+        "shortcut_bn",
+        "bn3",
     ]
 
 
@@ -116,9 +127,7 @@ def test_drop_path_masks_change_between_compiled_train_steps():
     model.compile(optimizer="sgd", loss="mse")
     x = np.ones((256, 1), "float32")
     # Two evaluations of the loss in training mode: the same mask would give equal losses.
-    losses = [
-        float(model.train_on_batch(x, np.zeros((256, 1), "float32"))) for _ in range(3)
-    ]
+    losses = [float(model.train_on_batch(x, np.zeros((256, 1), "float32"))) for _ in range(3)]
     assert len(set(losses)) > 1
 
 

@@ -5,16 +5,18 @@ import re
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_input_shape, tiny_model
 
 import kerasrecipes as kr
-from conftest import tiny_input_shape, tiny_model
 
 ALL_MODELS = kr.list_models()
 # Too deep for a compiled train step and a .keras round trip inside the default
 # budget (tracing ResNet-1202's train step alone takes over two minutes on 2 cores):
 # the default run builds it and runs a forward pass; the rest runs with -m slow.
 HEAVY_MODELS = {"resnet1202"}
-LAYER_NAME = re.compile(r"^(input|stem_\w+|stage\d+_block\d+(_\w+)?|stage\d+_\w+|post_\w+|head_\w+)$")
+LAYER_NAME = re.compile(
+    r"^(input|stem_\w+|stage\d+_block\d+(_\w+)?|stage\d+_\w+|post_\w+|head_\w+)$"
+)
 
 
 def models_with_heavy_marked_slow():
@@ -63,7 +65,9 @@ def test_one_training_step_with_fit(name):
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    changed = {w.path for w in model.trainable_weights if not np.array_equal(before[w.path], w.numpy())}
+    changed = {
+        w.path for w in model.trainable_weights if not np.array_equal(before[w.path], w.numpy())
+    }
     # Zero-initialized residual BatchNorms block the gradient into the branch
     # convolutions on the very first step, so not every variable moves yet.
     assert any(path.startswith("head_dense") for path in changed)

@@ -9,8 +9,17 @@ from kerasrecipes.registry import register_model
 
 def test_list_models_filters_and_sorts_naturally():
     assert kr.list_models("resnet*") == [
-        "resnet18", "resnet20", "resnet32", "resnet34", "resnet44", "resnet50",
-        "resnet56", "resnet101", "resnet110", "resnet152", "resnet1202",
+        "resnet18",
+        "resnet20",
+        "resnet32",
+        "resnet34",
+        "resnet44",
+        "resnet50",
+        "resnet56",
+        "resnet101",
+        "resnet110",
+        "resnet152",
+        "resnet1202",
     ]
     assert kr.list_models("nothing*") == []
     assert "baseline_cnn" in kr.list_models()
@@ -31,9 +40,9 @@ def test_unknown_name_lists_the_closest_registered_names():
 
 def test_a_name_cannot_be_registered_twice():
     with pytest.raises(ValueError, match="already registered"):
-        register_model("resnet20", family="x", paper="x", default_input_shape=(1, 1, 1), min_input_size=1)(
-            lambda **kwargs: None
-        )
+        register_model(
+            "resnet20", family="x", paper="x", default_input_shape=(1, 1, 1), min_input_size=1
+        )(lambda **kwargs: None)
 
 
 def test_entries_describe_the_models():
@@ -45,7 +54,9 @@ def test_entries_describe_the_models():
 
 def test_model_info_counts_convolutions_and_dense_layers_exactly():
     inputs = keras.Input((10, 10, 3))
-    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(inputs)  # 5x5x4 outputs
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", use_bias=False)(
+        inputs
+    )  # 5x5x4 outputs
     x = keras.layers.DepthwiseConv2D(3)(x)  # 3x3x4 outputs
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(2)(x)

@@ -3,9 +3,9 @@
 import keras
 import numpy as np
 import pytest
+from conftest import tiny_model
 
 import kerasrecipes as kr
-from conftest import tiny_model
 from kerasrecipes.models.resnet import cifar_resnet
 from kerasrecipes.weights import port_weights
 
@@ -68,8 +68,10 @@ def test_option_b_projection_adds_parameters_over_option_a():
     option_b = cifar_resnet(depth=20, input_shape=(16, 16, 3), shortcut="B")
     assert option_b.layers[-1].output.shape == option_a.layers[-1].output.shape
     assert option_b.count_params() > option_a.count_params()
-    projected = [l for l in option_b.layers if getattr(l, "shortcut", None) == "projection"]
-    assert [l.name for l in projected] == ["stage2_block1", "stage3_block1"]
+    projected = [
+        layer.name for layer in option_b.layers if getattr(layer, "shortcut", None) == "projection"
+    ]
+    assert projected == ["stage2_block1", "stage3_block1"]
 
 
 def test_preactivation_variant_builds_and_ends_with_post_norm():
@@ -163,7 +165,9 @@ def test_imagenet_weights_go_through_keras_applications(fake_imagenet_download):
 def test_imagenet_backbone_with_a_new_head(fake_imagenet_download):
     ours = kr.create_model("resnet50", weights="imagenet", num_classes=5, input_shape=(64, 64, 3))
     source = fake_imagenet_download[False]
-    backbone = [w for layer in ours.layers if not layer.name.startswith("head_") for w in layer.weights]
+    backbone = [
+        w for layer in ours.layers if not layer.name.startswith("head_") for w in layer.weights
+    ]
     assert len(backbone) == len(source.weights)
     for ours_weight, source_weight in zip(backbone, source.weights):
         np.testing.assert_array_equal(ours_weight.numpy(), source_weight.numpy())
@@ -200,7 +204,10 @@ def test_weights_errors_name_the_problem(tmp_path):
         (lambda: cifar_resnet(depth=21), r"depth must be 6n\+2.*Received: depth=21"),
         (lambda: cifar_resnet(depth=2), r"depth must be 6n\+2"),
         (lambda: kr.create_model("resnet20", num_classes=0), "num_classes must be an integer >= 1"),
-        (lambda: kr.create_model("resnet50", input_shape=(16, 16, 3)), "too small.*downsamples by 32"),
+        (
+            lambda: kr.create_model("resnet50", input_shape=(16, 16, 3)),
+            "too small.*downsamples by 32",
+        ),
         (lambda: kr.create_model("resnet20", input_shape=(32, 32)), r"\(height, width, channels\)"),
         (lambda: kr.create_model("resnet20", pooling="sum"), "pooling must be one of"),
         (lambda: kr.create_model("resnet20", dropout=1.5), "dropout must be in"),

@@ -35,9 +35,7 @@ class DropPath(keras.layers.Layer):
     def __init__(self, rate=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
-            raise ValueError(
-                f"DropPath rate must be in [0, 1). Received: rate={rate}"
-            )
+            raise ValueError(f"DropPath rate must be in [0, 1). Received: rate={rate}")
         self.rate = float(rate)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -85,8 +83,7 @@ def drop_path_schedule(drop_path_rate, num_blocks):
     """
     if not 0.0 <= drop_path_rate < 1.0:
         raise ValueError(
-            "drop_path_rate must be in [0, 1). "
-            f"Received: drop_path_rate={drop_path_rate}"
+            f"drop_path_rate must be in [0, 1). Received: drop_path_rate={drop_path_rate}"
         )
     if num_blocks < 1:
         raise ValueError(f"num_blocks must be >= 1. Received: num_blocks={num_blocks}")

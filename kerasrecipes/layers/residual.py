@@ -10,15 +10,17 @@ Each block is one Keras layer whose sublayers are named `conv{k}`, `bn{k}`,
 import keras
 from keras import ops
 
+from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.regularization import DropPath
 
 SHORTCUTS = ("identity", "projection", "zero_pad")
 # The CIFAR paper's names for the shortcut options (Sec. 4.2): A pads zeros, B projects.
 SHORTCUT_ALIASES = {"A": "zero_pad", "B": "projection"}
-BN_EPSILON = 1.001e-5  # as keras.applications' ResNets, so ported statistics mean the same
-# Moving averages forget 10% per step, as PyTorch's default; Keras' 0.99 lags
-# for hundreds of steps, which shows as poor validation in short runs.
-BN_MOMENTUM = 0.9
+
+
+def strided_size(size, strides):
+    """Output size of a "same"-padded strided layer (None stays None)."""
+    return None if size is None else -(-size // strides)
 
 
 def resolve_shortcut(shortcut):
@@ -65,11 +67,13 @@ class ZeroPadShortcut(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        def subsample(size):
-            return None if size is None else -(-size // self.strides)
-
         batch, height, width, _ = input_shape
-        return (batch, subsample(height), subsample(width), self.filters)
+        return (
+            batch,
+            strided_size(height, self.strides),
+            strided_size(width, self.strides),
+            self.filters,
+        )
 
     def get_config(self):
         config = super().get_config()
@@ -126,17 +130,10 @@ class _ResidualBlock(keras.layers.Layer):
     def _bn(self, name, last=False):
         # The branch's last BatchNorm starts at zero (gamma = 0) so each block
         # starts as the identity (Goyal et al. 2017, Sec. 5.1; timm's zero_init_last).
-        zero = last and self.zero_init_residual
-        return keras.layers.BatchNormalization(
-            epsilon=BN_EPSILON,
-            momentum=BN_MOMENTUM,
-            gamma_initializer="zeros" if zero else "ones",
-            dtype=self.dtype_policy,
-            name=name,
-        )
+        return batch_norm(name, zero_init=last and self.zero_init_residual, dtype=self.dtype_policy)
 
     def _make_shortcut_layers(self):
-        """Creates shortcut_conv (and shortcut_bn unless pre-activation) or the zero-pad."""
+        """Creates shortcut_conv or the zero-pad (shortcut_bn later, in Keras' variable order)."""
         self.shortcut_conv = self.shortcut_bn = self.shortcut_pad = None
         if self.shortcut == "projection":
             self.shortcut_conv = self._conv(self.out_channels, 1, self.strides, "shortcut_conv")
@@ -204,11 +201,13 @@ class _ResidualBlock(keras.layers.Layer):
         return outputs if self.preact else ops.relu(outputs)
 
     def compute_output_shape(self, input_shape):
-        def subsample(size):
-            return None if size is None else -(-size // self.strides)
-
         batch, height, width, _ = input_shape
-        return (batch, subsample(height), subsample(width), self.out_channels)
+        return (
+            batch,
+            strided_size(height, self.strides),
+            strided_size(width, self.strides),
+            self.out_channels,
+        )
 
     def get_config(self):
         config = super().get_config()

@@ -9,11 +9,16 @@ depth and skip connections add.
 
 import keras
 
+from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.models.common import check_common_args, classification_head
 from kerasrecipes.registry import register_model
 from kerasrecipes.weights import load_model_weights
 
-BASELINE_STAGES = ({"filters": 32, "convs": 3}, {"filters": 64, "convs": 3}, {"filters": 128, "convs": 3})
+BASELINE_STAGES = (
+    {"filters": 32, "convs": 3},
+    {"filters": 64, "convs": 3},
+    {"filters": 128, "convs": 3},
+)
 
 
 def plain_cnn(
@@ -72,10 +77,14 @@ def plain_cnn(
         for block in range(1, spec["convs"] + 1):
             prefix = f"stage{stage}_block{block}"
             x = keras.layers.Conv2D(
-                spec["filters"], 3, padding="same", use_bias=False,
-                kernel_initializer="he_normal", name=f"{prefix}_conv",
+                spec["filters"],
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer="he_normal",
+                name=f"{prefix}_conv",
             )(x)
-            x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+            x = batch_norm(f"{prefix}_bn")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
         if stage < len(stages):
             x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)

@@ -63,9 +63,7 @@ def check_common_args(
     return input_shape
 
 
-def classification_head(
-    x, *, num_classes, include_top, pooling, dropout, classifier_activation
-):
+def classification_head(x, *, num_classes, include_top, pooling, dropout, classifier_activation):
     """Global pooling, optional dropout and the linear classifier (`head_*` layers).
 
     As keras.applications: with `include_top`, average pooling then the
@@ -76,9 +74,9 @@ def classification_head(
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        return keras.layers.Dense(
-            num_classes, activation=classifier_activation, name="head_dense"
-        )(x)
+        return keras.layers.Dense(num_classes, activation=classifier_activation, name="head_dense")(
+            x
+        )
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if pooling == "max":

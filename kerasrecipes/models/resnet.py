@@ -13,7 +13,8 @@ the first 1x1 convolution), so `weights="imagenet"` ports their weights.
 import keras
 
 from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
-from kerasrecipes.layers.residual import BN_EPSILON, BN_MOMENTUM, resolve_shortcut
+from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.layers.residual import resolve_shortcut
 from kerasrecipes.models.common import check_common_args, classification_head
 from kerasrecipes.registry import register_model
 from kerasrecipes.weights import load_model_weights
@@ -77,7 +78,7 @@ def residual_stages(
             in_channels = out_channels
             block_index += 1
     if preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="post_bn")(x)
+        x = batch_norm("post_bn")(x)
         x = keras.layers.ReLU(name="post_relu")(x)
     return x
 
@@ -144,11 +145,15 @@ def cifar_resnet(
     shortcut = resolve_shortcut(shortcut)
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Conv2D(
-        CIFAR_STAGE_FILTERS[0], 3, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name="stem_conv",
+        CIFAR_STAGE_FILTERS[0],
+        3,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name="stem_conv",
     )(inputs)
     if not preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
+        x = batch_norm("stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
     num_blocks = (depth - 2) // 6
     x = residual_stages(
@@ -249,7 +254,7 @@ def resnet(
         64, 7, strides=2, use_bias=use_bias, kernel_initializer="he_normal", name="stem_conv"
     )(x)
     if not preact:
-        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name="stem_bn")(x)
+        x = batch_norm("stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
@@ -281,7 +286,12 @@ def resnet(
 
 def _imagenet_resnet(variant, kwargs):
     return resnet(
-        **{"name": variant, "keras_twin": KERAS_TWINS.get(variant), **IMAGENET_VARIANTS[variant], **kwargs}
+        **{
+            "name": variant,
+            "keras_twin": KERAS_TWINS.get(variant),
+            **IMAGENET_VARIANTS[variant],
+            **kwargs,
+        }
     )
 
 
