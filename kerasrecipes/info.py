@@ -12,13 +12,17 @@ class ModelInfo:
 
     Attributes:
         name: the model's name.
-        params: all parameters, BatchNorm moving statistics included
-            (the figure `model.count_params()` and the papers give).
-        trainable_params: the parameters an optimizer updates.
+        params: all parameters, BatchNorm moving statistics included (the
+            figure `model.count_params()` and keras.applications give).
+        trainable_params: the parameters an optimizer updates; the papers'
+            learned-parameter counts compare with this one (with nothing frozen).
         flops: multiply-adds of one forward pass of one image at `input_shape`
             (the papers' "FLOPs"), counted over convolutions and dense layers;
             None when the input size is not fixed.
         input_shape: the input shape the figure is for, without the batch.
+        uncounted_layers: names of layers with weights whose multiply-adds
+            `flops` leaves out because their type is not one it knows (not
+            normalization or embedding layers, which are left out by design).
     """
 
     name: str
@@ -26,47 +30,77 @@ class ModelInfo:
     trainable_params: int
     flops: int | None
     input_shape: tuple
+    uncounted_layers: tuple = ()
 
     def __str__(self):
         flops = (
             "unknown (input size not fixed)" if self.flops is None else f"{self.flops / 1e9:.3f}G"
         )
-        return (
+        text = (
             f"{self.name}: {self.params:,} parameters ({self.trainable_params:,} trainable), "
             f"{flops} multiply-adds at {self.input_shape}"
         )
+        if self.uncounted_layers:
+            text += f" (not counted: {', '.join(self.uncounted_layers)})"
+        return text
 
 
 def _leaf_layers(model):
     return [layer for layer in model._flatten_layers(include_self=False) if not layer._layers]
 
 
-def _layer_macs(layer):
-    """Multiply-adds of one call of `layer`, or None when its input size is unknown.
+# Convolutions and dense layers: one multiply-add per kernel entry per output
+# position (a Conv2D kernel is kh x kw x in/groups x out, a depthwise one
+# kh x kw x channels x multiplier).
+_PER_OUTPUT_POSITION = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+)
+# Transposed convolutions: one multiply-add per kernel entry per input position.
+_PER_INPUT_POSITION = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
+# Left out by convention, as in the papers.
+_NOT_COUNTED = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+    keras.layers.Embedding,
+)
 
-    Convolutions (any rank, grouped and depthwise included) and dense layers:
-    each kernel entry (a Conv2D kernel is kh x kw x in/groups x out, a
-    depthwise one kh x kw x channels x multiplier) costs one multiply-add
-    per output position. Other layers (normalization, activations, pooling,
-    additions) are not counted, as in the papers.
+
+def _layer_macs(layer):
+    """Multiply-adds of one call of `layer`: an int, None if its input size is
+    unknown, or NotImplemented for a layer type with weights this does not know.
+
+    Normalization, activations, pooling and additions are not counted, as in
+    the papers.
     """
-    kernel_layers = (
-        keras.layers.Dense,
-        keras.layers.Conv1D,
-        keras.layers.Conv2D,
-        keras.layers.Conv3D,
-        keras.layers.DepthwiseConv2D,
-    )
-    if not isinstance(layer, kernel_layers) or not layer.built:
+    known = _PER_OUTPUT_POSITION + _PER_INPUT_POSITION + _SEPARABLE
+    if not isinstance(layer, known):
+        if layer.weights and not isinstance(layer, _NOT_COUNTED):
+            return NotImplemented
         return 0
-    build_config = layer.get_build_config() or {}
-    input_shape = build_config.get("input_shape")
+    input_shape = (layer.get_build_config() or {}).get("input_shape")
     if input_shape is None:
         return None
     output_shape = layer.compute_output_shape(tuple(input_shape))
-    positions = output_shape[1:-1]
-    if any(size is None for size in positions):
+    input_positions, output_positions = input_shape[1:-1], output_shape[1:-1]
+    if any(size is None for size in (*input_positions, *output_positions)):
         return None
+    if isinstance(layer, _SEPARABLE):
+        kernel_size = math.prod(layer.depthwise_kernel.shape) + math.prod(
+            layer.pointwise_kernel.shape
+        )
+        return math.prod(output_positions) * kernel_size
+    positions = input_positions if isinstance(layer, _PER_INPUT_POSITION) else output_positions
     return math.prod(positions) * math.prod(layer.kernel.shape)
 
 
@@ -74,8 +108,10 @@ def model_info(model):
     """Returns the parameters and multiply-adds of `model` as a `ModelInfo`.
 
     Multiply-adds are counted at the input size the model was built with,
-    from the shapes each layer was built on, so the model need not run. A
-    layer called more than once is counted once.
+    from the shapes each layer was built on, so the model need not run:
+    dense layers and convolutions (1D to 3D, grouped, depthwise, separable,
+    transposed). A layer called more than once is counted once; layers with
+    weights of other types are listed in `uncounted_layers`.
 
     Example:
 
@@ -84,13 +120,15 @@ def model_info(model):
     >>> info.params, round(info.flops / 1e6, 1)
     (271098, 40.6)
     """
-    flops = 0
+    flops, uncounted = 0, []
     for layer in _leaf_layers(model):
         macs = _layer_macs(layer)
-        if macs is None:
+        if macs is NotImplemented:
+            uncounted.append(layer.name)
+        elif macs is None or flops is None:
             flops = None
-            break
-        flops += macs
+        else:
+            flops += macs
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     input_shape = tuple(model.input_shape[1:]) if hasattr(model, "input_shape") else ()
     return ModelInfo(
@@ -99,4 +137,5 @@ def model_info(model):
         trainable_params=int(trainable),
         flops=flops,
         input_shape=input_shape,
+        uncounted_layers=tuple(uncounted),
     )

@@ -122,7 +122,10 @@ def make_datasets(train, val):
 ## Model and optimizer
 
 One call builds any depth 6n+2 with the paper's zero-padding shortcuts
-(option A). Biases and BatchNorm parameters are not decayed.
+(option A). One departure from the paper, our default: each block's last
+BatchNorm starts at zero, so blocks start as the identity (Goyal et al.
+2017); pass `zero_init_residual=False` for the paper's initialization.
+Biases and BatchNorm parameters are not decayed.
 """
 
 

@@ -78,9 +78,13 @@ def test_identity_block_starts_as_the_identity(rng):
     assert not np.allclose(to_numpy(unzeroed(x)), np.maximum(x, 0))
 
 
-def test_identity_shortcut_that_changes_shape_is_an_error():
-    with pytest.raises(ValueError, match="identity shortcut but changes the shape"):
-        BasicBlock(16, strides=2, name="stage2_block1")(keras.ops.ones((1, 8, 8, 8)))
+@pytest.mark.parametrize("functional", [False, True])
+def test_identity_shortcut_that_changes_shape_is_an_error(functional):
+    inputs = keras.Input((8, 8, 8)) if functional else keras.ops.ones((1, 8, 8, 8))
+    with pytest.raises(ValueError, match="'stage2_block1' has an identity shortcut but changes"):
+        BasicBlock(16, strides=2, name="stage2_block1")(inputs)
+    with pytest.raises(ValueError, match="'b' has an identity shortcut"):
+        BottleneckBlock(8, name="b")(inputs)  # 8 channels in, 32 out
     with pytest.raises(ValueError, match="filters must be >= 1"):
         BasicBlock(0)
 
@@ -91,8 +95,9 @@ def test_zero_pad_shortcut_subsamples_and_pads(rng):
     assert y.shape == (2, 3, 3, 8)
     np.testing.assert_array_equal(y[..., :3], x[:, ::2, ::2, :])
     assert not y[..., 3:].any()
-    with pytest.raises(ValueError, match="can only add channels"):
-        ZeroPadShortcut(2)(x)
+    for inputs in (x, keras.Input((5, 5, 3))):
+        with pytest.raises(ValueError, match="can only add channels: input has 3, filters=2"):
+            ZeroPadShortcut(2)(inputs)
 
 
 def test_drop_path_is_identity_at_inference(rng):

@@ -5,6 +5,7 @@ import pathlib
 
 import keras
 import numpy as np
+import pytest
 
 import kerasrecipes as kr
 
@@ -26,6 +27,11 @@ def test_demo_images_are_deterministic_and_balanced():
     np.testing.assert_array_equal(images, again)
     assert not np.array_equal(images, other)
     assert np.bincount(labels).tolist() == [10] * 10
+
+
+def test_demo_images_refuse_classes_the_image_cannot_show():
+    with pytest.raises(ValueError, match="Use fewer classes or a larger image_size"):
+        kr.data.demo_images(num_images=10, image_size=8, num_classes=10)
 
 
 def test_cifar_recipe_quick_run_learns_and_saves(tmp_path):

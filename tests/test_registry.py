@@ -68,6 +68,20 @@ def test_model_info_counts_convolutions_and_dense_layers_exactly():
     assert info.params == 3 * 3 * 3 * 4 + (3 * 3 * 4 + 4) + (36 * 2 + 2)
 
 
+def test_model_info_counts_separable_and_transposed_convolutions_and_lists_others():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.SeparableConv2D(6, 3, padding="same", use_bias=False)(inputs)  # 8x8 out
+    x = keras.layers.Conv2DTranspose(2, 2, strides=2, use_bias=False)(x)  # 8x8 in, 16x16 out
+    x = keras.layers.Reshape((16 * 16, 2))(x)
+    outputs = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 3), name="mix")(x)
+    info = kr.model_info(keras.Model(inputs, outputs))
+    separable = 8 * 8 * (3 * 3 * 4 + 4 * 6)
+    transposed = 8 * 8 * (2 * 2 * 2 * 6)
+    assert info.flops == separable + transposed
+    assert info.uncounted_layers == ("mix",)
+    assert "not counted: mix" in str(info)
+
+
 def test_model_info_reports_trainable_parameters_and_unknown_flops():
     model = kr.create_model("resnet20", input_shape=(None, None, 3))
     info = kr.model_info(model)

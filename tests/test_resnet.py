@@ -83,6 +83,20 @@ def test_preactivation_variant_builds_and_ends_with_post_norm():
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(out)))
 
 
+def test_zero_init_residual_can_be_turned_off_from_the_builder():
+    def last_gammas(model):
+        return [layer.bn2.gamma.numpy() for layer in model.layers if layer.name.startswith("stage")]
+
+    assert all(not g.any() for g in last_gammas(cifar_resnet(depth=8, input_shape=(16, 16, 3))))
+    paper_init = cifar_resnet(depth=8, input_shape=(16, 16, 3), zero_init_residual=False)
+    assert all((g == 1).all() for g in last_gammas(paper_init))
+
+
+def test_numpy_integers_are_accepted_as_num_classes():
+    labels = np.array([0, 3, 1])
+    assert cifar_resnet(depth=8, num_classes=labels.max() + 1).output_shape == (None, 4)
+
+
 def test_drop_path_rates_rise_linearly_to_the_last_block():
     model = cifar_resnet(depth=20, input_shape=(16, 16, 3), drop_path_rate=0.2)
     rates = [layer.drop_path_rate for layer in model.layers if layer.name.startswith("stage")]

@@ -16,7 +16,10 @@ def demo_images(num_images=2000, image_size=32, num_classes=10, seed=0):
     Args:
         num_images: int, number of images. Defaults to 2000.
         image_size: int, height and width. Defaults to 32.
-        num_classes: int >= 2, number of orientations. Defaults to 10.
+        num_classes: int >= 2, number of classes (two directions times
+            `ceil(num_classes / 2)` frequencies); the highest frequency must
+            stay below the Nyquist limit of `image_size / 2` cycles.
+            Defaults to 10.
         seed: int, seed of the generator: the same seed gives the same data.
             Defaults to 0.
 
@@ -37,6 +40,13 @@ def demo_images(num_images=2000, image_size=32, num_classes=10, seed=0):
         raise ValueError(
             "demo_images needs num_images >= 1 and image_size >= 4. "
             f"Received: num_images={num_images}, image_size={image_size}"
+        )
+    highest_cycles = 1.5 + (num_classes - 1) // 2 + 0.25
+    if highest_cycles >= image_size / 2:
+        raise ValueError(
+            f"demo_images: {num_classes} classes need up to {highest_cycles} cycles per image, "
+            f"more than image_size={image_size} pixels can show (< {image_size / 2}). "
+            "Use fewer classes or a larger image_size."
         )
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_images) % num_classes).astype("int32")

@@ -52,16 +52,19 @@ class ZeroPadShortcut(keras.layers.Layer):
         self.filters = filters
         self.strides = strides
 
+    def build(self, input_shape):
+        if input_shape[-1] > self.filters:
+            raise ValueError(
+                f"ZeroPadShortcut '{self.name}' can only add channels: input has "
+                f"{input_shape[-1]}, filters={self.filters}. Use shortcut='projection'."
+            )
+        self.built = True
+
     def call(self, inputs):
         x = inputs
         if self.strides > 1:
             x = x[:, :: self.strides, :: self.strides, :]
         extra_channels = self.filters - x.shape[-1]
-        if extra_channels < 0:
-            raise ValueError(
-                f"ZeroPadShortcut '{self.name}' can only add channels: input has "
-                f"{x.shape[-1]}, filters={self.filters}. Use shortcut='projection'."
-            )
         if extra_channels:
             x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra_channels]])
         return x
@@ -151,13 +154,25 @@ class _ResidualBlock(keras.layers.Layer):
         raise NotImplementedError
 
     def build(self, input_shape):
+        # Checked here, not in call(): in a functional model Keras takes the
+        # output shape from compute_output_shape and does not trace call().
+        if self.shortcut == "identity" and (
+            input_shape[-1] != self.out_channels or self.strides != 1
+        ):
+            raise ValueError(
+                f"Block '{self.name}' has an identity shortcut but changes the shape "
+                f"(input channels {input_shape[-1]} -> {self.out_channels}, strides "
+                f"{self.strides}). Use shortcut='projection' or 'zero_pad'."
+            )
         if self.preact:
             self.preact_bn.build(input_shape)
         shape = input_shape
         for layer in self._branch_layers():
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
-        if self.shortcut == "projection":
+        if self.shortcut == "zero_pad":
+            self.shortcut_pad.build(input_shape)
+        elif self.shortcut == "projection":
             self.shortcut_conv.build(input_shape)
             if self.shortcut_bn is not None:
                 self.shortcut_bn.build(self.shortcut_conv.compute_output_shape(input_shape))
@@ -176,14 +191,6 @@ class _ResidualBlock(keras.layers.Layer):
         return x
 
     def call(self, inputs, training=False):
-        if self.shortcut == "identity" and (
-            inputs.shape[-1] != self.out_channels or self.strides != 1
-        ):
-            raise ValueError(
-                f"Block '{self.name}' has an identity shortcut but changes the shape "
-                f"(input channels {inputs.shape[-1]} -> {self.out_channels}, strides "
-                f"{self.strides}). Use shortcut='projection' or 'zero_pad'."
-            )
         x = inputs
         if self.preact:
             x = ops.relu(self.preact_bn(inputs, training=training))

@@ -3,10 +3,12 @@
 Layer-name scheme (fine-tuning freezes and sets learning rates by it):
 `stem_*` for the layers before the first stage, `stage{i}_block{j}` (or
 `stage{i}_block{j}_*`) for the blocks of stage i (both counted from 1),
-`stage{i}_*` for stage-level layers such as pooling, `post_*` for the
+`stage{i}_pool` for the pooling between stages of plain networks, `post_*` for the
 layers after the last stage that belong to the backbone (the final norm
 of pre-activation networks), and `head_*` for the classifier.
 """
+
+import numbers
 
 import keras
 
@@ -25,7 +27,8 @@ def check_common_args(
     min_input_size,
 ):
     """Validates the arguments every builder takes; returns `input_shape` as a tuple."""
-    if include_top and (not isinstance(num_classes, int) or num_classes < 1):
+    is_integer = isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool)
+    if include_top and (not is_integer or num_classes < 1):
         raise ValueError(
             f"{model_name}: num_classes must be an integer >= 1 when include_top=True. "
             f"Received: num_classes={num_classes!r}"
@@ -74,9 +77,9 @@ def classification_head(x, *, num_classes, include_top, pooling, dropout, classi
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        return keras.layers.Dense(num_classes, activation=classifier_activation, name="head_dense")(
-            x
-        )
+        return keras.layers.Dense(
+            int(num_classes), activation=classifier_activation, name="head_dense"
+        )(x)
     if pooling == "avg":
         return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     if pooling == "max":

@@ -8,6 +8,9 @@ et al. 2016, "Identity Mappings in Deep Residual Networks".
 ResNet-50/101/152 are variable-for-variable compatible with
 `keras.applications.ResNet50/101/152` (biases in the convolutions, stride in
 the first 1x1 convolution), so `weights="imagenet"` ports their weights.
+Those weights expect Keras' ResNet preprocessing: feed images through
+`keras.applications.resnet.preprocess_input` (RGB 0-255 to BGR with the
+ImageNet mean subtracted, "caffe" style).
 """
 
 import keras
@@ -48,6 +51,7 @@ def residual_stages(
     preact,
     drop_path_rate,
     use_bias,
+    zero_init_residual=True,
 ):
     """Stacks the residual stages: `stage{i}_block{j}` layers, then `post_*` if pre-activation.
 
@@ -73,6 +77,7 @@ def residual_stages(
                 preact=preact,
                 drop_path_rate=rates[block_index],
                 use_bias=use_bias,
+                zero_init_residual=zero_init_residual,
                 name=f"stage{stage}_block{block_number}",
             )(x)
             in_channels = out_channels
@@ -95,6 +100,7 @@ def cifar_resnet(
     weights=None,
     shortcut="zero_pad",
     preact=False,
+    zero_init_residual=True,
     classifier_activation="softmax",
     name=None,
 ):
@@ -117,6 +123,9 @@ def cifar_resnet(
         shortcut: "zero_pad" (option A, alias "A") or "projection" (option B,
             alias "B") for the blocks that change shape. Defaults to "zero_pad".
         preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
+        zero_init_residual: bool, start each block's last BatchNorm at gamma = 0
+            so every block starts as the identity (Goyal et al. 2017; timm's
+            default). False gives the paper's initialization. Defaults to True.
         classifier_activation: activation of the classifier. Defaults to "softmax".
         name: model name. Defaults to f"resnet{depth}".
 
@@ -166,6 +175,7 @@ def cifar_resnet(
         preact=preact,
         drop_path_rate=drop_path_rate,
         use_bias=False,
+        zero_init_residual=zero_init_residual,
     )
     outputs = classification_head(
         x,
@@ -193,6 +203,7 @@ def resnet(
     weights=None,
     shortcut="projection",
     preact=False,
+    zero_init_residual=True,
     classifier_activation="softmax",
     name="resnet",
     keras_twin=None,
@@ -219,6 +230,9 @@ def resnet(
         shortcut: "projection" (option B) or "zero_pad" (option A) for the
             blocks that change shape. Defaults to "projection".
         preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
+        zero_init_residual: bool, start each block's last BatchNorm at gamma = 0
+            so every block starts as the identity (Goyal et al. 2017; timm's
+            default). False gives the paper's initialization. Defaults to True.
         classifier_activation: activation of the classifier. Defaults to "softmax".
         name: model name. Defaults to "resnet".
         keras_twin: name of the keras.applications function with the same
@@ -268,6 +282,7 @@ def resnet(
         preact=preact,
         drop_path_rate=drop_path_rate,
         use_bias=use_bias,
+        zero_init_residual=zero_init_residual,
     )
     outputs = classification_head(
         x,
@@ -362,7 +377,11 @@ def resnet34(**kwargs):
 
 @_register_imagenet("resnet50")
 def resnet50(**kwargs):
-    """ResNet-50 (bottleneck): 25.6M parameters, 3.8G multiply-adds; ImageNet weights."""
+    """ResNet-50 (bottleneck): 25.6M parameters, 3.8G multiply-adds; ImageNet weights.
+
+    With `weights="imagenet"`, preprocess inputs with
+    `keras.applications.resnet.preprocess_input`.
+    """
     return _imagenet_resnet("resnet50", kwargs)
 
 
