@@ -18,9 +18,14 @@ SHORTCUTS = ("identity", "projection", "zero_pad")
 SHORTCUT_ALIASES = {"A": "zero_pad", "B": "projection"}
 
 
-def strided_size(size, strides):
-    """Output size of a "same"-padded strided layer (None stays None)."""
-    return None if size is None else -(-size // strides)
+def strided_shape(input_shape, strides, channels):
+    """Output shape (batch, height, width, channels) of a "same"-padded strided layer."""
+
+    def strided_size(size):
+        return None if size is None else -(-size // strides)
+
+    batch, height, width, _ = input_shape
+    return (batch, strided_size(height), strided_size(width), channels)
 
 
 def resolve_shortcut(shortcut):
@@ -70,13 +75,7 @@ class ZeroPadShortcut(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        return (
-            batch,
-            strided_size(height, self.strides),
-            strided_size(width, self.strides),
-            self.filters,
-        )
+        return strided_shape(input_shape, self.strides, self.filters)
 
     def get_config(self):
         config = super().get_config()
@@ -208,13 +207,7 @@ class _ResidualBlock(keras.layers.Layer):
         return outputs if self.preact else ops.relu(outputs)
 
     def compute_output_shape(self, input_shape):
-        batch, height, width, _ = input_shape
-        return (
-            batch,
-            strided_size(height, self.strides),
-            strided_size(width, self.strides),
-            self.out_channels,
-        )
+        return strided_shape(input_shape, self.strides, self.out_channels)
 
     def get_config(self):
         config = super().get_config()
