@@ -8,6 +8,7 @@
 
 from kerasrecipes import data, layers, models
 from kerasrecipes.info import ModelInfo, model_info
+from kerasrecipes.models.efficientnet import efficientnet_scaling
 from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
 from kerasrecipes.weights import port_weights
 
@@ -17,6 +18,7 @@ __all__ = [
     "ModelInfo",
     "create_model",
     "data",
+    "efficientnet_scaling",
     "get_model_entry",
     "layers",
     "list_models",

@@ -5,6 +5,8 @@ import math
 
 import keras
 
+from kerasrecipes.layers.layer_scale import LayerScale
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
@@ -67,12 +69,15 @@ _PER_INPUT_POSITION = (
     keras.layers.Conv3DTranspose,
 )
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-# Left out by convention, as in the papers.
+# Left out by convention, as in the papers: normalization, lookups and
+# per-channel scales (one multiply per activation, not per weight).
 _NOT_COUNTED = (
     keras.layers.BatchNormalization,
     keras.layers.LayerNormalization,
     keras.layers.GroupNormalization,
+    keras.layers.Normalization,
     keras.layers.Embedding,
+    LayerScale,
 )
 
 

@@ -26,6 +26,10 @@ def port_weights(source_model, target_model, skip_head=False):
     the keras.applications networks they mirror). Names are not compared,
     since the two sides name layers differently; a mismatch in count or in
     any shape raises a `ValueError` naming the first offending variables.
+    Shapes that differ only by axes of size 1 count as the same, and the
+    values are reshaped, which keeps their order: a grouped `Conv2D` kernel
+    (7, 7, 1, C) goes into a `DepthwiseConv2D` kernel (7, 7, C, 1), a 1x1
+    convolution kernel (1, 1, C, D) into a `Dense` kernel (C, D).
 
     Args:
         source_model: the model to copy from, e.g. `keras.applications.ResNet50()`.
@@ -53,15 +57,23 @@ def port_weights(source_model, target_model, skip_head=False):
             "same architecture options (include_top, shortcut, preact, ...)."
         )
     for index, (source, target) in enumerate(zip(source_weights, target_weights)):
-        if tuple(source.shape) != tuple(target.shape):
+        if _without_unit_axes(source.shape) != _without_unit_axes(target.shape):
             raise ValueError(
                 f"Cannot port weights: variable {index} has shape {tuple(source.shape)} "
                 f"in '{source_model.name}' ({source.path}) but {tuple(target.shape)} in "
                 f"'{target_model.name}' ({target.path})."
             )
     for source, target in zip(source_weights, target_weights):
-        target.assign(source.value)
+        target.assign(keras.ops.reshape(source.value, target.shape))
+    for layer in target_model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Normalization):
+            # It keeps tensors made from its variables; make them again.
+            layer.finalize_state()
     return len(target_weights)
+
+
+def _without_unit_axes(shape):
+    return tuple(size for size in shape if size != 1)
 
 
 def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num_classes=1000):

@@ -1,5 +1,8 @@
 """Reusable blocks, each written once and imported by the model files."""
 
+from kerasrecipes.layers.convnext import ConvNeXtBlock
+from kerasrecipes.layers.layer_scale import LayerScale
+from kerasrecipes.layers.mobile import InvertedResidual, MBConv, SqueezeExcite, make_divisible
 from kerasrecipes.layers.regularization import DropPath, drop_path_schedule
 from kerasrecipes.layers.residual import (
     BasicBlock,
@@ -10,7 +13,13 @@ from kerasrecipes.layers.residual import (
 __all__ = [
     "BasicBlock",
     "BottleneckBlock",
+    "ConvNeXtBlock",
     "DropPath",
+    "InvertedResidual",
+    "LayerScale",
+    "MBConv",
+    "SqueezeExcite",
     "ZeroPadShortcut",
     "drop_path_schedule",
+    "make_divisible",
 ]

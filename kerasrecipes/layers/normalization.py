@@ -10,17 +10,20 @@ BN_EPSILON = 1.001e-5
 BN_MOMENTUM = 0.9
 
 
-def batch_norm(name, zero_init=False, dtype=None):
-    """A `BatchNormalization` with the shared epsilon and momentum.
+def batch_norm(name, zero_init=False, dtype=None, epsilon=BN_EPSILON):
+    """A `BatchNormalization` with the shared momentum and, by default, the shared epsilon.
 
     Args:
         name: the layer name.
         zero_init: bool, start gamma at 0 (the last norm of a residual branch,
             so the block starts as the identity). Defaults to False.
         dtype: dtype policy, e.g. the parent layer's. Defaults to None.
+        epsilon: float added to the variance. A family ported from
+            keras.applications keeps that family's value (1e-3 for MobileNetV2
+            and EfficientNet): it changes the outputs. Defaults to `BN_EPSILON`.
     """
     return keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON,
+        epsilon=epsilon,
         momentum=BN_MOMENTUM,
         gamma_initializer="zeros" if zero_init else "ones",
         dtype=dtype,

@@ -3,9 +3,12 @@
 Layer-name scheme (fine-tuning freezes and sets learning rates by it):
 `stem_*` for the layers before the first stage, `stage{i}_block{j}` (or
 `stage{i}_block{j}_*`) for the blocks of stage i (both counted from 1),
-`stage{i}_pool` for the pooling between stages of plain networks, `post_*` for the
-layers after the last stage that belong to the backbone (the final norm
-of pre-activation networks), and `head_*` for the classifier.
+`stage{i}_pool` for the pooling between stages of plain networks,
+`stage{i}_downsample_*` for the layers that open stage i by changing the
+resolution (ConvNeXt), `post_*` for the layers after the last stage that
+belong to the backbone and come with its pretrained weights (the final norm
+of pre-activation networks, EfficientNet's 1x1 convolution, ConvNeXt's norm
+after pooling), and `head_*` for the pooling and the classifier.
 """
 
 import numbers
@@ -66,22 +69,40 @@ def check_common_args(
     return input_shape
 
 
-def classification_head(x, *, num_classes, include_top, pooling, dropout, classifier_activation):
+def classification_head(
+    x,
+    *,
+    num_classes,
+    include_top,
+    pooling,
+    dropout,
+    classifier_activation,
+    pooled_norm=None,
+    dense_initializer="glorot_uniform",
+):
     """Global pooling, optional dropout and the linear classifier (`head_*` layers).
 
     As keras.applications: with `include_top`, average pooling then the
     classifier; without it, `pooling` decides the feature output (None keeps
-    the 4D feature map, "avg" or "max" pools it).
+    the 4D feature map, "avg" or "max" pools it). `pooled_norm`, a layer of
+    the backbone applied after the pooling (ConvNeXt's final LayerNorm), is
+    applied to the feature map when nothing pools it, as keras.applications does.
     """
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-        if dropout > 0:
-            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        return keras.layers.Dense(
-            int(num_classes), activation=classifier_activation, name="head_dense"
-        )(x)
-    if pooling == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    if pooling == "max":
-        return keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
-    return x
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+    elif pooling == "max":
+        x = keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+    if pooled_norm is not None:
+        x = pooled_norm(x)
+    if not include_top:
+        return x
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.layers.Dense(
+        int(num_classes),
+        activation=classifier_activation,
+        kernel_initializer=dense_initializer,
+        name="head_dense",
+    )(x)

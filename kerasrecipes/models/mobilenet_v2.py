@@ -1,0 +1,166 @@
+"""MobileNetV2 (Sandler et al. 2018, "MobileNetV2: Inverted Residuals and Linear
+Bottlenecks", arXiv:1801.04381).
+
+A 3x3 stem, seven stages of inverted residual blocks (Table 2 of the paper),
+a 1x1 convolution to 1280 channels and the classifier. The width multiplier
+`alpha` scales every layer's channels (rounded to multiples of 8).
+
+Variable-for-variable compatible with `keras.applications.MobileNetV2` at
+every alpha it ships (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), so `weights="imagenet"`
+ports its weights. They expect inputs scaled to [-1, 1]:
+`keras.applications.mobilenet_v2.preprocess_input`.
+"""
+
+import functools
+
+import keras
+
+from kerasrecipes.layers import InvertedResidual, drop_path_schedule, make_divisible
+from kerasrecipes.layers.mobile import CONV_INITIALIZER
+from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.registry import register_model
+from kerasrecipes.weights import load_model_weights
+
+PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
+# Table 2 of the paper, one row per stage: expansion t, output channels c,
+# repeats n, stride s of the stage's first block.
+STAGES = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+STEM_FILTERS = 32
+LAST_FILTERS = 1280
+KERAS_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# keras.applications' MobileNetV2 uses this BatchNorm epsilon; it changes the outputs.
+BN_EPSILON = 1e-3
+
+
+def mobilenet_v2(
+    *,
+    alpha=1.0,
+    num_classes=1000,
+    input_shape=(224, 224, 3),
+    include_top=True,
+    pooling=None,
+    dropout=0.0,
+    drop_path_rate=0.0,
+    weights=None,
+    classifier_activation="softmax",
+    name="mobilenet_v2",
+):
+    """Builds MobileNetV2 at width multiplier `alpha` (Sandler et al. 2018).
+
+    At alpha 1.0 and 224x224: 3.5M parameters with the 1000-class top and
+    300M multiply-adds. Any input of at least 32x32 works; the paper's
+    resolutions are 96 to 224.
+
+    Args:
+        alpha: float > 0, width multiplier: every layer's channels times
+            alpha, rounded to a multiple of 8; the last 1x1 convolution only
+            grows (alpha > 1). ImageNet weights exist for 0.35, 0.5, 0.75,
+            1.0, 1.3 and 1.4. Defaults to 1.0.
+        num_classes: int, classes of the classifier. Defaults to 1000.
+        input_shape: (height, width, channels), at least 32x32. Defaults to (224, 224, 3).
+        include_top: bool, add the classifier. Defaults to True.
+        pooling: None, "avg" or "max": the output without the top. Defaults to None.
+        dropout: float, dropout before the classifier. Defaults to 0.0.
+        drop_path_rate: float, stochastic depth of the deepest residual
+            block, rising linearly over the blocks (`drop_path_schedule`); the
+            paper uses none. Defaults to 0.0.
+        weights: None, "imagenet" or the path of a .weights.h5 / .keras file.
+            Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        name: model name. Defaults to "mobilenet_v2".
+
+    Example:
+
+    >>> model = mobilenet_v2(alpha=0.5, input_shape=(96, 96, 3), num_classes=5)
+    >>> model.output_shape
+    (None, 5)
+    """
+    if not alpha > 0:
+        raise ValueError(f"{name}: alpha must be > 0. Received: alpha={alpha}")
+    if weights == "imagenet" and alpha not in KERAS_ALPHAS:
+        raise ValueError(
+            f"{name}: ImageNet weights exist for alpha in {KERAS_ALPHAS}. "
+            f"Received: alpha={alpha}. Pick one of those, or pass weights=None."
+        )
+    input_shape = check_common_args(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        drop_path_rate=drop_path_rate,
+        min_input_size=32,
+    )
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Conv2D(
+        make_divisible(STEM_FILTERS * alpha),
+        3,
+        strides=2,
+        padding="same",
+        use_bias=False,
+        kernel_initializer=CONV_INITIALIZER,
+        name="stem_conv",
+    )(inputs)
+    x = batch_norm("stem_bn", epsilon=BN_EPSILON)(x)
+    x = keras.layers.ReLU(6.0, name="stem_relu")(x)
+
+    rates = drop_path_schedule(drop_path_rate, sum(repeats for _, _, repeats, _ in STAGES))
+    block_index = 0
+    for stage, (expand_ratio, filters, repeats, stride) in enumerate(STAGES, start=1):
+        # keras.applications truncates before rounding: int(filters * alpha).
+        out_channels = make_divisible(int(filters * alpha))
+        for block in range(1, repeats + 1):
+            x = InvertedResidual(
+                out_channels,
+                expand_ratio=expand_ratio,
+                strides=stride if block == 1 else 1,
+                activation="relu6",
+                drop_path_rate=rates[block_index],
+                bn_epsilon=BN_EPSILON,
+                name=f"stage{stage}_block{block}",
+            )(x)
+            block_index += 1
+
+    last_filters = make_divisible(LAST_FILTERS * alpha) if alpha > 1.0 else LAST_FILTERS
+    x = keras.layers.Conv2D(
+        last_filters, 1, use_bias=False, kernel_initializer=CONV_INITIALIZER, name="post_conv"
+    )(x)
+    x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
+    x = keras.layers.ReLU(6.0, name="post_relu")(x)
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    # The ImageNet weights do not depend on the input size; build the twin at 224.
+    twin = functools.partial(keras.applications.MobileNetV2, alpha=alpha, input_shape=(224, 224, 3))
+    return load_model_weights(
+        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
+    )
+
+
+@register_model(
+    "mobilenet_v2",
+    family="mobilenet_v2",
+    paper=PAPER,
+    default_input_shape=(224, 224, 3),
+    min_input_size=32,
+    pretrained=("imagenet",),
+)
+def mobilenet_v2_model(**kwargs):
+    """MobileNetV2, any `alpha`: 3.5M parameters and 300M multiply-adds at 1.0 and 224."""
+    return mobilenet_v2(**kwargs)
