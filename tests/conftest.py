@@ -17,11 +17,35 @@ def tiny_input_shape(name):
     return (size, size, 3)
 
 
-@functools.lru_cache(maxsize=None)
-def tiny_model(name):
-    """One shared instance per model at its tiny input (building ResNet-1202 takes ~25 s)."""
+# The largest models: built and run forward in the default run; their train
+# step, .keras round trip and headless builds run with -m slow (ResNet-1202's
+# train step alone takes over two minutes to trace on 2 cores; the others
+# hold 30M to 350M parameters).
+HEAVY_MODELS = {
+    "resnet1202",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+    "convnext_base",
+    "convnext_large",
+    "convnext_xlarge",
+}
+
+
+def _build_tiny(name):
     keras.utils.set_random_seed(0)
     return kr.create_model(name, input_shape=tiny_input_shape(name))
+
+
+_cached_tiny = functools.lru_cache(maxsize=None)(_build_tiny)
+# One heavy model at a time, so the suite's memory stays within a few GB.
+_cached_heavy = functools.lru_cache(maxsize=1)(_build_tiny)
+
+
+def tiny_model(name):
+    """One shared instance per model at its tiny input (building ResNet-1202 takes ~25 s)."""
+    return _cached_heavy(name) if name in HEAVY_MODELS else _cached_tiny(name)
 
 
 @pytest.fixture

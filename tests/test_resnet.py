@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import tiny_model
+from porting import check_port, fake_imagenet_files, randomize_statistics
 
 import kerasrecipes as kr
 from kerasrecipes.models.resnet import cifar_resnet
@@ -105,33 +106,13 @@ def test_drop_path_rates_rise_linearly_to_the_last_block():
     assert np.all(np.diff(rates) > 0)
 
 
-def randomize_batchnorm_statistics(model, rng):
-    """Makes every BatchNorm layer non-trivial, so a mis-ported statistic shows."""
-    for weight in model.weights:
-        if "moving_variance" in weight.path:
-            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
-        elif "moving_mean" in weight.path or "beta" in weight.path:
-            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
-        elif "gamma" in weight.path:
-            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-
-
-def check_port(keras_fn, name, size, rng):
-    source = keras_fn(weights=None, input_shape=(size, size, 3), classifier_activation=None)
-    randomize_batchnorm_statistics(source, rng)
-    ours = kr.create_model(name, input_shape=(size, size, 3), classifier_activation=None)
-    assert [tuple(w.shape) for w in ours.weights] == [tuple(w.shape) for w in source.weights]
-    assert port_weights(source, ours) == len(source.weights)
-    x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
-    expected = keras.ops.convert_to_numpy(source(x))
-    actual = keras.ops.convert_to_numpy(ours(x))
-    assert np.abs(expected).max() > 1.0  # the comparison is not between near-zero outputs
-    assert np.abs(actual - expected).max() <= 1e-4
+def check_resnet_port(keras_fn, name, size, rng):
+    assert check_port(keras_fn, name, size, rng) <= 1e-6
 
 
 @pytest.mark.parametrize("size", [64, 97])
 def test_resnet50_port_from_keras_applications(size, rng):
-    check_port(keras.applications.ResNet50, "resnet50", size, rng)
+    check_resnet_port(keras.applications.ResNet50, "resnet50", size, rng)
 
 
 @pytest.mark.slow
@@ -140,7 +121,7 @@ def test_resnet50_port_from_keras_applications(size, rng):
     [(keras.applications.ResNet101, "resnet101"), (keras.applications.ResNet152, "resnet152")],
 )
 def test_deeper_ports_from_keras_applications(keras_fn, name, rng):
-    check_port(keras_fn, name, 64, rng)
+    check_resnet_port(keras_fn, name, 64, rng)
 
 
 def test_port_between_different_networks_names_the_problem():
@@ -151,22 +132,7 @@ def test_port_between_different_networks_names_the_problem():
 
 @pytest.fixture
 def fake_imagenet_download(monkeypatch, tmp_path, rng):
-    """Stands in for the download in keras.applications: returns weights the test made."""
-    made = {}
-
-    def fake_get_file(fname, origin=None, **kwargs):
-        include_top = "notop" not in fname
-        source = keras.applications.ResNet50(weights=None, include_top=include_top)
-        randomize_batchnorm_statistics(source, rng)
-        path = tmp_path / f"resnet50_top{include_top}.weights.h5"
-        source.save_weights(path)
-        made[include_top] = source
-        return str(path)
-
-    from keras.src.utils import file_utils
-
-    monkeypatch.setattr(file_utils, "get_file", fake_get_file)
-    return made
+    return fake_imagenet_files(monkeypatch, tmp_path, rng, keras.applications.ResNet50)
 
 
 def test_imagenet_weights_go_through_keras_applications(fake_imagenet_download):
@@ -190,7 +156,7 @@ def test_imagenet_backbone_with_a_new_head(fake_imagenet_download):
 
 def test_weights_from_local_files(tmp_path, rng):
     trained = cifar_resnet(depth=8, input_shape=(16, 16, 3))
-    randomize_batchnorm_statistics(trained, rng)
+    randomize_statistics(trained, rng)
     x = rng.uniform(0, 1, (2, 16, 16, 3)).astype("float32")
     expected = keras.ops.convert_to_numpy(trained(x))
     trained.save_weights(tmp_path / "r8.weights.h5")
