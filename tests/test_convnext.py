@@ -1,4 +1,4 @@
-"""ConvNeXt: the paper's figures, LayerScale and stochastic depth, and the keras.applications port."""
+"""ConvNeXt: the paper's figures, LayerScale, stochastic depth, and the keras.applications port."""
 
 import keras
 import numpy as np
