@@ -8,7 +8,8 @@ which goes first. It prints images/second per repeat and the median of
 the per-repeat ratios ours / keras (above 1: ours is faster).
 
 Run:
-    python benchmarks/train_step.py                       # resnet50, batch 16 at 224x224
+    python benchmarks/train_step.py                       # every pair, batch 16 at 224x224
+    python benchmarks/train_step.py --models convnext_tiny
     python benchmarks/train_step.py --batch-size 64 --repeats 7
     KERAS_BACKEND=jax python benchmarks/train_step.py     # e.g. on a GPU machine with JAX
 """
@@ -26,7 +27,12 @@ import numpy as np
 
 import kerasrecipes as kr
 
-PAIRS = {"resnet50": keras.applications.ResNet50}
+PAIRS = {
+    "resnet50": keras.applications.ResNet50,
+    "mobilenet_v2": keras.applications.MobileNetV2,
+    "efficientnet_b0": keras.applications.EfficientNetB0,
+    "convnext_tiny": keras.applications.ConvNeXtTiny,
+}
 
 
 def parse_args():

@@ -141,6 +141,12 @@ class InvertedResidual(keras.layers.Layer):
     without the normalization and activation between its two convolutions.
     `MBConv` is this block with EfficientNet's defaults.
 
+    Why not `keras_cv.layers.MBConvBlock` (0.9): it makes new pooling,
+    reshape, multiply and add layers inside `call()` on every call, its
+    `build()` builds none of its sublayers (so a `.keras` file cannot
+    restore it before loading its variables), it needs the input channels
+    up front, and it has no MobileNetV2 form (ReLU6, no SE).
+
     Strided depthwise convolutions use "same" padding, which pads exactly
     as keras.applications' explicit `correct_pad` (the extra pixel at the
     bottom/right for even sizes), so ported weights agree at any input size.

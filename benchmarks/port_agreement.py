@@ -1,0 +1,106 @@
+"""How closely our models reproduce their keras.applications twins after `port_weights`.
+
+For each twin and input size: build the keras.applications model without
+weights, give every normalization layer random statistics (so a mis-ported
+statistic shows), port its variables into ours, run both on the same random
+0-255 batch and print the largest absolute difference of the logits, also
+relative to the largest logit.
+
+Run:
+    python benchmarks/port_agreement.py                     # every twin at 64 and 97 pixels
+    python benchmarks/port_agreement.py --models convnext_tiny --sizes 64 224
+"""
+
+import argparse
+import functools
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import kerasrecipes as kr  # noqa: E402
+
+TWINS = {
+    "resnet50": ("resnet50", keras.applications.ResNet50),
+    "resnet101": ("resnet101", keras.applications.ResNet101),
+    "resnet152": ("resnet152", keras.applications.ResNet152),
+    **{
+        f"mobilenet_v2_{alpha}": (
+            "mobilenet_v2",
+            functools.partial(keras.applications.MobileNetV2, alpha=alpha),
+            {"alpha": alpha},
+        )
+        for alpha in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+    },
+    **{
+        f"efficientnet_b{i}": (
+            f"efficientnet_b{i}",
+            getattr(keras.applications, f"EfficientNetB{i}"),
+        )
+        for i in range(8)
+    },
+    **{
+        f"convnext_{size}": (f"convnext_{size}", getattr(keras.applications, f"ConvNeXt{cls}"))
+        for size, cls in (
+            ("tiny", "Tiny"),
+            ("small", "Small"),
+            ("base", "Base"),
+            ("large", "Large"),
+            ("xlarge", "XLarge"),
+        )
+    },
+}
+
+
+def randomize_statistics(model, rng):
+    for weight in model.weights:
+        path = weight.path
+        if "moving_variance" in path or path.endswith("/variance"):
+            weight.assign(rng.uniform(0.5, 2.0, weight.shape).astype("float32"))
+        elif "moving_mean" in path or path.endswith("/mean") or "beta" in path:
+            weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
+        elif "gamma" in path:
+            weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()  # it caches tensors made from its variables
+
+
+def agreement(label, size, rng):
+    name, keras_fn, *extra = TWINS[label]
+    kwargs = extra[0] if extra else {}
+    shape = (size, size, 3)
+    source = keras_fn(weights=None, input_shape=shape, classifier_activation=None)
+    randomize_statistics(source, rng)
+    ours = kr.create_model(name, input_shape=shape, classifier_activation=None, **kwargs)
+    assert ours.count_params() == source.count_params()
+    copied = kr.port_weights(source, ours)
+    x = rng.uniform(0, 255, (2,) + shape).astype("float32")
+    expected = keras.ops.convert_to_numpy(source(x))
+    difference = np.abs(keras.ops.convert_to_numpy(ours(x)) - expected).max()
+    scale = np.abs(expected).max()
+    print(
+        f"| {label} | {size}x{size} | {copied} | {difference:.3g} | {scale:.3g} "
+        f"| {difference / scale:.3g} |",
+        flush=True,
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(TWINS), choices=list(TWINS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 97])
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}")
+    print("| twin | input | variables | max abs difference | max abs logit | relative |")
+    print("|---|---|---|---|---|---|")
+    for label in args.models:
+        for size in args.sizes:
+            agreement(label, size, rng)
+
+
+if __name__ == "__main__":
+    main()
