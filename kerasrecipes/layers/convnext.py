@@ -23,7 +23,7 @@ class ConvNeXtBlock(keras.layers.Layer):
 
     The depthwise convolution is a `DepthwiseConv2D`, where keras.applications
     uses a grouped `Conv2D` (`groups=channels`): same arithmetic, but on
-    TensorFlow's CPU kernels the grouped form ran 26x slower (forward and
+    TensorFlow's CPU kernels the grouped form ran 26-27x slower (forward and
     backward, 16x56x56x96, 7x7). The kernels differ only by where the axis of
     size 1 sits, (7, 7, C, 1) here and (7, 7, 1, C) there, and `port_weights`
     moves it.
