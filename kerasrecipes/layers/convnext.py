@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.layer_scale import LayerScale
 from kerasrecipes.layers.regularization import DropPath
 
@@ -103,10 +104,7 @@ class ConvNeXtBlock(keras.layers.Layer):
             self.layer_scale = LayerScale(
                 self.layer_scale_init, dtype=self.dtype_policy, name="layer_scale"
             )
-        shape = input_shape
-        for layer in self._branch_layers():
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_sequentially(self._branch_layers(), input_shape)
         self.built = True
 
     def _branch_layers(self):
@@ -138,9 +136,7 @@ class ConvNeXtBlock(keras.layers.Layer):
                 "layer_scale_init": self.layer_scale_init,
                 "drop_path_rate": self.drop_path_rate,
                 "norm_epsilon": self.norm_epsilon,
-                "kernel_initializer": keras.initializers.serialize(
-                    keras.initializers.get(self.kernel_initializer)
-                ),
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

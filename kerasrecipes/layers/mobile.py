@@ -14,6 +14,7 @@ so ImageNet weights port one to one.
 import keras
 from keras import ops
 
+from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.regularization import DropPath
 from kerasrecipes.layers.residual import strided_shape
@@ -41,10 +42,6 @@ def make_divisible(value, divisor=8):
     if rounded < 0.9 * value:
         rounded += divisor
     return int(rounded)
-
-
-def _serialize_initializer(initializer):
-    return keras.initializers.serialize(keras.initializers.get(initializer))
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -119,7 +116,7 @@ class SqueezeExcite(keras.layers.Layer):
             {
                 "squeeze_filters": self.squeeze_filters,
                 "activation": self.activation,
-                "kernel_initializer": _serialize_initializer(self.kernel_initializer),
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
             }
         )
         return config
@@ -261,10 +258,7 @@ class InvertedResidual(keras.layers.Layer):
         self.project_conv = self._conv(self.filters, "project_conv")
         self.project_bn = self._bn("project_bn")
 
-        shape = input_shape
-        for layer in self._branch_layers():
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_sequentially(self._branch_layers(), input_shape)
         self.built = True
 
     def _branch_layers(self):
@@ -307,7 +301,7 @@ class InvertedResidual(keras.layers.Layer):
                 "activation": self.activation,
                 "drop_path_rate": self.drop_path_rate,
                 "bn_epsilon": self.bn_epsilon,
-                "kernel_initializer": _serialize_initializer(self.kernel_initializer),
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
                 "seed": self.seed,
             }
         )

@@ -10,6 +10,7 @@ Each block is one Keras layer whose sublayers are named `conv{k}`, `bn{k}`,
 import keras
 from keras import ops
 
+from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.regularization import DropPath
 
@@ -165,10 +166,7 @@ class _ResidualBlock(keras.layers.Layer):
             )
         if self.preact:
             self.preact_bn.build(input_shape)
-        shape = input_shape
-        for layer in self._branch_layers():
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
+        build_sequentially(self._branch_layers(), input_shape)
         if self.shortcut == "zero_pad":
             self.shortcut_pad.build(input_shape)
         elif self.shortcut == "projection":
@@ -219,9 +217,7 @@ class _ResidualBlock(keras.layers.Layer):
                 "preact": self.preact,
                 "drop_path_rate": self.drop_path_rate,
                 "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(
-                    keras.initializers.get(self.kernel_initializer)
-                ),
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
                 "zero_init_residual": self.zero_init_residual,
                 "seed": self.seed,
             }
