@@ -47,20 +47,30 @@ def port_weights(source_model, target_model, skip_head=False):
     >>> port_weights(source, create_model("resnet50"))          # doctest: +SKIP
     320
     """
-    source_weights = list(source_model.weights)
     target_weights = _weights_of(target_model, skip_head)
+    _port_variables(
+        list(source_model.weights),
+        target_weights,
+        source_model.name,
+        target_model,
+        " outside its head_ layers" if skip_head else "",
+    )
+    return len(target_weights)
+
+
+def _port_variables(source_weights, target_weights, source_name, target_model, scope):
+    """Checks count and shapes of two variable lists, then assigns one to the other."""
     if len(source_weights) != len(target_weights):
         raise ValueError(
-            f"Cannot port weights: '{source_model.name}' has {len(source_weights)} "
-            f"variables but '{target_model.name}' has {len(target_weights)}"
-            f"{' outside its head_ layers' if skip_head else ''}. Build both with the "
-            "same architecture options (include_top, shortcut, preact, ...)."
+            f"Cannot port weights: '{source_name}' has {len(source_weights)} "
+            f"variables but '{target_model.name}' has {len(target_weights)}{scope}. Build "
+            "both with the same architecture options (include_top, shortcut, preact, ...)."
         )
     for index, (source, target) in enumerate(zip(source_weights, target_weights)):
         if _without_unit_axes(source.shape) != _without_unit_axes(target.shape):
             raise ValueError(
                 f"Cannot port weights: variable {index} has shape {tuple(source.shape)} "
-                f"in '{source_model.name}' ({source.path}) but {tuple(target.shape)} in "
+                f"in '{source_name}' ({source.path}) but {tuple(target.shape)} in "
                 f"'{target_model.name}' ({target.path})."
             )
     for source, target in zip(source_weights, target_weights):
@@ -69,7 +79,6 @@ def port_weights(source_model, target_model, skip_head=False):
         if isinstance(layer, keras.layers.Normalization):
             # It keeps tensors made from its variables; make them again.
             layer.finalize_state()
-    return len(target_weights)
 
 
 def _without_unit_axes(shape):
@@ -82,7 +91,9 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
     "imagenet" builds the keras.applications twin with its ImageNet weights
     (the real download goes through `keras.applications`) and ports them.
     When our classifier is not the 1000-class one, only the backbone is
-    ported and the new head keeps its initialization. A path may name a
+    ported and the new head keeps its initialization; when the top has
+    pretrained hidden layers (VGG's `head_fc1`, `head_fc2`), they are ported
+    from the file with the top, and only the classifier is new. A path may name a
     `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file
     (its model's variables are ported by position).
     """
@@ -96,6 +107,20 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
                 "or .keras file."
             )
         with_top = include_top and num_classes == 1000
+        hidden_head = any(layer.name.startswith("head_fc") for layer in model.layers)
+        if include_top and not with_top and hidden_head:
+            source = keras_twin(weights="imagenet", include_top=True)
+            target_weights = [
+                weight
+                for layer in model.layers
+                if layer.name != "head_dense"
+                for weight in layer.weights
+            ]
+            # All but the source's 1000-class classifier, its last two variables.
+            _port_variables(
+                source.weights[:-2], target_weights, source.name, model, " outside head_dense"
+            )
+            return model
         source = keras_twin(weights="imagenet", include_top=with_top)
         port_weights(source, model, skip_head=include_top and not with_top)
         return model

@@ -1,6 +1,14 @@
 """Reusable blocks, each written once and imported by the model files."""
 
 from kerasrecipes.layers.convnext import ConvNeXtBlock
+from kerasrecipes.layers.inception import (
+    InceptionModule,
+    inception_a,
+    inception_b,
+    inception_c,
+    inception_d,
+    inception_e,
+)
 from kerasrecipes.layers.layer_scale import LayerScale
 from kerasrecipes.layers.mobile import InvertedResidual, MBConv, SqueezeExcite, make_divisible
 from kerasrecipes.layers.regularization import DropPath, drop_path_schedule
@@ -15,11 +23,17 @@ __all__ = [
     "BottleneckBlock",
     "ConvNeXtBlock",
     "DropPath",
+    "InceptionModule",
     "InvertedResidual",
     "LayerScale",
     "MBConv",
     "SqueezeExcite",
     "ZeroPadShortcut",
     "drop_path_schedule",
+    "inception_a",
+    "inception_b",
+    "inception_c",
+    "inception_d",
+    "inception_e",
     "make_divisible",
 ]

@@ -1,5 +1,23 @@
 """Model builders, one module per architecture family; importing registers them."""
 
-from kerasrecipes.models import baseline, convnext, efficientnet, mobilenet_v2, resnet
+from kerasrecipes.models import (
+    alexnet,
+    baseline,
+    convnext,
+    efficientnet,
+    inception,
+    mobilenet_v2,
+    resnet,
+    vgg,
+)
 
-__all__ = ["baseline", "convnext", "efficientnet", "mobilenet_v2", "resnet"]
+__all__ = [
+    "alexnet",
+    "baseline",
+    "convnext",
+    "efficientnet",
+    "inception",
+    "mobilenet_v2",
+    "resnet",
+    "vgg",
+]

@@ -8,7 +8,8 @@ Layer-name scheme (fine-tuning freezes and sets learning rates by it):
 resolution (ConvNeXt), `post_*` for the layers after the last stage that
 belong to the backbone and come with its pretrained weights (the final norm
 of pre-activation networks, EfficientNet's 1x1 convolution, ConvNeXt's norm
-after pooling), and `head_*` for the pooling and the classifier.
+after pooling), and `head_*` for the pooling and the classifier (with
+`head_fc{k}` for the hidden fully connected layers of AlexNet and VGG).
 """
 
 import numbers
@@ -28,17 +29,21 @@ def check_common_args(
     dropout,
     drop_path_rate,
     min_input_size,
+    poolings=POOLINGS,
 ):
-    """Validates the arguments every builder takes; returns `input_shape` as a tuple."""
+    """Validates the arguments every builder takes; returns `input_shape` as a tuple.
+
+    `poolings` lists the `pooling` values the family accepts (ViT adds "token").
+    """
     is_integer = isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool)
     if include_top and (not is_integer or num_classes < 1):
         raise ValueError(
             f"{model_name}: num_classes must be an integer >= 1 when include_top=True. "
             f"Received: num_classes={num_classes!r}"
         )
-    if pooling not in POOLINGS:
+    if pooling not in poolings:
         raise ValueError(
-            f"{model_name}: pooling must be one of {POOLINGS}. Received: pooling={pooling!r}"
+            f"{model_name}: pooling must be one of {poolings}. Received: pooling={pooling!r}"
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"{model_name}: dropout must be in [0, 1). Received: dropout={dropout}")
@@ -79,6 +84,9 @@ def classification_head(
     classifier_activation,
     pooled_norm=None,
     dense_initializer="glorot_uniform",
+    flatten=False,
+    top_pooling=None,
+    hidden_units=(),
 ):
     """Global pooling, optional dropout and the linear classifier (`head_*` layers).
 
@@ -87,8 +95,18 @@ def classification_head(
     the 4D feature map, "avg" or "max" pools it). `pooled_norm`, a layer of
     the backbone applied after the pooling (ConvNeXt's final LayerNorm), is
     applied to the feature map when nothing pools it, as keras.applications does.
+
+    The classic networks' top differs: with `flatten`, the top flattens the
+    feature map instead of pooling it globally (AlexNet, VGG), after the
+    optional `top_pooling` layer (AlexNet's adaptive pooling to 6x6, named
+    `head_pool`), and `hidden_units` adds the hidden fully connected ReLU
+    layers `head_fc{k}`, each followed by `dropout`.
     """
-    if include_top:
+    if include_top and flatten:
+        if top_pooling is not None:
+            x = top_pooling(x)
+        x = keras.layers.Flatten(name="head_flatten")(x)
+    elif include_top:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
     elif pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
@@ -98,7 +116,13 @@ def classification_head(
         x = pooled_norm(x)
     if not include_top:
         return x
-    if dropout > 0:
+    for index, units in enumerate(hidden_units, start=1):
+        x = keras.layers.Dense(
+            units, activation="relu", kernel_initializer=dense_initializer, name=f"head_fc{index}"
+        )(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"head_dropout{index}")(x)
+    if dropout > 0 and not hidden_units:
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     return keras.layers.Dense(
         int(num_classes),

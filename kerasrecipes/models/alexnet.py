@@ -1,0 +1,142 @@
+"""AlexNet (Krizhevsky et al. 2012, "ImageNet Classification with Deep Convolutional
+Neural Networks", NeurIPS), in its single-tower form (Krizhevsky 2014, "One weird trick
+for parallelizing convolutional neural networks", arXiv:1404.5997).
+
+Five convolutions (11x11/4, 5x5, three 3x3) with ReLU and three overlapping
+3x3/2 max poolings, then three fully connected layers (4096, 4096, classes)
+with dropout 0.5 on the first two. The 2012 network split its layers over two
+GPUs; the single-tower version of 2014 has 64, 192, 384, 256 and 256
+channels, as torchvision's `alexnet` (61.1M parameters with the 1000-class top).
+
+Departures, each the common practice since: no local response normalization
+(BatchNorm replaces it when `batch_norm=True`); an adaptive average pooling
+to 6x6 before the fully connected layers (as torchvision), so any input from
+63x63 up keeps the 6x6x256 = 9216 inputs of the first of them. No
+keras.applications twin exists, so there are no ImageNet weights.
+"""
+
+import keras
+
+from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.registry import register_model
+from kerasrecipes.weights import load_model_weights
+
+PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
+# (filters, kernel size, stride) of the convolutions of each stage; each stage ends in a max pool.
+STAGES = (
+    ((64, 11, 4),),
+    ((192, 5, 1),),
+    ((384, 3, 1), (256, 3, 1), (256, 3, 1)),
+)
+HIDDEN_UNITS = (4096, 4096)
+POOLED_GRID = (6, 6)
+# Three 3x3/2 poolings after the 11x11/4 convolution (padded by 2) leave at
+# least 1x1 only from 63x63 up.
+MIN_INPUT_SIZE = 63
+
+
+def single_tower_alexnet(
+    *,
+    num_classes=1000,
+    input_shape=(224, 224, 3),
+    include_top=True,
+    pooling=None,
+    dropout=0.5,
+    batch_norm_after_conv=False,
+    weights=None,
+    classifier_activation="softmax",
+    name="alexnet",
+):
+    """Builds the single-tower AlexNet.
+
+    Layer names: `stage1_block1_pad` (the 2-pixel zero padding of the first
+    convolution), `stage{i}_block{j}_conv` (with `_bn` and `_relu` when
+    batch-normalized), `stage{i}_pool`, then the top: `head_pool` (adaptive
+    average pooling to 6x6), `head_flatten`, `head_fc1`, `head_dropout1`,
+    `head_fc2`, `head_dropout2`, `head_dense`.
+
+    Args:
+        num_classes: int, classes of the classifier. Defaults to 1000.
+        input_shape: (height, width, channels), at least 63x63. Defaults to (224, 224, 3).
+        include_top: bool, add the three fully connected layers. Defaults to True.
+        pooling: None, "avg" or "max": the output without the top. Defaults to None.
+        dropout: float, dropout after each hidden fully connected layer (0.5
+            in the paper, Sec. 4.2). Defaults to 0.5.
+        batch_norm_after_conv: bool, BatchNormalization between each
+            convolution and its ReLU. Defaults to False.
+        weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        name: model name. Defaults to "alexnet".
+
+    Example:
+
+    >>> single_tower_alexnet(num_classes=10, input_shape=(63, 63, 3)).output_shape
+    (None, 10)
+    """
+    input_shape = check_common_args(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        drop_path_rate=0.0,
+        min_input_size=MIN_INPUT_SIZE,
+    )
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.ZeroPadding2D(2, name="stage1_block1_pad")(inputs)
+    for stage, convs in enumerate(STAGES, start=1):
+        for block, (filters, size, stride) in enumerate(convs, start=1):
+            prefix = f"stage{stage}_block{block}"
+            x = keras.layers.Conv2D(
+                filters,
+                size,
+                strides=stride,
+                padding="valid" if stride > 1 else "same",
+                activation=None if batch_norm_after_conv else "relu",
+                use_bias=not batch_norm_after_conv,
+                name=f"{prefix}_conv",
+            )(x)
+            if batch_norm_after_conv:
+                x = batch_norm(f"{prefix}_bn")(x)
+                x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+        x = keras.layers.MaxPooling2D(3, strides=2, name=f"stage{stage}_pool")(x)
+
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+        flatten=True,
+        top_pooling=keras.layers.AdaptiveAveragePooling2D(POOLED_GRID, name="head_pool"),
+        hidden_units=HIDDEN_UNITS,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    return load_model_weights(
+        model, weights, keras_twin=None, include_top=include_top, num_classes=num_classes
+    )
+
+
+@register_model(
+    "alexnet",
+    family="alexnet",
+    paper=PAPER,
+    default_input_shape=(224, 224, 3),
+    min_input_size=MIN_INPUT_SIZE,
+)
+def alexnet(**kwargs):
+    """AlexNet, single tower: 61.1M parameters, 0.71G multiply-adds at 224.
+
+    `batch_norm=True` builds the batch-normalized variant (convolutions without bias).
+    """
+    batch_normalized = kwargs.pop("batch_norm", False)
+    return single_tower_alexnet(
+        **{
+            "name": "alexnet_bn" if batch_normalized else "alexnet",
+            "batch_norm_after_conv": batch_normalized,
+            **kwargs,
+        }
+    )

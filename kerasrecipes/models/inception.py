@@ -1,0 +1,155 @@
+"""Inception-v3 (Szegedy et al. 2016, "Rethinking the Inception Architecture for
+Computer Vision", arXiv:1512.00567).
+
+A stem of five convolutions and two max poolings takes 299x299 inputs to a
+35x35x192 map; three stages of Inception modules follow (Table 1 of the
+paper): three 35x35 modules (Fig. 5), a grid reduction and four 17x17
+modules with factorized 7x7 convolutions (Fig. 6), a grid reduction and two
+8x8 modules with the expanded filter bank (Fig. 7); then global average
+pooling and the classifier. Every convolution is followed by BatchNorm and ReLU.
+
+Variable-for-variable compatible with `keras.applications.InceptionV3`, so
+`weights="imagenet"` ports its weights. As there, the model takes inputs
+scaled to [-1, 1] (`keras.applications.inception_v3.preprocess_input`). The
+paper's auxiliary classifier on the 17x17 grid is not built, as in Keras:
+it only helps training from scratch and has no pretrained weights there.
+"""
+
+import keras
+
+from kerasrecipes.layers.inception import (
+    INCEPTION_BN_EPSILON,
+    InceptionModule,
+    inception_a,
+    inception_b,
+    inception_c,
+    inception_d,
+    inception_e,
+)
+from kerasrecipes.layers.normalization import BN_MOMENTUM
+from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.registry import register_model
+from kerasrecipes.weights import load_model_weights
+
+PAPER = "Szegedy et al. 2016, Rethinking the Inception Architecture for Computer Vision"
+# The stem: (filters, kernel size, stride, padding) per convolution; "pool" is a 3x3/2 max pool.
+STEM = (
+    (32, 3, 2, "valid"),
+    (32, 3, 1, "valid"),
+    (64, 3, 1, "same"),
+    "pool",
+    (80, 1, 1, "valid"),
+    (192, 3, 1, "valid"),
+    "pool",
+)
+# Table 1: the modules of each stage; the first of stages 2 and 3 reduces the grid.
+STAGES = (
+    (inception_a(32), inception_a(64), inception_a(64)),
+    (inception_b(), inception_c(128), inception_c(160), inception_c(160), inception_c(192)),
+    (inception_d(), inception_e(), inception_e()),
+)
+# Five valid 3x3 windows of stride 2 (and two of stride 1) need 75x75 inputs, as Keras says.
+MIN_INPUT_SIZE = 75
+
+
+def _stem(x):
+    conv_index, pool_index = 0, 0
+    for step in STEM:
+        if step == "pool":
+            pool_index += 1
+            x = keras.layers.MaxPooling2D(3, strides=2, name=f"stem_pool{pool_index}")(x)
+            continue
+        conv_index += 1
+        filters, size, stride, padding = step
+        x = keras.layers.Conv2D(
+            filters,
+            size,
+            strides=stride,
+            padding=padding,
+            use_bias=False,
+            name=f"stem_conv{conv_index}",
+        )(x)
+        x = keras.layers.BatchNormalization(
+            epsilon=INCEPTION_BN_EPSILON,
+            momentum=BN_MOMENTUM,
+            scale=False,
+            name=f"stem_bn{conv_index}",
+        )(x)
+        x = keras.layers.ReLU(name=f"stem_relu{conv_index}")(x)
+    return x
+
+
+@register_model(
+    "inception_v3",
+    family="inception",
+    paper=PAPER,
+    default_input_shape=(299, 299, 3),
+    min_input_size=MIN_INPUT_SIZE,
+    pretrained=("imagenet",),
+)
+def inception_v3(
+    *,
+    num_classes=1000,
+    input_shape=(299, 299, 3),
+    include_top=True,
+    pooling=None,
+    dropout=0.0,
+    weights=None,
+    classifier_activation="softmax",
+    name="inception_v3",
+):
+    """Inception-v3: 23.9M parameters, 5.7G multiply-adds at 299.
+
+    Layer names: `stem_conv{k}`, `stem_bn{k}`, `stem_relu{k}` (k = 1..5),
+    `stem_pool1`, `stem_pool2`; the modules `stage{i}_block{j}` (stage 1: three
+    35x35 modules; stage 2: the reduction then four 17x17 modules; stage 3:
+    the reduction then two 8x8 modules); `head_pool`, `head_dense`.
+
+    Args:
+        num_classes: int, classes of the classifier. Defaults to 1000.
+        input_shape: (height, width, channels), at least 75x75. Defaults to (299, 299, 3).
+        include_top: bool, add the classifier. Defaults to True.
+        pooling: None, "avg" or "max": the output without the top. Defaults to None.
+        dropout: float, dropout before the classifier; keras.applications
+            has none, torchvision 0.5. Defaults to 0.0.
+        weights: None, "imagenet" (ported from keras.applications.InceptionV3)
+            or the path of a .weights.h5 / .keras file. Defaults to None.
+        classifier_activation: activation of the classifier. Defaults to "softmax".
+        name: model name. Defaults to "inception_v3".
+
+    Example:
+
+    >>> inception_v3(num_classes=10, input_shape=(75, 75, 3)).output_shape
+    (None, 10)
+    """
+    input_shape = check_common_args(
+        name,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        drop_path_rate=0.0,
+        min_input_size=MIN_INPUT_SIZE,
+    )
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = _stem(inputs)
+    for stage, modules in enumerate(STAGES, start=1):
+        for block, branches in enumerate(modules, start=1):
+            x = InceptionModule(branches, name=f"stage{stage}_block{block}")(x)
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    return load_model_weights(
+        model,
+        weights,
+        keras_twin=keras.applications.InceptionV3,
+        include_top=include_top,
+        num_classes=num_classes,
+    )
