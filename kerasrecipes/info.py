@@ -47,10 +47,6 @@ class ModelInfo:
         return text
 
 
-def _leaf_layers(model):
-    return [layer for layer in model._flatten_layers(include_self=False) if not layer._layers]
-
-
 # Convolutions and dense layers: one multiply-add per kernel entry per output
 # position (a Conv2D kernel is kh x kw x in/groups x out, a depthwise one
 # kh x kw x channels x multiplier).
@@ -81,6 +77,43 @@ _NOT_COUNTED = (
 )
 
 
+def _einsum_dense_macs(layer, input_shape):
+    """One multiply-add per output entry per contracted kernel entry."""
+    inputs_and_kernel, output_spec = layer.equation.split("->")
+    kernel_spec = inputs_and_kernel.split(",")[1]
+    output_shape = layer.compute_output_shape(tuple(input_shape))[1:]
+    if any(size is None for size in output_shape):
+        return None
+    contracted = math.prod(
+        size for letter, size in zip(kernel_spec, layer.kernel.shape) if letter not in output_spec
+    )
+    return math.prod(output_shape) * contracted
+
+
+def _attention_macs(layer):
+    """`MultiHeadAttention`: its four projections and its two matrix products
+    (scores, and the weighted sum of values), from the shapes it was built on.
+    """
+    shapes = (layer.get_build_config() or {}).get("shapes_dict", {})
+    query_shape, value_shape = shapes.get("query_shape"), shapes.get("value_shape")
+    if query_shape is None or value_shape is None:
+        return None
+    key_shape = shapes.get("key_shape") or value_shape
+    query_positions = math.prod(query_shape[1:-1]) if None not in query_shape[1:] else None
+    key_positions = math.prod(key_shape[1:-1]) if None not in key_shape[1:] else None
+    if query_positions is None or key_positions is None:
+        return None
+    value_dim = layer.value_dim or layer.key_dim
+    projections = (
+        query_positions * math.prod(layer.query_dense.kernel.shape)
+        + key_positions * math.prod(layer.key_dense.kernel.shape)
+        + key_positions * math.prod(layer.value_dense.kernel.shape)
+        + query_positions * math.prod(layer.output_dense.kernel.shape)
+    )
+    products = query_positions * key_positions * layer.num_heads * (layer.key_dim + value_dim)
+    return projections + products
+
+
 def _layer_macs(layer):
     """Multiply-adds of one call of `layer`: an int, None if its input size is
     unknown, or NotImplemented for a layer type with weights this does not know.
@@ -88,7 +121,7 @@ def _layer_macs(layer):
     Normalization, activations, pooling and additions are not counted, as in
     the papers.
     """
-    known = _PER_OUTPUT_POSITION + _PER_INPUT_POSITION + _SEPARABLE
+    known = _PER_OUTPUT_POSITION + _PER_INPUT_POSITION + _SEPARABLE + (keras.layers.EinsumDense,)
     if not isinstance(layer, known):
         if layer.weights and not isinstance(layer, _NOT_COUNTED):
             return NotImplemented
@@ -100,6 +133,8 @@ def _layer_macs(layer):
     input_positions, output_positions = input_shape[1:-1], output_shape[1:-1]
     if any(size is None for size in (*input_positions, *output_positions)):
         return None
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_dense_macs(layer, input_shape)
     if isinstance(layer, _SEPARABLE):
         kernel_size = math.prod(layer.depthwise_kernel.shape) + math.prod(
             layer.pointwise_kernel.shape
@@ -114,9 +149,11 @@ def model_info(model):
 
     Multiply-adds are counted at the input size the model was built with,
     from the shapes each layer was built on, so the model need not run:
-    dense layers and convolutions (1D to 3D, grouped, depthwise, separable,
-    transposed). A layer called more than once is counted once; layers with
-    weights of other types are listed in `uncounted_layers`.
+    dense layers (`Dense`, `EinsumDense`), convolutions (1D to 3D, grouped,
+    depthwise, separable, transposed) and the two matrix products of
+    `MultiHeadAttention` (as the ViT papers count them). A layer called more
+    than once is counted once; layers with weights of other types are listed
+    in `uncounted_layers`.
 
     Example:
 
@@ -126,8 +163,22 @@ def model_info(model):
     (271098, 40.6)
     """
     flops, uncounted = 0, []
-    for layer in _leaf_layers(model):
-        macs = _layer_macs(layer)
+    layers = list(model._flatten_layers(include_self=False))
+    attention = [layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)]
+    # An attention layer is counted as a whole: its projections are built on
+    # shapes with unknown sequence lengths.
+    inside_attention = {
+        id(sublayer)
+        for layer in attention
+        for sublayer in layer._flatten_layers(include_self=False)
+    }
+    per_layer = [
+        (layer, _layer_macs(layer))
+        for layer in layers
+        if not layer._layers and id(layer) not in inside_attention
+    ]
+    per_layer += [(layer, _attention_macs(layer)) for layer in attention]
+    for layer, macs in per_layer:
         if macs is NotImplemented:
             uncounted.append(layer.name)
         elif macs is None or flops is None:

@@ -30,6 +30,7 @@ HEAVY_MODELS = {
     "convnext_base",
     "convnext_large",
     "convnext_xlarge",
+    "vit_base16",
 }
 
 

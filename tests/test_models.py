@@ -11,8 +11,8 @@ import kerasrecipes as kr
 
 ALL_MODELS = kr.list_models()
 LAYER_NAME = re.compile(
-    r"^(input|stem_[a-z_]+|stage\d+_(block\d+(_[a-z]+)?|pool|downsample_[a-z]+)"
-    r"|post_[a-z]+|head_[a-z]+)$"
+    r"^(input|stem_[a-z_]+\d*|stage\d+_(block\d+(_[a-z]+)?|pool|downsample_[a-z]+)"
+    r"|post_[a-z]+|head_[a-z]+\d*)$"
 )
 
 
@@ -29,10 +29,12 @@ def tiny_batch(name, batch_size=2):
 
 
 def test_registry_is_populated():
-    assert len(ALL_MODELS) >= 26
+    assert len(ALL_MODELS) >= 33
     expected = {"resnet20", "resnet1202", "resnet50", "baseline_cnn", "mobilenet_v2"}
     expected |= {f"efficientnet_b{i}" for i in range(8)}
     expected |= {f"convnext_{size}" for size in ("tiny", "small", "base", "large", "xlarge")}
+    expected |= {"alexnet", "vgg16", "vgg19", "inception_v3"}
+    expected |= {"vit_tiny16", "vit_small16", "vit_base16"}
     assert expected <= set(ALL_MODELS)
 
 

@@ -17,17 +17,28 @@ from kerasrecipes.layers.residual import (
     BottleneckBlock,
     ZeroPadShortcut,
 )
+from kerasrecipes.layers.vit import (
+    ClassTokenPooling,
+    PatchEmbedding,
+    PatchTokensToGrid,
+    TransformerEncoderBlock,
+    resize_position_embedding,
+)
 
 __all__ = [
     "BasicBlock",
     "BottleneckBlock",
+    "ClassTokenPooling",
     "ConvNeXtBlock",
     "DropPath",
     "InceptionModule",
     "InvertedResidual",
     "LayerScale",
     "MBConv",
+    "PatchEmbedding",
+    "PatchTokensToGrid",
     "SqueezeExcite",
+    "TransformerEncoderBlock",
     "ZeroPadShortcut",
     "drop_path_schedule",
     "inception_a",
@@ -36,4 +47,5 @@ __all__ = [
     "inception_d",
     "inception_e",
     "make_divisible",
+    "resize_position_embedding",
 ]

@@ -9,6 +9,7 @@ from kerasrecipes.models import (
     mobilenet_v2,
     resnet,
     vgg,
+    vit,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "mobilenet_v2",
     "resnet",
     "vgg",
+    "vit",
 ]

@@ -8,11 +8,15 @@ with dropout 0.5 on the first two. The 2012 network split its layers over two
 GPUs; the single-tower version of 2014 has 64, 192, 384, 256 and 256
 channels, as torchvision's `alexnet` (61.1M parameters with the 1000-class top).
 
-Departures, each the common practice since: no local response normalization
-(BatchNorm replaces it when `batch_norm=True`); an adaptive average pooling
-to 6x6 before the fully connected layers (as torchvision), so any input from
-63x63 up keeps the 6x6x256 = 9216 inputs of the first of them. No
-keras.applications twin exists, so there are no ImageNet weights.
+No local response normalization, as is common practice since (BatchNorm
+replaces it when `batch_norm=True`). The top flattens the final map, 6x6x256
+= 9216 values at 224, so the first fully connected layer depends on the
+input size. No keras.applications twin exists, so there are no ImageNet weights.
+
+Not torchvision's adaptive average pooling to 6x6 before the top: with
+Keras 3.15 on TensorFlow, `AdaptiveAveragePooling2D` failed to enlarge a
+1x1 map to 6x6 inside a compiled train step ("Negative dimension size"),
+and every input below 223x223 needs such an enlargement.
 """
 
 import keras
@@ -30,7 +34,6 @@ STAGES = (
     ((384, 3, 1), (256, 3, 1), (256, 3, 1)),
 )
 HIDDEN_UNITS = (4096, 4096)
-POOLED_GRID = (6, 6)
 # Three 3x3/2 poolings after the 11x11/4 convolution (padded by 2) leave at
 # least 1x1 only from 63x63 up.
 MIN_INPUT_SIZE = 63
@@ -52,9 +55,8 @@ def single_tower_alexnet(
 
     Layer names: `stage1_block1_pad` (the 2-pixel zero padding of the first
     convolution), `stage{i}_block{j}_conv` (with `_bn` and `_relu` when
-    batch-normalized), `stage{i}_pool`, then the top: `head_pool` (adaptive
-    average pooling to 6x6), `head_flatten`, `head_fc1`, `head_dropout1`,
-    `head_fc2`, `head_dropout2`, `head_dense`.
+    batch-normalized), `stage{i}_pool`, then the top: `head_flatten`,
+    `head_fc1`, `head_dropout1`, `head_fc2`, `head_dropout2`, `head_dense`.
 
     Args:
         num_classes: int, classes of the classifier. Defaults to 1000.
@@ -111,7 +113,6 @@ def single_tower_alexnet(
         dropout=dropout,
         classifier_activation=classifier_activation,
         flatten=True,
-        top_pooling=keras.layers.AdaptiveAveragePooling2D(POOLED_GRID, name="head_pool"),
         hidden_units=HIDDEN_UNITS,
     )
     model = keras.Model(inputs, outputs, name=name)

@@ -85,7 +85,6 @@ def classification_head(
     pooled_norm=None,
     dense_initializer="glorot_uniform",
     flatten=False,
-    top_pooling=None,
     hidden_units=(),
 ):
     """Global pooling, optional dropout and the linear classifier (`head_*` layers).
@@ -97,14 +96,14 @@ def classification_head(
     applied to the feature map when nothing pools it, as keras.applications does.
 
     The classic networks' top differs: with `flatten`, the top flattens the
-    feature map instead of pooling it globally (AlexNet, VGG), after the
-    optional `top_pooling` layer (AlexNet's adaptive pooling to 6x6, named
-    `head_pool`), and `hidden_units` adds the hidden fully connected ReLU
-    layers `head_fc{k}`, each followed by `dropout`.
+    feature map instead of pooling it globally (AlexNet, VGG), and
+    `hidden_units` adds the hidden fully connected ReLU layers `head_fc{k}`,
+    each followed by `dropout`. An `x` that is already
+    one vector per image (ViT's class token) is not pooled.
     """
-    if include_top and flatten:
-        if top_pooling is not None:
-            x = top_pooling(x)
+    if len(x.shape) == 2:
+        pass  # already one vector per image (ViT's class token)
+    elif include_top and flatten:
         x = keras.layers.Flatten(name="head_flatten")(x)
     elif include_top:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
