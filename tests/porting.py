@@ -36,8 +36,10 @@ def check_port(keras_fn, name, size, rng, **kwargs):
     """Ports a keras.applications model with random statistics into ours; returns the difference.
 
     Asserts the same parameter count and variable shapes up to axes of size 1,
-    then compares the logits of both on the same 0-255 input.
+    then compares the logits of both on the same 0-255 input. The source's
+    initialization is seeded from `rng`, so the comparison is repeatable.
     """
+    keras.utils.set_random_seed(int(rng.integers(2**31)))
     source = keras_fn(
         weights=None, input_shape=(size, size, 3), classifier_activation=None, **kwargs
     )
