@@ -9,6 +9,9 @@ relative to the largest logit.
 Run:
     python benchmarks/port_agreement.py                     # every twin at 64 and 97 pixels
     python benchmarks/port_agreement.py --models convnext_tiny --sizes 64 224
+    python benchmarks/port_agreement.py --models vgg16 vgg19 inception_v3 --sizes 75 107 224
+
+Sizes below a model's smallest input (75 for Inception-v3) are skipped.
 """
 
 import argparse
@@ -41,6 +44,9 @@ TWINS = {
         )
         for i in range(8)
     },
+    "vgg16": ("vgg16", keras.applications.VGG16),
+    "vgg19": ("vgg19", keras.applications.VGG19),
+    "inception_v3": ("inception_v3", keras.applications.InceptionV3),
     **{
         f"convnext_{size}": (f"convnext_{size}", getattr(keras.applications, f"ConvNeXt{cls}"))
         for size, cls in (
@@ -72,6 +78,7 @@ def agreement(label, size, rng):
     name, keras_fn, *extra = TWINS[label]
     kwargs = extra[0] if extra else {}
     shape = (size, size, 3)
+    keras.utils.set_random_seed(int(rng.integers(2**31)))  # repeatable initializations
     source = keras_fn(weights=None, input_shape=shape, classifier_activation=None)
     randomize_statistics(source, rng)
     ours = kr.create_model(name, input_shape=shape, classifier_activation=None, **kwargs)
@@ -99,6 +106,10 @@ def main():
     print("|---|---|---|---|---|---|")
     for label in args.models:
         for size in args.sizes:
+            min_size = kr.get_model_entry(TWINS[label][0]).min_input_size
+            if size < min_size:
+                print(f"| {label} | {size}x{size} | skipped: below its minimum {min_size} |")
+                continue
             agreement(label, size, rng)
 
 

@@ -32,6 +32,8 @@ PAIRS = {
     "mobilenet_v2": keras.applications.MobileNetV2,
     "efficientnet_b0": keras.applications.EfficientNetB0,
     "convnext_tiny": keras.applications.ConvNeXtTiny,
+    "vgg16": keras.applications.VGG16,
+    "inception_v3": keras.applications.InceptionV3,
 }
 
 

@@ -17,16 +17,24 @@ def tiny_input_shape(name):
     return (size, size, 3)
 
 
-# The largest models: built and run forward in the default run; their train
-# step, .keras round trip and headless builds run with -m slow (ResNet-1202's
-# train step alone takes over two minutes to trace on 2 cores; the others
-# hold 30M to 350M parameters).
+# The largest and deepest models: built and run forward in the default run;
+# their train step, .keras round trip and headless builds run with -m slow
+# (ResNet-1202's train step alone takes over two minutes to trace on 2 cores;
+# the others hold 30M to 350M parameters or 100+ layers, and their train
+# steps took 15-30 s each, which the 15-minute budget of the default run
+# cannot hold).
 HEAVY_MODELS = {
+    "resnet101",
+    "resnet110",
+    "resnet152",
     "resnet1202",
+    "efficientnet_b2",
+    "efficientnet_b3",
     "efficientnet_b4",
     "efficientnet_b5",
     "efficientnet_b6",
     "efficientnet_b7",
+    "convnext_small",
     "convnext_base",
     "convnext_large",
     "convnext_xlarge",

@@ -16,6 +16,11 @@ LAYER_NAME = re.compile(
 )
 
 
+# Every test here is parametrized with scope="module", so pytest runs all tests
+# of one model before the next model's: a heavy model is built once, not once
+# per test (the heavy cache holds one model).
+
+
 def models_with_heavy_marked_slow():
     return [
         pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name
@@ -38,7 +43,7 @@ def test_registry_is_populated():
     assert expected <= set(ALL_MODELS)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS, scope="module")
 def test_forward(name):
     model = tiny_model(name)
     outputs = keras.ops.convert_to_numpy(model(tiny_batch(name), training=False))
@@ -47,7 +52,7 @@ def test_forward(name):
     np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", ALL_MODELS, scope="module")
 def test_layer_names_follow_the_scheme(name):
     model = tiny_model(name)
     names = [layer.name for layer in model.layers]
@@ -58,7 +63,7 @@ def test_layer_names_follow_the_scheme(name):
     assert len(set(names)) == len(names)
 
 
-@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow(), scope="module")
 def test_one_training_step_with_fit(name):
     # A copy: at tiny inputs the last stages are 1x1 maps whose BatchNorm sees
     # two values per channel, so one SGD step can blow some weights up, which
@@ -79,7 +84,7 @@ def test_one_training_step_with_fit(name):
     assert any(path.startswith("stage") for path in changed)
 
 
-@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow(), scope="module")
 def test_keras_file_round_trip(name, tmp_path):
     model = tiny_model(name)
     x = tiny_batch(name)
@@ -98,7 +103,7 @@ def test_keras_file_round_trip(name, tmp_path):
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("name", models_with_heavy_marked_slow())
+@pytest.mark.parametrize("name", models_with_heavy_marked_slow(), scope="module")
 def test_without_top(name):
     shape = tiny_input_shape(name)
     x = tiny_batch(name)

@@ -68,16 +68,18 @@ def test_model_info_counts_convolutions_and_dense_layers_exactly():
     assert info.params == 3 * 3 * 3 * 4 + (3 * 3 * 4 + 4) + (36 * 2 + 2)
 
 
-def test_model_info_counts_separable_and_transposed_convolutions_and_lists_others():
+def test_model_info_counts_separable_transposed_and_einsum_layers_and_lists_others():
     inputs = keras.Input((8, 8, 4))
     x = keras.layers.SeparableConv2D(6, 3, padding="same", use_bias=False)(inputs)  # 8x8 out
     x = keras.layers.Conv2DTranspose(2, 2, strides=2, use_bias=False)(x)  # 8x8 in, 16x16 out
     x = keras.layers.Reshape((16 * 16, 2))(x)
-    outputs = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 3), name="mix")(x)
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(16 * 16, 3))(x)
+    outputs = keras.layers.PReLU(name="mix")(x)
     info = kr.model_info(keras.Model(inputs, outputs))
     separable = 8 * 8 * (3 * 3 * 4 + 4 * 6)
     transposed = 8 * 8 * (2 * 2 * 2 * 6)
-    assert info.flops == separable + transposed
+    einsum = 16 * 16 * 3 * 2  # one multiply-add per output entry per contracted entry
+    assert info.flops == separable + transposed + einsum
     assert info.uncounted_layers == ("mix",)
     assert "not counted: mix" in str(info)
 
