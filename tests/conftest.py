@@ -28,6 +28,7 @@ HEAVY_MODELS = {
     "resnet110",
     "resnet152",
     "resnet1202",
+    "efficientnet_b1",
     "efficientnet_b2",
     "efficientnet_b3",
     "efficientnet_b4",
