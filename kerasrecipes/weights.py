@@ -93,8 +93,8 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
     When our classifier is not the 1000-class one, only the backbone is
     ported and the new head keeps its initialization; when the top has
     pretrained hidden layers (VGG's `head_fc1`, `head_fc2`), they are ported
-    from the file with the top, and only the classifier is new. A path may name a
-    `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file
+    from the file with the top, and only the classifier is new. A path may
+    name a `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file
     (its model's variables are ported by position).
     """
     if weights is None:

@@ -52,6 +52,8 @@ def test_batch_normalized_vgg():
     assert learned - plain.count_params() == 2 * 4224  # gamma and beta of 4,224 channels
     with pytest.raises(ValueError, match="no ImageNet weights for the batch-normalized"):
         kr.create_model("vgg16", batch_norm=True, weights="imagenet")
+    with pytest.raises(ValueError, match="take the 7x7x512 map of a 224x224 input"):
+        kr.create_model("vgg16", weights="imagenet", input_shape=(160, 160, 3))
 
 
 @pytest.mark.parametrize("size", [32, 48])

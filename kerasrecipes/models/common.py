@@ -98,8 +98,8 @@ def classification_head(
     The classic networks' top differs: with `flatten`, the top flattens the
     feature map instead of pooling it globally (AlexNet, VGG), and
     `hidden_units` adds the hidden fully connected ReLU layers `head_fc{k}`,
-    each followed by `dropout`. An `x` that is already
-    one vector per image (ViT's class token) is not pooled.
+    each followed by `dropout`. An `x` that is already one vector per image
+    (ViT's class token) is not pooled.
     """
     if len(x.shape) == 2:
         pass  # already one vector per image (ViT's class token)

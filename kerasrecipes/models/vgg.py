@@ -102,6 +102,13 @@ def vgg(
         drop_path_rate=0.0,
         min_input_size=32,
     )
+    if weights == "imagenet" and include_top and tuple(input_shape[:2]) != (224, 224):
+        raise ValueError(
+            f"{name}: the pretrained fully connected layers take the 7x7x512 map of a "
+            f"224x224 input; input_shape={input_shape} cannot load them. Pass "
+            "input_shape=(224, 224, 3), or include_top=False with pooling='avg' for "
+            "another size."
+        )
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for stage, (convs, width) in enumerate(zip(convs_per_stage, WIDTHS), start=1):
