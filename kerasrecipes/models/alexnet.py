@@ -22,9 +22,8 @@ and every input below 223x223 needs such an enlargement.
 import keras
 
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
 # (filters, kernel size, stride) of the convolutions of each stage; each stage ends in a max pool.
@@ -105,8 +104,11 @@ def single_tower_alexnet(
                 x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
         x = keras.layers.MaxPooling2D(3, strides=2, name=f"stage{stage}_pool")(x)
 
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
@@ -114,10 +116,6 @@ def single_tower_alexnet(
         classifier_activation=classifier_activation,
         flatten=True,
         hidden_units=HIDDEN_UNITS,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_model_weights(
-        model, weights, keras_twin=None, include_top=include_top, num_classes=num_classes
     )
 
 

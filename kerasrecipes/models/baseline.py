@@ -10,9 +10,8 @@ depth and skip connections add.
 import keras
 
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 BASELINE_STAGES = (
     {"filters": 32, "convs": 3},
@@ -88,16 +87,17 @@ def plain_cnn(
             x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
         if stage < len(stages):
             x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
     )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_model_weights(model, weights, include_top=include_top, num_classes=num_classes)
 
 
 @register_model(

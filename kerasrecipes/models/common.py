@@ -16,6 +16,8 @@ import numbers
 
 import keras
 
+from kerasrecipes.weights import load_model_weights
+
 POOLINGS = (None, "avg", "max")
 
 
@@ -129,3 +131,41 @@ def classification_head(
         kernel_initializer=dense_initializer,
         name="head_dense",
     )(x)
+
+
+def finish_model(
+    inputs,
+    x,
+    *,
+    name,
+    weights,
+    num_classes,
+    include_top,
+    pooling,
+    dropout,
+    classifier_activation,
+    keras_twin=None,
+    **head_options,
+):
+    """Adds the head to the backbone output `x`, makes the `keras.Model` and loads `weights`.
+
+    The closing steps of every builder. `keras_twin` is the keras.applications
+    network with the same variables, for `weights="imagenet"`: its name in
+    `keras.applications` (e.g. "ResNet50"), a function that builds it, or None.
+    `head_options` go to `classification_head` (`pooled_norm`, `flatten`, ...).
+    """
+    outputs = classification_head(
+        x,
+        num_classes=num_classes,
+        include_top=include_top,
+        pooling=pooling,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+        **head_options,
+    )
+    model = keras.Model(inputs, outputs, name=name)
+    if isinstance(keras_twin, str):
+        keras_twin = getattr(keras.applications, keras_twin)
+    return load_model_weights(
+        model, weights, keras_twin=keras_twin, include_top=include_top, num_classes=num_classes
+    )

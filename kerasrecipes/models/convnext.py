@@ -16,9 +16,8 @@ import keras
 
 from kerasrecipes.layers import ConvNeXtBlock, drop_path_schedule
 from kerasrecipes.layers.convnext import CONVNEXT_INITIALIZER
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
 # Sec. 3 of the paper: blocks per stage and channels per stage.
@@ -146,20 +145,19 @@ def convnext(
             )(x)
             block_index += 1
 
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
+        keras_twin=keras_twin,
         pooled_norm=_layer_norm("post_norm"),
         dense_initializer=CONVNEXT_INITIALIZER,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    twin = getattr(keras.applications, keras_twin) if keras_twin else None
-    return load_model_weights(
-        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
     )
 
 

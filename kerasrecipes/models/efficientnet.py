@@ -24,9 +24,8 @@ import numpy as np
 from kerasrecipes.layers import MBConv, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs"
 # Table 1 of the paper (EfficientNet-B0), one row per stage: repeats,
@@ -212,20 +211,19 @@ def efficientnet(
     )(x)
     x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
     x = keras.layers.Activation("swish", name="post_act")(x)
-    outputs = classification_head(
+    set_normalization(normalize, IMAGENET_MEAN_RGB, np.square(IMAGENET_STDDEV_RGB))
+    model = finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
+        keras_twin=keras_twin,
         dense_initializer=DENSE_INITIALIZER,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    set_normalization(normalize, IMAGENET_MEAN_RGB, np.square(IMAGENET_STDDEV_RGB))
-    twin = getattr(keras.applications, keras_twin) if keras_twin else None
-    model = load_model_weights(
-        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
     )
     if weights == "imagenet":
         # keras.applications' ImageNet files store the standard deviation where

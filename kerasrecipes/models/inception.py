@@ -27,9 +27,8 @@ from kerasrecipes.layers.inception import (
     inception_e,
 )
 from kerasrecipes.layers.normalization import BN_MOMENTUM
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Szegedy et al. 2016, Rethinking the Inception Architecture for Computer Vision"
 # The stem: (filters, kernel size, stride, padding) per convolution; "pool" is a 3x3/2 max pool.
@@ -137,19 +136,15 @@ def inception_v3(
     for stage, modules in enumerate(STAGES, start=1):
         for block, branches in enumerate(modules, start=1):
             x = InceptionModule(branches, name=f"stage{stage}_block{block}")(x)
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_model_weights(
-        model,
-        weights,
-        keras_twin=keras.applications.InceptionV3,
-        include_top=include_top,
-        num_classes=num_classes,
+        keras_twin="InceptionV3",
     )

@@ -18,9 +18,8 @@ import keras
 from kerasrecipes.layers import InvertedResidual, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
 # Table 2 of the paper, one row per stage: expansion t, output channels c,
@@ -137,19 +136,19 @@ def mobilenet_v2(
     )(x)
     x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
     x = keras.layers.ReLU(6.0, name="post_relu")(x)
-    outputs = classification_head(
+    # The ImageNet weights do not depend on the input size; build the twin at 224.
+    twin = functools.partial(keras.applications.MobileNetV2, alpha=alpha, input_shape=(224, 224, 3))
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    # The ImageNet weights do not depend on the input size; build the twin at 224.
-    twin = functools.partial(keras.applications.MobileNetV2, alpha=alpha, input_shape=(224, 224, 3))
-    return load_model_weights(
-        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
+        keras_twin=twin,
     )
 
 

@@ -18,9 +18,8 @@ import keras
 from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.residual import resolve_shortcut
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
 
@@ -177,16 +176,17 @@ def cifar_resnet(
         use_bias=False,
         zero_init_residual=zero_init_residual,
     )
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
     )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_model_weights(model, weights, include_top=include_top, num_classes=num_classes)
 
 
 def resnet(
@@ -284,18 +284,17 @@ def resnet(
         use_bias=use_bias,
         zero_init_residual=zero_init_residual,
     )
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    twin = getattr(keras.applications, keras_twin) if keras_twin else None
-    return load_model_weights(
-        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
+        keras_twin=keras_twin,
     )
 
 

@@ -16,9 +16,8 @@ ImageNet mean subtracted, 0-255 scale).
 import keras
 
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = (
     "Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition"
@@ -126,20 +125,19 @@ def vgg(
                 x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
         x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
 
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
+        keras_twin=keras_twin,
         flatten=True,
         hidden_units=HIDDEN_UNITS,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    twin = getattr(keras.applications, keras_twin) if keras_twin else None
-    return load_model_weights(
-        model, weights, keras_twin=twin, include_top=include_top, num_classes=num_classes
     )
 
 

@@ -22,9 +22,8 @@ from kerasrecipes.layers.vit import (
     PatchTokensToGrid,
     TransformerEncoderBlock,
 )
-from kerasrecipes.models.common import check_common_args, classification_head
+from kerasrecipes.models.common import check_common_args, finish_model
 from kerasrecipes.registry import register_model
-from kerasrecipes.weights import load_model_weights
 
 PAPER = "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words"
 # Token width, encoder blocks, attention heads, MLP width.
@@ -154,18 +153,17 @@ def vit(
         x = ClassTokenPooling(name="head_pool")(x)
     else:
         x = PatchTokensToGrid((height // patch_size, width // patch_size), name="post_grid")(x)
-    outputs = classification_head(
+    return finish_model(
+        inputs,
         x,
+        name=name,
+        weights=weights,
         num_classes=num_classes,
         include_top=include_top,
         pooling=None if representation == "token" else pooling,
         dropout=dropout,
         classifier_activation=classifier_activation,
         dense_initializer=VIT_INITIALIZER,
-    )
-    model = keras.Model(inputs, outputs, name=name)
-    return load_model_weights(
-        model, weights, keras_twin=None, include_top=include_top, num_classes=num_classes
     )
 
 
