@@ -6,7 +6,7 @@
 ['resnet20']
 """
 
-from kerasrecipes import data, layers, models
+from kerasrecipes import callbacks, data, layers, losses, models, optimizers, schedules
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
 from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
@@ -16,14 +16,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelInfo",
+    "callbacks",
     "create_model",
     "data",
     "efficientnet_scaling",
     "get_model_entry",
     "layers",
     "list_models",
+    "losses",
     "model_info",
     "models",
+    "optimizers",
     "port_weights",
     "register_model",
+    "schedules",
 ]

@@ -1,0 +1,422 @@
+"""Per-layer learning rates for any Keras optimizer.
+
+Why our own: Keras 3.15's `MultiOptimizer` needs one optimizer per group,
+matches its keys with `re.fullmatch` on variable paths that omit nested
+models' names (so a plausible key silently matches nothing), and has no
+`learning_rate`, so `ReduceLROnPlateau` and `LearningRateScheduler` cannot
+drive it. Here one optimizer keeps one learning rate (or schedule), and each
+variable's update and decoupled weight decay are scaled by its multiplier.
+"""
+
+import re
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from kerasrecipes.optimizers.paths import block_of, depth_groups, layer_path, variable_paths
+
+
+
+def resolve_multipliers(patterns, paths, default=1.0, strict=True):
+    """The multiplier of each path, by the matching rule of `with_lr_multipliers`.
+
+    Args:
+        patterns: dict of regular expression -> multiplier, tried in order.
+        paths: list of variable paths.
+        default: the multiplier of a path no pattern matches.
+        strict: raise `ValueError` when a pattern matches no path.
+
+    Returns:
+        list of floats aligned with `paths`.
+
+    >>> resolve_multipliers({"head": 10.0, "stage1": 0.1},
+    ...                     ["stem/kernel", "stage1_conv/kernel", "head_dense/bias"])
+    [1.0, 0.1, 10.0]
+    """
+    compiled = []
+    for pattern, multiplier in patterns.items():
+        try:
+            compiled.append((pattern, re.compile(pattern), float(multiplier)))
+        except re.error as error:
+            raise ValueError(f"Learning-rate multiplier pattern {pattern!r} is not a valid "
+                             f"regular expression: {error}.") from None
+        if float(multiplier) < 0:
+            raise ValueError(f"Learning-rate multiplier for {pattern!r} is {multiplier}; "
+                             "multipliers must be >= 0 (0 freezes).")
+    values, used = [], set()
+    for path in paths:
+        for pattern, regex, multiplier in compiled:
+            if regex.match(path):
+                values.append(multiplier)
+                used.add(pattern)
+                break
+        else:
+            values.append(float(default))
+    unused = [pattern for pattern, _, _ in compiled if pattern not in used]
+    if strict and unused:
+        examples = ", ".join(repr(path) for path in paths[:4])
+        raise ValueError(
+            f"Learning-rate multiplier pattern(s) {unused} match no variable. Patterns are "
+            f"matched with re.match against variable paths such as {examples} "
+            f"({len(paths)} in all). For layers inside a nested model, pass `model=` so the "
+            "paths include the nested model's name; `kr.optimizers.audit(optimizer, model)` "
+            "prints every path."
+        )
+    return values
+
+
+@keras.saving.register_keras_serializable(package="kerasrecipes")
+class LRMultiplierOptimizer(keras.optimizers.Optimizer):
+    """Wraps a Keras optimizer so each variable trains at `multiplier * learning_rate`.
+
+    Make it with `with_lr_multipliers`. The wrapped optimizer keeps its own
+    learning rate or schedule, weight decay, clipping, EMA and gradient
+    accumulation; this wrapper scales the learning rate handed to its
+    `update_step` for each variable, and applies decoupled weight decay with
+    the same scaled rate (Keras applies it with the unscaled rate). A
+    multiplier of 0 leaves a variable unchanged.
+
+    `learning_rate` reads and sets the base rate, so `ReduceLROnPlateau`,
+    `LearningRateScheduler` and `LRFinder` drive every group at once and keep
+    the ratios. When the wrapped optimizer follows a schedule, setting
+    `learning_rate` rescales the whole schedule so that its current value
+    becomes the value set (Keras raises a `TypeError` there instead).
+
+    The multipliers are an optimizer variable (`lr_multipliers`, aligned with
+    the variables the optimizer was built on): they are saved with the
+    optimizer's state in `.keras` files and checkpoints, and
+    `set_multiplier` changes them during training without retracing.
+
+    When bound to a model (`model=` in `with_lr_multipliers`, or
+    `exclude_from_decay`), the optimizer is built on every variable of the
+    model that can train, frozen layers included, so that unfreezing later
+    (`UnfreezeBackbone`) finds optimizer state ready and the number of
+    optimizer variables does not depend on what is frozen.
+    """
+
+    def __init__(self, inner_optimizer, multipliers, default=1.0, name=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"LRMultiplierOptimizer takes no arguments {sorted(kwargs)}; set "
+                             "them on the optimizer it wraps.")
+        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
+            raise TypeError("with_lr_multipliers expects a keras.optimizers.Optimizer instance, "
+                            f"got {type(inner_optimizer).__name__}.")
+        if getattr(inner_optimizer, "_kerasrecipes_multiplier_owner", None) is not None:
+            raise ValueError(f"Optimizer {inner_optimizer.name!r} already has learning-rate "
+                             "multipliers; wrap a fresh optimizer.")
+        super().__init__(learning_rate=0.0, name=name or "lr_multipliers")
+        self.inner_optimizer = inner_optimizer
+        self.multipliers = {str(k): float(v) for k, v in dict(multipliers).items()}
+        self.default = float(default)
+        resolve_multipliers(self.multipliers, [], self.default, strict=False)  # validates
+        self._strict = True
+        self._model_ref = None
+        with keras.name_scope(self.name, caller=self):
+            scale = keras.Variable(1.0, name="learning_rate_scale", dtype="float32",
+                                   trainable=False, aggregation="only_first_replica")
+        self._track_variable(scale)
+        self._lr_scale = scale
+        # Route the inner optimizer's per-variable update through the multiplier, and move its
+        # decoupled weight decay into that update so the decay is scaled too.
+        self._inner_update_step = inner_optimizer.update_step
+        inner_optimizer.update_step = self._scaled_update_step
+        inner_optimizer._apply_weight_decay = _decay_in_update_step
+        inner_optimizer._kerasrecipes_multiplier_owner = weakref.ref(self)
+
+    # -- model binding and paths ---------------------------------------------------------------
+
+    def bind(self, model):
+        """Resolve patterns against `model`'s layer tree and build on all its trainable variables.
+
+        Raises `ValueError` now if a pattern matches nothing. Must come before
+        the optimizer is built.
+        """
+        if self.built:
+            raise ValueError(f"Optimizer {self.name!r} is already built; bind it to the model "
+                             "before compiling or training.")
+        resolve_multipliers(self.multipliers, [p for p, _ in variable_paths(model)], self.default)
+        self._model_ref = weakref.ref(model)
+        return self
+
+    @property
+    def bound_model(self):
+        return self._model_ref() if self._model_ref is not None else None
+
+    def variable_paths(self, var_list=None):
+        """`(path, variable)` for what the optimizer updates (model paths when bound)."""
+        model = self.bound_model
+        if model is not None:
+            pairs = variable_paths(model)
+            known = {id(v) for _, v in pairs}
+            extra = [(v.path, v) for v in (var_list or []) if id(v) not in known]
+            return pairs + extra
+        if var_list is None:
+            var_list = self._trainable_variables if self.built else []
+        return [(v.path, v) for v in var_list]
+
+    # -- building and applying -----------------------------------------------------------------
+
+    def build(self, var_list):
+        pairs = self.variable_paths(var_list)
+        paths = [path for path, _ in pairs]
+        variables = [variable for _, variable in pairs]
+        values = np.array(
+            resolve_multipliers(self.multipliers, paths, self.default, strict=self._strict),
+            dtype="float32",
+        )
+        self.inner_optimizer.build(variables)
+        super().build(variables)
+        self.paths = paths
+        # An initializer rather than an assign: the build can happen inside the first traced
+        # train step, where an assign would run again at every step.
+        self._lr_multipliers = self.add_variable(
+            shape=values.shape,
+            initializer=lambda shape, dtype: ops.convert_to_tensor(values, dtype=dtype),
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="lr_multipliers",
+        )
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(trainable_variables)
+            self.built = True
+        self.inner_optimizer.apply(grads, trainable_variables)
+
+    def _scaled_update_step(self, gradient, variable, learning_rate):
+        inner = self.inner_optimizer
+        dtype = variable.dtype
+        index = inner._get_variable_index(variable)
+        learning_rate = (
+            ops.cast(learning_rate, dtype)
+            * ops.cast(self._lr_scale, dtype)
+            * ops.cast(self._lr_multipliers[index], dtype)
+        )
+        if (
+            inner.weight_decay is not None
+            and not getattr(inner, "weight_decay_in_update_step", False)
+            and inner._use_weight_decay(variable)
+        ):
+            decay = ops.cast(inner.weight_decay, dtype)
+            inner.assign_sub(variable, variable * decay * learning_rate)
+        return self._inner_update_step(gradient, variable, learning_rate)
+
+    # -- the learning rate and the multipliers -------------------------------------------------
+
+    def _scheduled(self):
+        rate = self.inner_optimizer._learning_rate
+        return callable(rate) and not isinstance(rate, keras.Variable)
+
+    @property
+    def learning_rate(self):
+        rate = self.inner_optimizer.learning_rate
+        if self._scheduled():
+            return rate * ops.cast(self._lr_scale, rate.dtype)
+        return rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, keras.optimizers.schedules.LearningRateSchedule) or callable(value):
+            self.inner_optimizer.learning_rate = value
+            self._lr_scale.assign(1.0)
+        elif self._scheduled():
+            current = float(ops.convert_to_numpy(self.inner_optimizer.learning_rate))
+            if current == 0.0:
+                raise ValueError(
+                    f"Cannot set the learning rate of {self.name!r} to {value}: its schedule is "
+                    "at 0 at this step (warmup start?), so it cannot be rescaled. Set it after "
+                    "the first step, or give the optimizer a float learning rate."
+                )
+            self._lr_scale.assign(float(value) / current)
+        else:
+            self.inner_optimizer.learning_rate = value
+
+    def multiplier_values(self):
+        """`{path: multiplier}` for every variable the optimizer updates (after building)."""
+        if not self.built:
+            pairs = self.variable_paths()
+            values = resolve_multipliers(self.multipliers, [p for p, _ in pairs], self.default,
+                                         strict=False)
+            return dict(zip([p for p, _ in pairs], values))
+        return dict(zip(self.paths, ops.convert_to_numpy(self._lr_multipliers).tolist()))
+
+    def set_multiplier(self, pattern, multiplier):
+        """Set the multiplier of built variables: those whose path `re.match`es `pattern`,
+        or, when `pattern` is a list, those whose path is in it.
+
+        Takes effect at the next step without retracing. Returns the number
+        of variables changed; a pattern matching none raises `ValueError`.
+        """
+        if not self.built:
+            raise ValueError(f"Optimizer {self.name!r} is not built yet; change `multipliers` "
+                             "instead, or call this after the first training step.")
+        if isinstance(pattern, str):
+            regex = re.compile(pattern)
+            hits = [i for i, path in enumerate(self.paths) if regex.match(path)]
+        else:
+            wanted = set(pattern)
+            hits = [i for i, path in enumerate(self.paths) if path in wanted]
+        if not hits:
+            raise ValueError(f"{pattern!r} matches none of the {len(self.paths)} variable paths "
+                             f"of {self.name!r}, e.g. {self.paths[:3]}.")
+        values = ops.convert_to_numpy(self._lr_multipliers).copy()
+        values[hits] = float(multiplier)
+        self._lr_multipliers.assign(values)
+        return len(hits)
+
+    def group_learning_rates(self):
+        """`{pattern: effective rate now}` for each pattern and "default", read from the variables.
+
+        A group's rate is the base rate times the multiplier its first
+        variable has now (after any `set_multiplier`).
+        """
+        base = float(ops.convert_to_numpy(self.learning_rate))
+        if not self.built:
+            groups = dict(self.multipliers, default=self.default)
+            return {group: base * multiplier for group, multiplier in groups.items()}
+        values = ops.convert_to_numpy(self._lr_multipliers)
+        rates = {}
+        for group, index in self._first_index_of_group().items():
+            rates[group] = base * float(values[index])
+        return rates
+
+    def _first_index_of_group(self):
+        firsts = {}
+        compiled = [(pattern, re.compile(pattern)) for pattern in self.multipliers]
+        for index, path in enumerate(self.paths):
+            group = next((p for p, regex in compiled if regex.match(path)), "default")
+            firsts.setdefault(group, index)
+        return firsts
+
+    # -- delegation to the wrapped optimizer ---------------------------------------------------
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    @property
+    def variables(self):
+        return self._variables + self.inner_optimizer.variables
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+    def finalize_variable_values(self, var_list):
+        self.inner_optimizer.finalize_variable_values(var_list)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+            "multipliers": dict(self.multipliers),
+            "default": self.default,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        inner = keras.saving.deserialize_keras_object(
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
+        optimizer = cls(inner, **config)
+        # A loaded optimizer takes its multipliers from the saved state, which may come from
+        # paths through nested models that the bare variable paths no longer show.
+        optimizer._strict = False
+        return optimizer
+
+
+def _decay_in_update_step(variables):
+    """Stands in for the wrapped optimizer's `_apply_weight_decay`; see `_scaled_update_step`."""
+
+
+def with_lr_multipliers(optimizer, multipliers, model=None, default=1.0):
+    """Per-layer learning rates: `optimizer` with each variable's rate scaled by a multiplier.
+
+    Args:
+        optimizer: any `keras.optimizers.Optimizer` (SGD, AdamW, LAMB, `LARS`, ...),
+            with a float learning rate or any schedule.
+        multipliers: dict of pattern -> multiplier, e.g.
+            `{"head": 10.0, "stage4": 0.5, "stage[1-3]": 0.1}` or the output of
+            `layer_decay_multipliers`. The matching rule is below.
+        model: optional; when given, patterns may name nested models, are
+            checked now, and the optimizer is built on every variable that can
+            train, frozen ones included (needed by `UnfreezeBackbone`).
+        default: multiplier of the variables no pattern matches.
+
+    Matching rule: Patterns are regular expressions matched with `re.match` against the start
+    of each variable's path: the names of the layers that hold it, outermost
+    first, then the variable's own name, joined by "/" (`head_dense/kernel`,
+    `stage1_block1_conv1/kernel`, `efficientnetb0/block6a_expand_conv/kernel`
+    for a layer inside a nested model). So `"head"` matches every variable of
+    every layer whose name starts with "head", and `"efficientnetb0"` the whole
+    nested backbone. Patterns are tried in order and the first match wins;
+    variables that no pattern matches get `default`. A pattern that matches no
+    variable is an error. Paths through nested models are known only when the
+    optimizer is given the model (`model=`); without it the paths are Keras'
+    variable paths, which name the layer but not the models around it.
+
+    Returns:
+        an `LRMultiplierOptimizer`; pass it to `model.compile`.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, name="body"),
+    ...                           keras.layers.Dense(1, name="head")])
+    >>> opt = with_lr_multipliers(keras.optimizers.SGD(0.1), {"head": 1.0, "body": 0.1},
+    ...                           model=model)
+    >>> round(float(opt.learning_rate), 6)
+    0.1
+    >>> opt.multiplier_values()["body/kernel"]
+    0.1
+    """
+    wrapped = LRMultiplierOptimizer(optimizer, multipliers, default=default)
+    if model is not None:
+        wrapped.bind(model)
+    return wrapped
+
+
+def layer_decay_multipliers(model, rate=0.75, block_pattern=None):
+    """Layer-wise learning-rate decay: the head at 1.0, each block below it `rate` times less.
+
+    The rule of BEiT (Bao et al. 2022, arXiv:2106.08254, Sec. 2.6 / Appendix)
+    used to fine-tune ConvNeXt and ViT: with N blocks, the stem gets
+    `rate ** (N + 1)`, block i gets `rate ** (N + 1 - i)`, and the head (and
+    any layer after the last block) gets 1. Blocks are found by name, see
+    `kerasrecipes.optimizers.paths.depth_groups`.
+
+    Args:
+        model: a built Keras model.
+        rate: float in (0, 1].
+        block_pattern: optional regex whose first group is the block name of a
+            layer name, for models whose blocks are not called `...block<N>`
+            (e.g. `r"^(mixed\\d+)"` for keras.applications' InceptionV3).
+
+    Returns:
+        an ordered dict `{pattern: multiplier}`, one pattern per block and
+        one per layer outside the blocks, ready for `with_lr_multipliers`.
+
+    Example:
+
+    >>> import kerasrecipes as kr
+    >>> model = kr.create_model("resnet20", num_classes=10, input_shape=(32, 32, 3))
+    >>> mults = layer_decay_multipliers(model, rate=0.5)
+    >>> mults["head_dense/"], mults["stage3_block3[_/]"], round(mults["stem_conv/"], 6)
+    (1.0, 0.5, 0.000977)
+    """
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"layer_decay_multipliers: rate must be in (0, 1], got {rate}.")
+    paths = [path for path, _ in variable_paths(model)]
+    if not paths:
+        raise ValueError(f"Model {model.name!r} has no trainable variables to decay.")
+    kwargs = {} if block_pattern is None else {"block_pattern": block_pattern}
+    depths, num_blocks = depth_groups(paths, **kwargs)
+    multipliers = {}
+    for path, depth in zip(paths, depths):
+        block = block_of(path, **kwargs)
+        key = re.escape(block) + "[_/]" if block else re.escape(layer_path(path)) + "/"
+        multipliers.setdefault(key, float(rate ** (num_blocks + 1 - depth)))
+    return multipliers
