@@ -182,6 +182,11 @@ def add_l2(model, delta, include_biases=False):
 
 
 def _decays(optimizer, variable):
+    wrapper = _multiplier_wrapper(optimizer)
+    if wrapper is not None and wrapper.built:
+        inner = wrapper.inner_optimizer
+        if inner._var_key(variable) in inner._trainable_variables_indices:
+            return wrapper.decays(variable)
     inner = _innermost(optimizer)
     if not inner.weight_decay:
         return False

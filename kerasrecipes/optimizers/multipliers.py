@@ -23,7 +23,8 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
     """The multiplier of each path, by the matching rule of `with_lr_multipliers`.
 
     Args:
-        patterns: dict of regular expression -> multiplier, tried in order.
+        patterns: dict of regular expression -> multiplier, tried in order; see
+            `with_lr_multipliers` for the matching rule.
         paths: list of variable paths.
         default: the multiplier of a path no pattern matches.
         strict: raise `ValueError` when a pattern matches no path.
@@ -47,8 +48,9 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
                              "multipliers must be >= 0 (0 freezes).")
     values, used = [], set()
     for path in paths:
+        starts = _component_starts(path)
         for pattern, regex, multiplier in compiled:
-            if regex.match(path):
+            if any(regex.match(start) for start in starts):
                 values.append(multiplier)
                 used.add(pattern)
                 break
@@ -65,6 +67,12 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
             "prints every path."
         )
     return values
+
+
+def _component_starts(path):
+    """`"a/b/kernel"` -> `["a/b/kernel", "b/kernel", "kernel"]`: where a pattern may start."""
+    parts = path.split("/")
+    return ["/".join(parts[i:]) for i in range(len(parts))]
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -178,6 +186,17 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             aggregation="only_first_replica",
             name="lr_multipliers",
         )
+        # Keras keeps `exclude_from_weight_decay` out of the optimizer's config, so a loaded
+        # model would decay what the original skipped; a mask saved with the state keeps it.
+        decays = np.array([float(self.inner_optimizer._use_weight_decay(v)) for v in variables],
+                          dtype="float32")
+        self._decay_mask = self.add_variable(
+            shape=decays.shape,
+            initializer=lambda shape, dtype: ops.convert_to_tensor(decays, dtype=dtype),
+            dtype="float32",
+            aggregation="only_first_replica",
+            name="weight_decay_mask",
+        )
 
     def apply(self, grads, trainable_variables=None):
         if not self.built:
@@ -195,12 +214,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             * ops.cast(self._lr_scale, dtype)
             * ops.cast(self._lr_multipliers[index], dtype)
         )
-        if (
-            inner.weight_decay is not None
-            and not getattr(inner, "weight_decay_in_update_step", False)
-            and inner._use_weight_decay(variable)
-        ):
-            decay = ops.cast(inner.weight_decay, dtype)
+        if inner.weight_decay and not getattr(inner, "weight_decay_in_update_step", False):
+            decay = ops.cast(inner.weight_decay, dtype) * ops.cast(self._decay_mask[index], dtype)
             inner.assign_sub(variable, variable * decay * learning_rate)
         return self._inner_update_step(gradient, variable, learning_rate)
 
@@ -242,6 +257,16 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
                                          strict=False)
             return dict(zip([p for p, _ in pairs], values))
         return dict(zip(self.paths, ops.convert_to_numpy(self._lr_multipliers).tolist()))
+
+    def decays(self, variable):
+        """Whether decoupled weight decay applies to `variable` (a variable it updates)."""
+        inner = self.inner_optimizer
+        if not inner.weight_decay:
+            return False
+        if not self.built:
+            return bool(inner._use_weight_decay(variable))
+        index = inner._get_variable_index(variable)
+        return bool(ops.convert_to_numpy(self._decay_mask)[index])
 
     def set_multiplier(self, pattern, multiplier):
         """Set the multiplier of built variables: those whose path `re.match`es `pattern`,
@@ -287,7 +312,11 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         firsts = {}
         compiled = [(pattern, re.compile(pattern)) for pattern in self.multipliers]
         for index, path in enumerate(self.paths):
-            group = next((p for p, regex in compiled if regex.match(path)), "default")
+            starts = _component_starts(path)
+            group = next(
+                (p for p, regex in compiled if any(regex.match(start) for start in starts)),
+                "default",
+            )
             firsts.setdefault(group, index)
         return firsts
 
@@ -346,17 +375,20 @@ def with_lr_multipliers(optimizer, multipliers, model=None, default=1.0):
             train, frozen ones included (needed by `UnfreezeBackbone`).
         default: multiplier of the variables no pattern matches.
 
-    Matching rule: Patterns are regular expressions matched with `re.match` against the start
-    of each variable's path: the names of the layers that hold it, outermost
-    first, then the variable's own name, joined by "/" (`head_dense/kernel`,
-    `stage1_block1_conv1/kernel`, `efficientnetb0/block6a_expand_conv/kernel`
-    for a layer inside a nested model). So `"head"` matches every variable of
-    every layer whose name starts with "head", and `"efficientnetb0"` the whole
-    nested backbone. Patterns are tried in order and the first match wins;
-    variables that no pattern matches get `default`. A pattern that matches no
-    variable is an error. Paths through nested models are known only when the
-    optimizer is given the model (`model=`); without it the paths are Keras'
-    variable paths, which name the layer but not the models around it.
+    Matching rule: patterns are regular expressions matched with `re.match`
+    against each variable's path, from its start or from any "/" in it. The
+    path is the names of the layers that hold the variable, outermost first,
+    then the variable's own name: `head_dense/kernel`,
+    `stage1_block1/conv1/kernel`, `efficientnetb0/block6a_expand_conv/kernel`
+    for a layer inside a nested model. So `"head"` matches every variable of
+    the layers whose name starts with "head", `"efficientnetb0"` the whole
+    nested backbone, `"efficientnetb0/block6"` part of it, and `"conv1/"` the
+    `conv1` sublayer of every block. Patterns are tried in order and the first
+    that matches wins; variables that no pattern matches get `default`. A
+    pattern that matches no variable is an error, never a silent fallback.
+    Nested models' names are in the paths only when the optimizer is given the
+    model (`model=`); without it the paths are Keras' variable paths, which
+    name the layer but may omit or add the models around it.
 
     Returns:
         an `LRMultiplierOptimizer`; pass it to `model.compile`.
