@@ -53,8 +53,15 @@ class WarmupCosine(keras.optimizers.schedules.CosineDecay):
     [0.0, 0.05, 0.1, 0.05, 0.0]
     """
 
-    def __init__(self, peak_lr, total_steps, warmup_steps=0, final_lr=0.0, warmup_start_lr=0.0,
-                 name="warmup_cosine"):
+    def __init__(
+        self,
+        peak_lr,
+        total_steps,
+        warmup_steps=0,
+        final_lr=0.0,
+        warmup_start_lr=0.0,
+        name="warmup_cosine",
+    ):
         _check_steps("WarmupCosine", total_steps, warmup_steps)
         self.peak_lr = float(peak_lr)
         self.total_steps = int(total_steps)
@@ -101,14 +108,23 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
     [0.0, 0.05, 0.1, 0.1, 0.01, 0.001]
     """
 
-    def __init__(self, peak_lr, boundaries, decay_factor=0.1, warmup_steps=0,
-                 warmup_start_lr=0.0, name="warmup_step_decay"):
+    def __init__(
+        self,
+        peak_lr,
+        boundaries,
+        decay_factor=0.1,
+        warmup_steps=0,
+        warmup_start_lr=0.0,
+        name="warmup_step_decay",
+    ):
         boundaries = [int(b) for b in boundaries]
         if boundaries != sorted(boundaries) or len(set(boundaries)) != len(boundaries):
             raise ValueError(f"WarmupStepDecay: boundaries must increase, got {boundaries}.")
         if boundaries and boundaries[0] < warmup_steps:
-            raise ValueError(f"WarmupStepDecay: the first boundary {boundaries[0]} falls inside "
-                             f"the warmup of {warmup_steps} steps.")
+            raise ValueError(
+                f"WarmupStepDecay: the first boundary {boundaries[0]} falls inside "
+                f"the warmup of {warmup_steps} steps."
+            )
         self.peak_lr = float(peak_lr)
         self.boundaries = boundaries
         self.decay_factor = float(decay_factor)
@@ -154,11 +170,19 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
     [0.04, 1.0, 0.0]
     """
 
-    def __init__(self, max_lr, total_steps, pct_start=0.25, div_factor=25.0,
-                 final_div_factor=1e4, name="one_cycle"):
-        _check_steps("OneCycle", total_steps, int(pct_start * total_steps))
+    def __init__(
+        self,
+        max_lr,
+        total_steps,
+        pct_start=0.25,
+        div_factor=25.0,
+        final_div_factor=1e4,
+        name="one_cycle",
+    ):
         if not 0.0 < pct_start < 1.0:
             raise ValueError(f"OneCycle: pct_start must be in (0, 1), got {pct_start}.")
+        if total_steps <= 0:
+            raise ValueError(f"OneCycle: total_steps must be positive, got {total_steps}.")
         self.max_lr = float(max_lr)
         self.total_steps = int(total_steps)
         self.pct_start = float(pct_start)

@@ -69,3 +69,16 @@ def tiny_model(name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def two_device_strategy():
+    """One MirroredStrategy over the two logical CPUs, shared by every test that needs one.
+
+    Each MirroredStrategy numbers its collective ops from the same start, and a second
+    strategy in the same process can then meet the first one's all-reduce of another shape
+    ("Shape mismatch in the collective instance").
+    """
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "the two logical CPUs were not created"
+    return tf.distribute.MirroredStrategy(devices)

@@ -73,14 +73,18 @@ def test_sgd_moves_each_variable_its_multiple_of_the_base_step():
     # The step of multiplier 0.25 is a quarter of what a multiplier of 1 would take.
     neck = model.get_layer("neck").kernel
     index = [v is neck for v in model.trainable_variables].index(True)
-    np.testing.assert_allclose(before[index] - after[index], 0.25 * 0.1 * grads[index], rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        before[index] - after[index], 0.25 * 0.1 * grads[index], rtol=1e-5, atol=1e-7
+    )
 
 
 def test_decoupled_weight_decay_is_scaled_by_the_multiplier_and_skips_excluded():
     model = three_layer_model()
-    optimizer = with_lr_multipliers(keras.optimizers.SGD(0.1, weight_decay=0.5),
-                                    {"head": 1.0, "neck": 0.5, "body": 0.0}, model=model)
+    optimizer = with_lr_multipliers(
+        keras.optimizers.SGD(0.1, weight_decay=0.5),
+        {"head": 1.0, "neck": 0.5, "body": 0.0},
+        model=model,
+    )
     exclude_from_decay(optimizer, model)
     variables = model.trainable_variables
     before = values(variables)
@@ -128,14 +132,21 @@ def fit_with(callbacks, optimizer, epochs=3):
     model = three_layer_model()
     x, y = regression_data(32)
     model.compile(optimizer, loss="mse")
-    history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0,
-                        callbacks=[*callbacks, kr.callbacks.LogLearningRates()])
+    history = model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[*callbacks, kr.callbacks.LogLearningRates()],
+    )
     return model, history.history
 
 
 def test_reduce_lr_on_plateau_scales_every_group_and_keeps_ratios():
-    never_improves = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
-                                                       min_delta=1e9, min_lr=0.0)
+    never_improves = keras.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=0, min_delta=1e9, min_lr=0.0
+    )
     optimizer = with_lr_multipliers(keras.optimizers.SGD(0.01), {"neck": 0.1})
     _, history = fit_with([never_improves], optimizer)
     # First epoch sets the best; each later one reduces.
@@ -146,8 +157,9 @@ def test_reduce_lr_on_plateau_scales_every_group_and_keeps_ratios():
 
 def test_reduce_lr_on_plateau_rescales_a_schedule_instead_of_raising():
     schedule = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=100)
-    never_improves = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0,
-                                                       min_delta=1e9, min_lr=0.0)
+    never_improves = keras.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=0, min_delta=1e9, min_lr=0.0
+    )
     optimizer = with_lr_multipliers(keras.optimizers.SGD(schedule), {"neck": 0.1})
     _, history = fit_with([never_improves], optimizer)
     steps = np.array([4, 8, 12])
@@ -166,8 +178,7 @@ def test_learning_rate_scheduler_keeps_the_ratios():
 
 
 def test_multiplier_zero_freezes_under_adamw():
-    optimizer = with_lr_multipliers(keras.optimizers.AdamW(0.01, weight_decay=0.1),
-                                    {"body": 0.0})
+    optimizer = with_lr_multipliers(keras.optimizers.AdamW(0.01, weight_decay=0.1), {"body": 0.0})
     model = three_layer_model()
     body = values(model.get_layer("body").weights)
     head = values(model.get_layer("head").weights)
@@ -195,8 +206,9 @@ def nested_model():
 
 def test_patterns_see_nested_model_names_when_given_the_model():
     model, _ = nested_model()
-    optimizer = with_lr_multipliers(keras.optimizers.SGD(0.1),
-                                    {"backbone/block2": 0.5, "backbone": 0.1}, model=model)
+    optimizer = with_lr_multipliers(
+        keras.optimizers.SGD(0.1), {"backbone/block2": 0.5, "backbone": 0.1}, model=model
+    )
     optimizer.build(model.trainable_variables)
     found = optimizer.multiplier_values()
     assert found["backbone/block1_conv/kernel"] == pytest.approx(0.1)
@@ -227,8 +239,10 @@ def test_keras_file_round_trip_keeps_multipliers_and_slots(tmp_path):
     optimizer = exclude_from_decay(
         with_lr_multipliers(inner, {"backbone": 0.1}, model=model), model
     )
-    model.compile(optimizer, loss=kr.losses.SparseCategoricalCrossentropy(label_smoothing=0.1,
-                                                                          from_logits=True))
+    model.compile(
+        optimizer,
+        loss=kr.losses.SparseCategoricalCrossentropy(label_smoothing=0.1, from_logits=True),
+    )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(16, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 2, size=16)
@@ -241,8 +255,7 @@ def test_keras_file_round_trip_keeps_multipliers_and_slots(tmp_path):
     assert loaded.optimizer.get_config() == optimizer.get_config()
     assert len(loaded.optimizer.variables) == len(optimizer.variables)
     for saved, restored in zip(optimizer.variables, loaded.optimizer.variables):
-        np.testing.assert_array_equal(ops.convert_to_numpy(saved),
-                                      ops.convert_to_numpy(restored))
+        np.testing.assert_array_equal(ops.convert_to_numpy(saved), ops.convert_to_numpy(restored))
     assert loaded.optimizer.multiplier_values()["block2_conv/kernel"] == pytest.approx(0.3)
     # Both continue identically.
     model.train_on_batch(x[:8], y[:8])
@@ -281,8 +294,9 @@ def test_mixed_precision_with_loss_scale_optimizer():
 def mirrored_run(strategy, multipliers):
     with strategy.scope():
         model = three_layer_model()
-        optimizer = with_lr_multipliers(keras.optimizers.SGD(0.05, momentum=0.9), multipliers,
-                                        model=model)
+        optimizer = with_lr_multipliers(
+            keras.optimizers.SGD(0.05, momentum=0.9), multipliers, model=model
+        )
         model.compile(optimizer, loss="mse")
     x, y = regression_data(64)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
@@ -290,10 +304,8 @@ def mirrored_run(strategy, multipliers):
     return model
 
 
-def test_trains_inside_mirrored_strategy_on_two_devices_like_one():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "conftest should create two logical CPUs"
-    two = mirrored_run(tf.distribute.MirroredStrategy(devices), {"body": 0.0, "neck": 0.3})
+def test_trains_inside_mirrored_strategy_on_two_devices_like_one(two_device_strategy):
+    two = mirrored_run(two_device_strategy, {"body": 0.0, "neck": 0.3})
     one = mirrored_run(tf.distribute.get_strategy(), {"body": 0.0, "neck": 0.3})
     start = three_layer_model()
     assert two.distribute_strategy.num_replicas_in_sync == 2
@@ -366,8 +378,9 @@ def test_warns_when_weights_get_l2_and_decoupled_decay():
 
 def test_audit_prints_and_returns_the_table(capsys):
     model, _ = nested_model()
-    optimizer = with_lr_multipliers(keras.optimizers.AdamW(1e-2, weight_decay=0.05),
-                                    {"backbone": 0.1}, model=model)
+    optimizer = with_lr_multipliers(
+        keras.optimizers.AdamW(1e-2, weight_decay=0.05), {"backbone": 0.1}, model=model
+    )
     exclude_from_decay(optimizer, model)
     rows = audit(optimizer, model)
     printed = capsys.readouterr().out
@@ -398,8 +411,9 @@ def test_layer_decay_multipliers_follow_depth():
 
 
 def test_layer_decay_on_a_nested_keras_applications_backbone():
-    backbone = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35,
-                                              include_top=False, weights=None)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, name="head_dense")(x))
@@ -424,8 +438,9 @@ def test_lars_trust_ratio_follows_the_paper():
     g = np.array([0.6, 0.8], "float32")  # ||g|| = 1
     optimizer.apply([ops.convert_to_tensor(g), ops.ones(1)], [w, b])
     trust = 0.01 * 5.0 / (1.0 + 0.1 * 5.0)
-    np.testing.assert_allclose(ops.convert_to_numpy(w), [3.0, 4.0] - trust * (g + 0.1 * np.array(
-        [3.0, 4.0])), rtol=1e-6)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(w), [3.0, 4.0] - trust * (g + 0.1 * np.array([3.0, 4.0])), rtol=1e-6
+    )
     np.testing.assert_allclose(ops.convert_to_numpy(b), [0.0], atol=1e-7)  # plain SGD step
     config = keras.optimizers.serialize(optimizer)
     assert keras.optimizers.deserialize(config).get_config() == optimizer.get_config()
@@ -450,12 +465,15 @@ def test_sparse_cross_entropy_with_label_smoothing_matches_the_one_hot_loss():
     labels = rng.integers(0, 5, size=6)
     ours = kr.losses.SparseCategoricalCrossentropy(label_smoothing=0.2, from_logits=True)
     keras_one_hot = keras.losses.CategoricalCrossentropy(label_smoothing=0.2, from_logits=True)
-    np.testing.assert_allclose(float(ours(labels, logits)),
-                               float(keras_one_hot(np.eye(5)[labels], logits)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(ours(labels, logits)), float(keras_one_hot(np.eye(5)[labels], logits)), rtol=1e-6
+    )
     plain = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     np.testing.assert_allclose(
         float(kr.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)),
-        float(plain(labels, logits)), rtol=1e-6)
+        float(plain(labels, logits)),
+        rtol=1e-6,
+    )
     ignoring = kr.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=labels[0])
     kept = labels != labels[0]
     expected = plain(labels[kept], logits[kept]) * kept.sum() / len(labels)

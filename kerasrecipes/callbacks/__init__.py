@@ -51,8 +51,9 @@ class LogLearningRates(keras.callbacks.Callback):
                 logs[f"lr/{group_label(group)}"] = rate
 
 
-def default_callbacks(out_dir=None, monitor="val_loss", patience=5, ema=False, curves=True,
-                      log_learning_rates=True):
+def default_callbacks(
+    out_dir=None, monitor="val_loss", patience=5, ema=False, curves=True, log_learning_rates=True
+):
     """The usual set, with the lecture's defaults: early stopping with patience > 1, and more.
 
     * `EarlyStopping(monitor, patience, restore_best_weights=True)` ("always
@@ -70,11 +71,15 @@ def default_callbacks(out_dir=None, monitor="val_loss", patience=5, ema=False, c
     ['EarlyStopping', 'TerminateOnNaN', 'LogLearningRates']
     """
     if patience < 2:
-        warnings.warn(f"default_callbacks: patience={patience} stops at the first bad epoch; "
-                      "validation loss is noisy, so use 2 or more.", stacklevel=2)
+        warnings.warn(
+            f"default_callbacks: patience={patience} stops at the first bad epoch; "
+            "validation loss is noisy, so use 2 or more.",
+            stacklevel=2,
+        )
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, patience=patience,
-                                      restore_best_weights=True),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=patience, restore_best_weights=True
+        ),
         keras.callbacks.TerminateOnNaN(),
     ]
     if log_learning_rates:
@@ -85,8 +90,9 @@ def default_callbacks(out_dir=None, monitor="val_loss", patience=5, ema=False, c
         os.makedirs(out_dir, exist_ok=True)
         callbacks += [
             keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
-            keras.callbacks.ModelCheckpoint(os.path.join(out_dir, "best.keras"), monitor=monitor,
-                                            save_best_only=True),
+            keras.callbacks.ModelCheckpoint(
+                os.path.join(out_dir, "best.keras"), monitor=monitor, save_best_only=True
+            ),
             keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"), append=True),
         ]
         if curves:

@@ -37,8 +37,7 @@ class TrainingCurves(keras.callbacks.Callback):
         return {"path": self.path, "metrics": self.metrics, "title": self.title}
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epochs[int(epoch)] = {k: float(v) for k, v in (logs or {}).items()
-                                   if _is_number(v)}
+        self.epochs[int(epoch)] = {k: float(v) for k, v in (logs or {}).items() if _is_number(v)}
         self.draw()
 
     def quantities(self):
@@ -68,12 +67,26 @@ class TrainingCurves(keras.callbacks.Callback):
                 points = [(e + 1, self.epochs[e][key]) for e in epochs if key in self.epochs[e]]
                 if points:
                     xs, ys = zip(*points)
-                    axis.plot(xs, ys, style, marker="o", markersize=3,
-                              label="validation" if key.startswith("val_") else "training")
+                    axis.plot(
+                        xs,
+                        ys,
+                        style,
+                        marker="o",
+                        markersize=3,
+                        label="validation" if key.startswith("val_") else "training",
+                    )
             for epoch, label in marks.items():
                 axis.axvline(epoch + 0.5, color="grey", linestyle=":")
-                axis.annotate(label, (epoch + 0.5, 1.0), xycoords=("data", "axes fraction"),
-                              rotation=90, va="top", ha="right", fontsize=7, color="grey")
+                axis.annotate(
+                    label,
+                    (epoch + 0.5, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    va="top",
+                    ha="right",
+                    fontsize=7,
+                    color="grey",
+                )
             if "learning_rate" in name or name.startswith("lr/"):
                 axis.set_yscale("log")
             axis.set_title(name)

@@ -34,7 +34,8 @@ class LRFinder(keras.callbacks.Callback):
 
     Attributes after the run: `learning_rates`, `losses` (raw),
     `smoothed_losses`, `suggested_lr` (the steepest descent of the smoothed
-    loss before its minimum), `min_loss_lr`.
+    loss before its minimum, the first tenth of the sweep skipped; a tenth of
+    the minimum's rate when the minimum comes that early), `min_loss_lr`.
 
     Args:
         start_lr, end_lr: the range of the base rate.
@@ -44,8 +45,15 @@ class LRFinder(keras.callbacks.Callback):
         plot_path: optional PNG path for loss against rate (log scale).
     """
 
-    def __init__(self, start_lr=1e-7, end_lr=10.0, num_steps=200, smoothing=0.98,
-                 divergence=4.0, plot_path=None):
+    def __init__(
+        self,
+        start_lr=1e-7,
+        end_lr=10.0,
+        num_steps=200,
+        smoothing=0.98,
+        divergence=4.0,
+        plot_path=None,
+    ):
         super().__init__()
         if not 0 < start_lr < end_lr:
             raise ValueError(f"LRFinder: need 0 < start_lr < end_lr, got {start_lr}, {end_lr}.")
@@ -81,8 +89,9 @@ class LRFinder(keras.callbacks.Callback):
         with scope:
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
-            self._rate = keras.Variable(self.start_lr, dtype="float32", trainable=False,
-                                        name="lr_finder_rate")
+            self._rate = keras.Variable(
+                self.start_lr, dtype="float32", trainable=False, name="lr_finder_rate"
+            )
         self._saved_weights = [ops.convert_to_numpy(v) for v in model.weights]
         self._saved_optimizer = [ops.convert_to_numpy(v) for v in optimizer.variables]
         # Drive the innermost optimizer's rate through a callable, which works whether it had a
@@ -144,11 +153,13 @@ class LRFinder(keras.callbacks.Callback):
         rates, smoothed = rates[finite], smoothed[finite]
         lowest = int(np.argmin(smoothed))
         self.min_loss_lr = float(rates[lowest])
-        if lowest < 2:
+        # The first tenth is skipped, as fastai does: the debiased average is still noisy there.
+        skip = max(1, len(rates) // 10)
+        if lowest - skip < 2:
             self.suggested_lr = self.min_loss_lr / 10
             return
-        slopes = np.gradient(smoothed[: lowest + 1], np.log(rates[: lowest + 1]))
-        self.suggested_lr = float(rates[int(np.argmin(slopes))])
+        slopes = np.gradient(smoothed[skip : lowest + 1], np.log(rates[skip : lowest + 1]))
+        self.suggested_lr = float(rates[skip + int(np.argmin(slopes))])
 
     def plot(self, path):
         """Save the loss against the learning rate, with the suggestion marked."""
@@ -161,8 +172,12 @@ class LRFinder(keras.callbacks.Callback):
         axis.plot(self.learning_rates, self.losses, alpha=0.3, label="loss")
         axis.plot(self.learning_rates, self.smoothed_losses, label="smoothed")
         if self.suggested_lr:
-            axis.axvline(self.suggested_lr, color="red", linestyle="--",
-                         label=f"suggested {self.suggested_lr:.2g}")
+            axis.axvline(
+                self.suggested_lr,
+                color="red",
+                linestyle="--",
+                label=f"suggested {self.suggested_lr:.2g}",
+            )
         finite = [v for v in self.smoothed_losses if math.isfinite(v)]
         if finite:
             axis.set_ylim(min(finite) * 0.9, min(max(finite), 4 * min(finite)) * 1.1)
@@ -174,4 +189,3 @@ class LRFinder(keras.callbacks.Callback):
         figure.savefig(path, dpi=100)
         plt.close(figure)
         return path
-

@@ -53,8 +53,16 @@ class UnfreezeBackbone(keras.callbacks.Callback):
         block_pattern: regex naming blocks, see `kerasrecipes.optimizers.paths`.
     """
 
-    def __init__(self, backbone=None, epoch=1, blocks=None, schedule=None, train_bn=False,
-                 lr_multiplier=None, block_pattern=BLOCK_PATTERN):
+    def __init__(
+        self,
+        backbone=None,
+        epoch=1,
+        blocks=None,
+        schedule=None,
+        train_bn=False,
+        lr_multiplier=None,
+        block_pattern=BLOCK_PATTERN,
+    ):
         super().__init__()
         self.backbone = backbone
         self.epoch = int(epoch)
@@ -62,8 +70,10 @@ class UnfreezeBackbone(keras.callbacks.Callback):
         self.schedule = {int(k): v for k, v in (schedule or {epoch: blocks}).items()}
         for when, count in self.schedule.items():
             if when < 0 or (count is not None and int(count) < 1):
-                raise ValueError(f"UnfreezeBackbone: schedule entry {when}: {count} must have "
-                                 "epoch >= 0 and blocks None or >= 1.")
+                raise ValueError(
+                    f"UnfreezeBackbone: schedule entry {when}: {count} must have "
+                    "epoch >= 0 and blocks None or >= 1."
+                )
         self.train_bn = bool(train_bn)
         self.lr_multiplier = lr_multiplier
         self.block_pattern = block_pattern
@@ -98,9 +108,11 @@ class UnfreezeBackbone(keras.callbacks.Callback):
             by_name = [(p, v) for p, v in pairs if p.split("/")[0] == backbone]
             chosen = by_name or [(p, v) for p, v in pairs if regex.match(p)]
         if not chosen:
-            raise ValueError(f"UnfreezeBackbone: backbone={backbone!r} matches no variable of "
-                             f"model {model.name!r}; its paths start like "
-                             f"{[p for p, _ in pairs[:3]]}.")
+            raise ValueError(
+                f"UnfreezeBackbone: backbone={backbone!r} matches no variable of "
+                f"model {model.name!r}; its paths start like "
+                f"{[p for p, _ in pairs[:3]]}."
+            )
         return chosen
 
     def _unfrozen_set(self, blocks):
@@ -121,12 +133,15 @@ class UnfreezeBackbone(keras.callbacks.Callback):
             layer = owners[id(variable)]
             layers.setdefault(id(layer), [layer, False])
             layers[id(layer)][1] |= path in train
+        trained = set()
         for layer, trainable in layers.values():
             if _is_batch_norm(layer) and not self.train_bn:
                 trainable = False
             layer.trainable = trainable
+            if trainable:
+                trained.update(id(v) for v in layer._trainable_variables)
         self.state = state
-        return sorted(train)
+        return sorted(p for p, v in self._pairs if id(v) in trained)
 
     def _target_state(self, epoch):
         started = [when for when in self.schedule if when <= epoch]
@@ -152,14 +167,15 @@ class UnfreezeBackbone(keras.callbacks.Callback):
         strategy = getattr(model, "_distribute_strategy", None)
         scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         if not optimizer.built:
-            if wrapper is not None and wrapper.bound_model is None:
+            if wrapper is not None and wrapper.bound_model() is None:
                 wrapper.bind(model)
             with scope:
                 optimizer.build(candidates)
             return
         inner = _innermost(optimizer)
-        missing = [v for v in candidates if inner._var_key(v) not in
-                   inner._trainable_variables_indices]
+        missing = [
+            v for v in candidates if inner._var_key(v) not in inner._trainable_variables_indices
+        ]
         if not missing:
             return
         if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
@@ -198,8 +214,9 @@ class UnfreezeBackbone(keras.callbacks.Callback):
                     "kr.optimizers.with_lr_multipliers."
                 )
             wanted = {id(v) for p, v in self._pairs if p in set(unfrozen)}
-            paths = [p for p, v in zip(wrapper.paths, wrapper._trainable_variables)
-                     if id(v) in wanted]
+            paths = [
+                p for p, v in zip(wrapper.paths, wrapper._trainable_variables) if id(v) in wanted
+            ]
             if paths:
                 wrapper.set_multiplier(paths, self.lr_multiplier)
         self.model.make_train_function(force=True)

@@ -127,7 +127,7 @@ def exclude_from_decay(optimizer, model, extra_names=()):
     inner.exclude_from_weight_decay(var_list=skipped, var_names=names or None)
     inner._exclude_from_weight_decay |= earlier_ids
     wrapper = _multiplier_wrapper(optimizer)
-    if wrapper is not None and wrapper.bound_model is not model:
+    if wrapper is not None and wrapper.bound_model() is not model:
         wrapper.bind(model)
     warn_if_double_decay(optimizer, model)
     return optimizer
@@ -232,7 +232,7 @@ def audit(optimizer, model, print_fn=print):
         else:
             from kerasrecipes.optimizers.multipliers import resolve_multipliers
 
-            if wrapper.bound_model is model:
+            if wrapper.bound_model() is model:
                 paths = [p for p, _ in pairs]
             else:
                 paths = [v.path for _, v in pairs]

@@ -53,8 +53,9 @@ class LARS(keras.optimizers.Optimizer):
         name="lars",
         **kwargs,
     ):
-        super().__init__(learning_rate=learning_rate, weight_decay=weight_decay, name=name,
-                         **kwargs)
+        super().__init__(
+            learning_rate=learning_rate, weight_decay=weight_decay, name=name, **kwargs
+        )
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"LARS: momentum must be in [0, 1), got {momentum}.")
         self.momentum = float(momentum)

@@ -18,7 +18,6 @@ from keras import ops
 from kerasrecipes.optimizers.paths import block_of, depth_groups, layer_path, variable_paths
 
 
-
 def resolve_multipliers(patterns, paths, default=1.0, strict=True):
     """The multiplier of each path, by the matching rule of `with_lr_multipliers`.
 
@@ -41,11 +40,15 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
         try:
             compiled.append((pattern, re.compile(pattern), float(multiplier)))
         except re.error as error:
-            raise ValueError(f"Learning-rate multiplier pattern {pattern!r} is not a valid "
-                             f"regular expression: {error}.") from None
+            raise ValueError(
+                f"Learning-rate multiplier pattern {pattern!r} is not a valid "
+                f"regular expression: {error}."
+            ) from None
         if float(multiplier) < 0:
-            raise ValueError(f"Learning-rate multiplier for {pattern!r} is {multiplier}; "
-                             "multipliers must be >= 0 (0 freezes).")
+            raise ValueError(
+                f"Learning-rate multiplier for {pattern!r} is {multiplier}; "
+                "multipliers must be >= 0 (0 freezes)."
+            )
     values, used = [], set()
     for path in paths:
         starts = _component_starts(path)
@@ -106,14 +109,20 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
 
     def __init__(self, inner_optimizer, multipliers, default=1.0, name=None, **kwargs):
         if kwargs:
-            raise ValueError(f"LRMultiplierOptimizer takes no arguments {sorted(kwargs)}; set "
-                             "them on the optimizer it wraps.")
+            raise ValueError(
+                f"LRMultiplierOptimizer takes no arguments {sorted(kwargs)}; set "
+                "them on the optimizer it wraps."
+            )
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            raise TypeError("with_lr_multipliers expects a keras.optimizers.Optimizer instance, "
-                            f"got {type(inner_optimizer).__name__}.")
+            raise TypeError(
+                "with_lr_multipliers expects a keras.optimizers.Optimizer instance, "
+                f"got {type(inner_optimizer).__name__}."
+            )
         if getattr(inner_optimizer, "_kerasrecipes_multiplier_owner", None) is not None:
-            raise ValueError(f"Optimizer {inner_optimizer.name!r} already has learning-rate "
-                             "multipliers; wrap a fresh optimizer.")
+            raise ValueError(
+                f"Optimizer {inner_optimizer.name!r} already has learning-rate "
+                "multipliers; wrap a fresh optimizer."
+            )
         super().__init__(learning_rate=0.0, name=name or "lr_multipliers")
         self.inner_optimizer = inner_optimizer
         self.multipliers = {str(k): float(v) for k, v in dict(multipliers).items()}
@@ -122,8 +131,13 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         self._strict = True
         self._model_ref = None
         with keras.name_scope(self.name, caller=self):
-            scale = keras.Variable(1.0, name="learning_rate_scale", dtype="float32",
-                                   trainable=False, aggregation="only_first_replica")
+            scale = keras.Variable(
+                1.0,
+                name="learning_rate_scale",
+                dtype="float32",
+                trainable=False,
+                aggregation="only_first_replica",
+            )
         self._track_variable(scale)
         self._lr_scale = scale
         # Route the inner optimizer's per-variable update through the multiplier, and move its
@@ -142,19 +156,21 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         the optimizer is built.
         """
         if self.built:
-            raise ValueError(f"Optimizer {self.name!r} is already built; bind it to the model "
-                             "before compiling or training.")
+            raise ValueError(
+                f"Optimizer {self.name!r} is already built; bind it to the model "
+                "before compiling or training."
+            )
         resolve_multipliers(self.multipliers, [p for p, _ in variable_paths(model)], self.default)
         self._model_ref = weakref.ref(model)
         return self
 
-    @property
     def bound_model(self):
+        """The model given to `bind`, or None. (A method: Keras' saving walks properties.)"""
         return self._model_ref() if self._model_ref is not None else None
 
     def variable_paths(self, var_list=None):
         """`(path, variable)` for what the optimizer updates (model paths when bound)."""
-        model = self.bound_model
+        model = self.bound_model()
         if model is not None:
             pairs = variable_paths(model)
             known = {id(v) for _, v in pairs}
@@ -188,8 +204,9 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         )
         # Keras keeps `exclude_from_weight_decay` out of the optimizer's config, so a loaded
         # model would decay what the original skipped; a mask saved with the state keeps it.
-        decays = np.array([float(self.inner_optimizer._use_weight_decay(v)) for v in variables],
-                          dtype="float32")
+        decays = np.array(
+            [float(self.inner_optimizer._use_weight_decay(v)) for v in variables], dtype="float32"
+        )
         self._decay_mask = self.add_variable(
             shape=decays.shape,
             initializer=lambda shape, dtype: ops.convert_to_tensor(decays, dtype=dtype),
@@ -253,8 +270,9 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         """`{path: multiplier}` for every variable the optimizer updates (after building)."""
         if not self.built:
             pairs = self.variable_paths()
-            values = resolve_multipliers(self.multipliers, [p for p, _ in pairs], self.default,
-                                         strict=False)
+            values = resolve_multipliers(
+                self.multipliers, [p for p, _ in pairs], self.default, strict=False
+            )
             return dict(zip([p for p, _ in pairs], values))
         return dict(zip(self.paths, ops.convert_to_numpy(self._lr_multipliers).tolist()))
 
@@ -276,8 +294,10 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         of variables changed; a pattern matching none raises `ValueError`.
         """
         if not self.built:
-            raise ValueError(f"Optimizer {self.name!r} is not built yet; change `multipliers` "
-                             "instead, or call this after the first training step.")
+            raise ValueError(
+                f"Optimizer {self.name!r} is not built yet; change `multipliers` "
+                "instead, or call this after the first training step."
+            )
         if isinstance(pattern, str):
             regex = re.compile(pattern)
             hits = [i for i, path in enumerate(self.paths) if regex.match(path)]
@@ -285,8 +305,10 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             wanted = set(pattern)
             hits = [i for i, path in enumerate(self.paths) if path in wanted]
         if not hits:
-            raise ValueError(f"{pattern!r} matches none of the {len(self.paths)} variable paths "
-                             f"of {self.name!r}, e.g. {self.paths[:3]}.")
+            raise ValueError(
+                f"{pattern!r} matches none of the {len(self.paths)} variable paths "
+                f"of {self.name!r}, e.g. {self.paths[:3]}."
+            )
         values = ops.convert_to_numpy(self._lr_multipliers).copy()
         values[hits] = float(multiplier)
         self._lr_multipliers.assign(values)

@@ -1,4 +1,4 @@
-"""Variable paths as a user reads them in `model.summary()`, and the blocks that order layers by depth.
+"""Variable paths as `model.summary()` shows them, and the blocks that order layers by depth.
 
 Keras gives every variable a `path`, but it records the name scope the
 variable was created in, not the model it ended up in: the layers of a
