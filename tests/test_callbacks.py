@@ -336,7 +336,7 @@ def test_default_callbacks_assemble_keras_builtins(tmp_path):
         kr.callbacks.default_callbacks(patience=1)
 
 
-def test_end_to_end_layer_decay_warmup_cosine_plateau_and_early_stopping(tmp_path):
+def test_end_to_end_layer_decay_warmup_cosine_plateau_and_early_stopping():
     """Layer decay + warmup-cosine + ReduceLROnPlateau + EarlyStopping on a tiny problem.
 
     Converges, and the per-group rates logged each epoch equal schedule x plateau factor x
@@ -385,7 +385,6 @@ def test_end_to_end_layer_decay_warmup_cosine_plateau_and_early_stopping(tmp_pat
             plateau,
             stop,
             kr.callbacks.LogLearningRates(),
-            TrainingCurves(tmp_path / "curves.png"),
         ],
     ).history
     assert max(history["val_accuracy"]) >= 0.95

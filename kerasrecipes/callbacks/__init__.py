@@ -13,6 +13,7 @@ import warnings
 import keras
 from keras import ops
 
+from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.curves import TrainingCurves
 from kerasrecipes.callbacks.lr_finder import LRFinder
 from kerasrecipes.callbacks.phases import mark_phase, phase_marks
@@ -27,7 +28,7 @@ def group_label(pattern):
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
-class LogLearningRates(keras.callbacks.Callback):
+class LogLearningRates(ConfigurableCallback):
     """Add the learning rate of each multiplier group to the epoch logs.
 
     After every epoch, `logs["learning_rate"]` is the base rate and
@@ -36,9 +37,6 @@ class LogLearningRates(keras.callbacks.Callback):
     optimizer's current step), so `History`, `CSVLogger` and `TrainingCurves`
     record them. Keras logs one rate for the whole optimizer.
     """
-
-    def get_config(self):
-        return {}
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -2,17 +2,18 @@
 
 import keras
 
+from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.phases import phase_marks
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
-class TrainingCurves(keras.callbacks.Callback):
+class TrainingCurves(ConfigurableCallback):
     """After every epoch, redraw the training and validation curves into `path` (PNG).
 
     One panel per quantity (loss, then each metric, then the learning rate
     when it is logged), training solid and validation dashed, epochs counted
     from 1. Phase changes (`kr.callbacks.mark_phase`, recorded by
-    `UnfreezeBackbone` and `kr.fine_tune`) are drawn as vertical lines with
+    `UnfreezeBackbone` or by a script between two `fit` calls) are drawn as vertical lines with
     their labels. One instance can follow several `fit` calls on the same
     model (e.g. head phase, then fine-tuning with `initial_epoch`): epochs are
     keyed by number, so a resumed run overwrites rather than duplicates.

@@ -7,11 +7,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
-class LRFinder(keras.callbacks.Callback):
+class LRFinder(ConfigurableCallback):
     """Sweep the learning rate exponentially over a few hundred steps and suggest one.
 
     Smith 2017, "Cyclical Learning Rates for Training Neural Networks"

@@ -8,8 +8,8 @@ _MARKS = weakref.WeakKeyDictionary()
 def mark_phase(model, epoch, label):
     """Record that a new phase (e.g. "unfreeze backbone") starts at `epoch` (0-based) of `model`.
 
-    `TrainingCurves` draws a line there; `kr.fine_tune` marks its phases the
-    same way. Marking an epoch again replaces its label.
+    `TrainingCurves` draws a line there; `UnfreezeBackbone` marks the epochs
+    it unfreezes at. Marking an epoch again replaces its label.
     """
     marks = _MARKS.setdefault(model, {})
     marks[int(epoch)] = str(label)

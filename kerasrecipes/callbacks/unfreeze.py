@@ -5,6 +5,7 @@ import re
 
 import keras
 
+from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.phases import mark_phase
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
 from kerasrecipes.optimizers.paths import BLOCK_PATTERN, depth_groups, variable_paths
@@ -15,7 +16,7 @@ def _is_batch_norm(layer):
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
-class UnfreezeBackbone(keras.callbacks.Callback):
+class UnfreezeBackbone(ConfigurableCallback):
     """Train the head with the backbone frozen, then unfreeze it (or its top blocks) at an epoch.
 
     The lecture's fine-tuning recipe (and ULMFiT's gradual unfreezing, Howard
