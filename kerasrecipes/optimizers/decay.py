@@ -22,7 +22,7 @@ import warnings
 
 import keras
 
-from kerasrecipes.optimizers.multipliers import LRMultiplierOptimizer
+from kerasrecipes.optimizers.multipliers import LRMultiplierOptimizer, resolve_multipliers
 from kerasrecipes.optimizers.paths import _sublayers, variable_paths
 
 # Position and class embeddings: ViT (ours: `position_embedding`, `class_token`), DeiT/timm
@@ -230,8 +230,6 @@ def audit(optimizer, model, print_fn=print):
             by_id = dict(zip([id(v) for v in wrapper._trainable_variables], values.values()))
             multipliers = [by_id.get(id(v), 0.0) for _, v in pairs]
         else:
-            from kerasrecipes.optimizers.multipliers import resolve_multipliers
-
             if wrapper.bound_model() is model:
                 paths = [p for p, _ in pairs]
             else:

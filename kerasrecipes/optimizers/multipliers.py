@@ -51,14 +51,12 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
             )
     values, used = [], set()
     for path in paths:
-        starts = _component_starts(path)
-        for pattern, regex, multiplier in compiled:
-            if any(regex.match(start) for start in starts):
-                values.append(multiplier)
-                used.add(pattern)
-                break
-        else:
+        found = _first_match(compiled, path)
+        if found is None:
             values.append(float(default))
+        else:
+            values.append(found[2])
+            used.add(found[0])
     unused = [pattern for pattern, _, _ in compiled if pattern not in used]
     if strict and unused:
         examples = ", ".join(repr(path) for path in paths[:4])
@@ -72,10 +70,15 @@ def resolve_multipliers(patterns, paths, default=1.0, strict=True):
     return values
 
 
-def _component_starts(path):
-    """`"a/b/kernel"` -> `["a/b/kernel", "b/kernel", "kernel"]`: where a pattern may start."""
+def _first_match(compiled, path):
+    """The first `(pattern, regex, ...)` entry whose regex matches `path` at the start of the path
+    or of any part after a "/" (`"a/b/kernel"`, `"b/kernel"`, `"kernel"`), or None."""
     parts = path.split("/")
-    return ["/".join(parts[i:]) for i in range(len(parts))]
+    starts = ["/".join(parts[i:]) for i in range(len(parts))]
+    for entry in compiled:
+        if any(entry[1].match(start) for start in starts):
+            return entry
+    return None
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -287,8 +290,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         return bool(ops.convert_to_numpy(self._decay_mask)[index])
 
     def set_multiplier(self, pattern, multiplier):
-        """Set the multiplier of built variables: those whose path `re.match`es `pattern`,
-        or, when `pattern` is a list, those whose path is in it.
+        """Set the multiplier of built variables: those `pattern` matches (the rule of
+        `with_lr_multipliers`), or, when `pattern` is a list, those whose path is in it.
 
         Takes effect at the next step without retracing. Returns the number
         of variables changed; a pattern matching none raises `ValueError`.
@@ -299,8 +302,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
                 "instead, or call this after the first training step."
             )
         if isinstance(pattern, str):
-            regex = re.compile(pattern)
-            hits = [i for i, path in enumerate(self.paths) if regex.match(path)]
+            compiled = [(pattern, re.compile(pattern))]
+            hits = [i for i, path in enumerate(self.paths) if _first_match(compiled, path)]
         else:
             wanted = set(pattern)
             hits = [i for i, path in enumerate(self.paths) if path in wanted]
@@ -334,12 +337,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         firsts = {}
         compiled = [(pattern, re.compile(pattern)) for pattern in self.multipliers]
         for index, path in enumerate(self.paths):
-            starts = _component_starts(path)
-            group = next(
-                (p for p, regex in compiled if any(regex.match(start) for start in starts)),
-                "default",
-            )
-            firsts.setdefault(group, index)
+            found = _first_match(compiled, path)
+            firsts.setdefault(found[0] if found else "default", index)
         return firsts
 
     # -- delegation to the wrapped optimizer ---------------------------------------------------
