@@ -406,3 +406,23 @@ def test_end_to_end_layer_decay_warmup_cosine_plateau_and_early_stopping():
             history[f"lr/{label}"], multiplier * np.array(expected), rtol=1e-5
         )
     assert scale < 1.0, "the plateau callback never fired; the test would not check it"
+
+
+def test_unfreeze_top_blocks_of_one_of_our_models_by_default_names():
+    model = kr.create_model("resnet20", num_classes=2, input_shape=(16, 16, 3))
+    model.compile(
+        with_lr_multipliers(keras.optimizers.SGD(0.01), {"stage": 0.1}, model=model),
+        loss="sparse_categorical_crossentropy",
+    )
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 16, 16, 3)).astype("float32"), rng.integers(0, 2, 8)
+    seen = {}
+    probe = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.update(
+            {epoch: sorted({v.path.split("/")[0] for v in model.trainable_variables})}
+        )
+    )
+    # backbone=None: everything but the head_* layers; the top 2 of 9 blocks unfreeze.
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[UnfreezeBackbone(epoch=1, blocks=2), probe])
+    assert seen[0] == ["head_dense"]
+    assert seen[1] == ["head_dense", "stage3_block2", "stage3_block3"]
