@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import describe_machine, images_per_second  # noqa: E402
+from train_step import alternate, describe_machine  # noqa: E402
 
 import kerasrecipes as kr  # noqa: E402
 
@@ -62,19 +62,9 @@ def benchmark(name, args):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (args.batch_size, size, size, 3)).astype("float32")
     y = rng.integers(0, 10, args.batch_size)
-    for model in (plain, wrapped):
-        images_per_second(model, x, y, 2)
-    ratios = []
-    for repeat in range(args.repeats):
-        order = [("plain", plain), ("wrapped", wrapped)]
-        if repeat % 2:
-            order.reverse()
-        speed = {label: images_per_second(model, x, y, args.steps) for label, model in order}
-        ratios.append(speed["wrapped"] / speed["plain"])
-        print(
-            f"  repeat {repeat + 1}: AdamW {speed['plain']:.1f} img/s, with multipliers "
-            f"{speed['wrapped']:.1f} img/s, ratio {ratios[-1]:.3f}"
-        )
+    ratios = alternate(
+        ("with multipliers", wrapped), ("AdamW", plain), x, y, args.steps, args.repeats
+    )
     print(
         f"{name} ({variables} variables, {groups} groups, {size}x{size}, batch "
         f"{args.batch_size}): median ratio with multipliers / AdamW = "

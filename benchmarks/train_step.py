@@ -81,6 +81,24 @@ def images_per_second(model, x, y, steps):
     return steps * len(x) / (time.perf_counter() - start)
 
 
+def alternate(first, second, x, y, steps, repeats):
+    """Warm both `(label, model)` pairs up, then time them in turns, swapping the order each
+    repeat. Prints each repeat and returns the per-repeat ratios first / second."""
+    (label_a, model_a), (label_b, model_b) = first, second
+    for model in (model_a, model_b):
+        images_per_second(model, x, y, 1)  # trace and compile
+    ratios = []
+    for repeat in range(repeats):
+        order = [first, second] if repeat % 2 == 0 else [second, first]
+        speed = {label: images_per_second(model, x, y, steps) for label, model in order}
+        ratios.append(speed[label_a] / speed[label_b])
+        print(
+            f"  repeat {repeat + 1}: {label_a} {speed[label_a]:.2f} img/s, "
+            f"{label_b} {speed[label_b]:.2f} img/s, ratio {ratios[-1]:.3f}"
+        )
+    return ratios
+
+
 def benchmark_pair(name, args):
     shape = (args.image_size, args.image_size, 3)
     keras.utils.set_random_seed(0)
@@ -89,19 +107,7 @@ def benchmark_pair(name, args):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch_size,) + shape).astype("float32")
     y = rng.integers(0, 1000, args.batch_size)
-    for model in (ours, theirs):
-        images_per_second(model, x, y, 1)  # trace and compile
-    ratios = []
-    for repeat in range(args.repeats):
-        order = [("ours", ours), ("keras", theirs)]
-        if repeat % 2:
-            order.reverse()
-        speed = {label: images_per_second(model, x, y, args.steps) for label, model in order}
-        ratios.append(speed["ours"] / speed["keras"])
-        print(
-            f"  repeat {repeat + 1}: ours {speed['ours']:.2f} img/s, "
-            f"keras.applications {speed['keras']:.2f} img/s, ratio {ratios[-1]:.3f}"
-        )
+    ratios = alternate(("ours", ours), ("keras", theirs), x, y, args.steps, args.repeats)
     median = statistics.median(ratios)
     print(
         f"{name}: median ratio ours / keras.applications = {median:.3f} over {args.repeats} repeats"

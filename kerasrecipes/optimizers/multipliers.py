@@ -196,26 +196,21 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer.build(variables)
         super().build(variables)
         self.paths = paths
+        self._lr_multipliers = self._vector_variable(values, "lr_multipliers")
+        # Keras keeps `exclude_from_weight_decay` out of the optimizer's config, so a loaded
+        # model would decay what the original skipped; a mask saved with the state keeps it.
+        decays = [float(self.inner_optimizer._use_weight_decay(v)) for v in variables]
+        self._decay_mask = self._vector_variable(np.array(decays, "float32"), "weight_decay_mask")
+
+    def _vector_variable(self, values, name):
         # An initializer rather than an assign: the build can happen inside the first traced
         # train step, where an assign would run again at every step.
-        self._lr_multipliers = self.add_variable(
+        return self.add_variable(
             shape=values.shape,
             initializer=lambda shape, dtype: ops.convert_to_tensor(values, dtype=dtype),
             dtype="float32",
             aggregation="only_first_replica",
-            name="lr_multipliers",
-        )
-        # Keras keeps `exclude_from_weight_decay` out of the optimizer's config, so a loaded
-        # model would decay what the original skipped; a mask saved with the state keeps it.
-        decays = np.array(
-            [float(self.inner_optimizer._use_weight_decay(v)) for v in variables], dtype="float32"
-        )
-        self._decay_mask = self.add_variable(
-            shape=decays.shape,
-            initializer=lambda shape, dtype: ops.convert_to_tensor(decays, dtype=dtype),
-            dtype="float32",
-            aggregation="only_first_replica",
-            name="weight_decay_mask",
+            name=name,
         )
 
     def apply(self, grads, trainable_variables=None):
