@@ -21,8 +21,7 @@ and every input below 223x223 needs such an enlargement.
 
 import keras
 
-from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, finish_model
+from kerasrecipes.models.common import check_common_args, conv_relu, finish_model
 from kerasrecipes.registry import register_model
 
 PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
@@ -89,19 +88,16 @@ def single_tower_alexnet(
     x = keras.layers.ZeroPadding2D(2, name="stage1_block1_pad")(inputs)
     for stage, convs in enumerate(STAGES, start=1):
         for block, (filters, size, stride) in enumerate(convs, start=1):
-            prefix = f"stage{stage}_block{block}"
-            x = keras.layers.Conv2D(
+            x = conv_relu(
+                x,
                 filters,
                 size,
+                f"stage{stage}_block{block}",
                 strides=stride,
                 padding="valid" if stride > 1 else "same",
-                activation=None if batch_norm_after_conv else "relu",
+                batch_norm_after_conv=batch_norm_after_conv,
                 use_bias=not batch_norm_after_conv,
-                name=f"{prefix}_conv",
-            )(x)
-            if batch_norm_after_conv:
-                x = batch_norm(f"{prefix}_bn")(x)
-                x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+            )
         x = keras.layers.MaxPooling2D(3, strides=2, name=f"stage{stage}_pool")(x)
 
     return finish_model(

@@ -16,6 +16,7 @@ import numbers
 
 import keras
 
+from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.weights import load_model_weights
 
 POOLINGS = (None, "avg", "max")
@@ -131,6 +132,38 @@ def classification_head(
         kernel_initializer=dense_initializer,
         name="head_dense",
     )(x)
+
+
+def conv_relu(
+    x,
+    filters,
+    size,
+    prefix,
+    *,
+    strides=1,
+    padding="same",
+    batch_norm_after_conv=False,
+    use_bias=True,
+):
+    """The unit of the plain networks (AlexNet, VGG): conv + ReLU, or conv + BN + ReLU.
+
+    Layers are named `{prefix}_conv`, and with BatchNorm `{prefix}_bn` and
+    `{prefix}_relu`; without it the ReLU is the convolution's activation, as
+    in keras.applications, so the pretrained weights port.
+    """
+    x = keras.layers.Conv2D(
+        filters,
+        size,
+        strides=strides,
+        padding=padding,
+        activation=None if batch_norm_after_conv else "relu",
+        use_bias=use_bias,
+        name=f"{prefix}_conv",
+    )(x)
+    if batch_norm_after_conv:
+        x = batch_norm(f"{prefix}_bn")(x)
+        x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+    return x
 
 
 def finish_model(

@@ -15,8 +15,7 @@ ImageNet mean subtracted, 0-255 scale).
 
 import keras
 
-from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, finish_model
+from kerasrecipes.models.common import check_common_args, conv_relu, finish_model
 from kerasrecipes.registry import register_model
 
 PAPER = (
@@ -112,17 +111,13 @@ def vgg(
     x = inputs
     for stage, (convs, width) in enumerate(zip(convs_per_stage, WIDTHS), start=1):
         for block in range(1, convs + 1):
-            prefix = f"stage{stage}_block{block}"
-            x = keras.layers.Conv2D(
+            x = conv_relu(
+                x,
                 width,
                 3,
-                padding="same",
-                activation=None if batch_norm_after_conv else "relu",
-                name=f"{prefix}_conv",
-            )(x)
-            if batch_norm_after_conv:
-                x = batch_norm(f"{prefix}_bn")(x)
-                x = keras.layers.ReLU(name=f"{prefix}_relu")(x)
+                f"stage{stage}_block{block}",
+                batch_norm_after_conv=batch_norm_after_conv,
+            )
         x = keras.layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
 
     return finish_model(
