@@ -1,4 +1,6 @@
-"""The base of our callbacks: Keras' `Callback` plus `from_config`, so they deserialize."""
+"""What our callbacks share: `from_config` for deserialization, the model's strategy scope."""
+
+import contextlib
 
 import keras
 
@@ -16,3 +18,13 @@ class ConfigurableCallback(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def strategy_scope(model):
+    """The scope of the `tf.distribute` strategy `model` was compiled under, or a no-op.
+
+    Optimizer variables a callback creates (building, rebuilding) must be
+    created there to be mirrored like the ones Keras creates.
+    """
+    strategy = getattr(model, "_distribute_strategy", None)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()

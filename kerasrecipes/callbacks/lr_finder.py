@@ -1,13 +1,12 @@
 """The learning-rate range test as a Keras callback."""
 
-import contextlib
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
-from kerasrecipes.callbacks.base import ConfigurableCallback
+from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper
 
 
@@ -85,9 +84,7 @@ class LRFinder(ConfigurableCallback):
     def on_train_begin(self, logs=None):
         model = self.model
         optimizer = model.optimizer
-        strategy = getattr(model, "distribute_strategy", None)
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-        with scope:
+        with strategy_scope(model):
             if not optimizer.built:
                 optimizer.build(model.trainable_variables)
             self._rate = keras.Variable(

@@ -1,11 +1,10 @@
 """Unfreezing a backbone during `fit`, all at once or a few blocks at a time."""
 
-import contextlib
 import re
 
 import keras
 
-from kerasrecipes.callbacks.base import ConfigurableCallback
+from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.callbacks.phases import mark_phase
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
 from kerasrecipes.optimizers.paths import BLOCK_PATTERN, depth_groups, variable_paths
@@ -165,12 +164,10 @@ class UnfreezeBackbone(ConfigurableCallback):
             return
         wrapper = _multiplier_wrapper(optimizer)
         candidates = [v for _, v in variable_paths(model)]
-        strategy = getattr(model, "_distribute_strategy", None)
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         if not optimizer.built:
             if wrapper is not None and wrapper.bound_model() is None:
                 wrapper.bind(model)
-            with scope:
+            with strategy_scope(model):
                 optimizer.build(candidates)
             return
         inner = _innermost(optimizer)
@@ -187,7 +184,7 @@ class UnfreezeBackbone(ConfigurableCallback):
                 "model=model), which builds on every variable, or build the optimizer on "
                 "model.weights' trainable variables before the first fit."
             )
-        with scope:
+        with strategy_scope(model):
             fresh = keras.saving.deserialize_keras_object(
                 keras.saving.serialize_keras_object(optimizer)
             )
