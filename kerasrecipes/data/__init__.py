@@ -1,5 +1,35 @@
-"""Data: built-in generated demo datasets (image folders and augmentation come later)."""
+"""Data: image folders, bad-file scans, augmentation presets, class imbalance,
+semi-supervised training and built-in demo datasets."""
 
-from kerasrecipes.data.demo import demo_images
+from kerasrecipes.data.augment import (
+    PRESETS,
+    Augmentation,
+    AugmentedModel,
+    augment,
+    augmentation,
+)
+from kerasrecipes.data.demo import DEMO_TASKS, demo_images, make_demo_dataset
+from kerasrecipes.data.folder import FolderInfo, image_folder
+from kerasrecipes.data.imbalance import class_weights, oversample
+from kerasrecipes.data.semi_supervised import FixMatch, semi_supervised_dataset
+from kerasrecipes.data.verify import ScanReport, decode_rgb, verify_images
 
-__all__ = ["demo_images"]
+__all__ = [
+    "DEMO_TASKS",
+    "PRESETS",
+    "Augmentation",
+    "AugmentedModel",
+    "FixMatch",
+    "FolderInfo",
+    "ScanReport",
+    "augment",
+    "augmentation",
+    "class_weights",
+    "decode_rgb",
+    "demo_images",
+    "image_folder",
+    "make_demo_dataset",
+    "oversample",
+    "semi_supervised_dataset",
+    "verify_images",
+]

@@ -1,4 +1,13 @@
-"""Built-in demo data, generated on the fly so every command runs offline."""
+"""Built-in demo data, generated on the fly so every command runs offline.
+
+`demo_images` returns CIFAR-shaped arrays of stripe images; `make_demo_dataset`
+writes JPEG class folders of shapes (the cats-vs-dogs layout), a two-class
+target task and a ten-class source task to pre-train on, optionally with a
+few unreadable files.
+"""
+
+import io
+import os
 
 import numpy as np
 
@@ -62,3 +71,202 @@ def demo_images(num_images=2000, image_size=32, num_classes=10, seed=0):
     images += rng.normal(0.0, 0.1, images.shape)
     images = np.clip(images * 255.0, 0, 255).astype("uint8")
     return images, labels
+
+
+# Each task is a table of class names; a shape is a signed-distance function drawn by `_render`.
+DEMO_TASKS = {
+    "target": ("ellipse", "pentagon"),
+    "source": (
+        "disk",
+        "ring",
+        "square",
+        "frame",
+        "triangle",
+        "hexagon",
+        "star",
+        "cross",
+        "bar",
+        "crescent",
+    ),
+}
+DEMO_SIZES = {"target": 400, "source": 3000}
+
+
+def _polygon(x, y, sides, apothem=0.8):
+    sector = 2 * np.pi / sides
+    angle = np.mod(np.arctan2(y, x), sector) - sector / 2
+    return np.hypot(x, y) * np.cos(angle) - apothem
+
+
+def _box(x, y, half_width, half_height):
+    return np.maximum(np.abs(x) - half_width, np.abs(y) - half_height)
+
+
+_SHAPES = {
+    "disk": lambda x, y: np.hypot(x, y) - 0.9,
+    "ring": lambda x, y: np.abs(np.hypot(x, y) - 0.7) - 0.22,
+    "square": lambda x, y: _box(x, y, 0.75, 0.75),
+    "frame": lambda x, y: np.abs(_box(x, y, 0.65, 0.65)) - 0.18,
+    "triangle": lambda x, y: _polygon(x, y, 3, 0.5),
+    "hexagon": lambda x, y: _polygon(x, y, 6),
+    "star": lambda x, y: np.hypot(x, y) - (0.62 + 0.33 * np.cos(5 * np.arctan2(y, x))),
+    "cross": lambda x, y: np.minimum(_box(x, y, 0.95, 0.28), _box(x, y, 0.28, 0.95)),
+    "bar": lambda x, y: _box(x, y, 1.0, 0.3),
+    "crescent": lambda x, y: np.maximum(np.hypot(x, y) - 0.9, 0.75 - np.hypot(x - 0.45, y)),
+    "ellipse": lambda x, y: np.hypot(x, y / 0.55) - 0.95,
+    "pentagon": lambda x, y: _polygon(x, y, 5),
+}
+
+
+def _render(shape, size, rng):
+    """One RGB uint8 image: `shape` at a random place, scale, angle and colour on a noisy
+    gradient background."""
+    coords = np.linspace(-1.0, 1.0, size)
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    scale = rng.uniform(0.3, 0.55)
+    cx, cy = rng.uniform(-0.9 + scale, 0.9 - scale, 2)
+    angle = rng.uniform(0, 2 * np.pi)
+    cos, sin = np.cos(angle), np.sin(angle)
+    local_x = ((xx - cx) * cos + (yy - cy) * sin) / scale
+    local_y = (-(xx - cx) * sin + (yy - cy) * cos) / scale
+    # Distance in pixels, so the edge is anti-aliased over about one pixel at any scale.
+    distance = _SHAPES[shape](local_x, local_y) * scale * size / 2
+    mask = np.clip(0.5 - distance, 0.0, 1.0)[..., None]
+    background = rng.uniform(0, 1, 3)
+    foreground = rng.uniform(0, 1, 3)
+    while np.abs(foreground - background).max() < 0.35:
+        foreground = rng.uniform(0, 1, 3)
+    gradient = rng.uniform(-0.25, 0.25, 3) * (xx[..., None] * np.cos(angle) + yy[..., None])
+    image = mask * foreground + (1 - mask) * np.clip(background + gradient, 0, 1)
+    image += rng.normal(0, rng.uniform(0.02, 0.08), image.shape)
+    return np.clip(image * 255, 0, 255).astype("uint8")
+
+
+def make_demo_dataset(path, task="target", num_images=None, image_size=64, bad_files=False, seed=0):
+    """Writes a folder of JPEG class folders of generated shapes, for demos and tests offline.
+
+    The layout is the one `image_folder` and
+    `keras.utils.image_dataset_from_directory` read (`path/<class>/*.jpg`).
+    Each image is one shape at a random position, scale, angle and colour,
+    on a random gradient background with Gaussian noise, so neither a colour
+    nor a pixel position gives the class away and a linear model on pixels
+    does not solve it (a test shows it), while a small CNN does.
+
+    - `task="target"`: two classes, `ellipse` and `pentagon` (400 images by
+      default), the small task to fine-tune on.
+    - `task="source"`: ten classes (`disk`, `ring`, `square`, `frame`,
+      `triangle`, `hexagon`, `star`, `cross`, `bar`, `crescent`; 3,000
+      images by default), a related task to pre-train a backbone on.
+
+    Args:
+        path: folder to write into; created if missing. When it already holds
+            this dataset (same class folders, same number of files), nothing
+            is written and the path is returned.
+        task: `"target"` or `"source"`. Defaults to `"target"`.
+        num_images: total number of images, split evenly between the
+            classes. Defaults to 400 for the target task, 3,000 for the
+            source task.
+        image_size: height and width in pixels. Defaults to 64.
+        bad_files: if True, also writes files a pipeline must cope with: an
+            empty file, a truncated JPEG, a text file named `.jpg` and a
+            TIFF (TensorFlow cannot decode it), which `image_folder` skips
+            and reports; and a grayscale JPEG, an RGBA PNG and a palette PNG
+            of the class's shape, which it reads as RGB. Defaults to False.
+        seed: seed of the generator: the same arguments write the same
+            bytes. Defaults to 0.
+
+    Returns:
+        `path`, as a string.
+
+    Example:
+
+    >>> import tempfile, os
+    >>> folder = make_demo_dataset(tempfile.mkdtemp(), num_images=10, image_size=32)
+    >>> sorted(os.listdir(folder)), len(os.listdir(os.path.join(folder, "ellipse")))
+    (['ellipse', 'pentagon'], 5)
+    """
+    if task not in DEMO_TASKS:
+        raise ValueError(f"task must be one of {sorted(DEMO_TASKS)}. Received: task={task!r}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be >= 16. Received: image_size={image_size}")
+    class_names = DEMO_TASKS[task]
+    num_images = DEMO_SIZES[task] if num_images is None else num_images
+    if num_images < len(class_names):
+        raise ValueError(
+            f"num_images must be at least the number of classes ({len(class_names)}) of task "
+            f"{task!r}. Received: num_images={num_images}"
+        )
+    path = os.fspath(path)
+    per_class = [
+        num_images // len(class_names) + (i < num_images % len(class_names))
+        for i in range(len(class_names))
+    ]
+    expected = {
+        name: count + (_NUM_BAD_FILES_PER_CLASS[i % 2] if bad_files else 0)
+        for i, (name, count) in enumerate(zip(class_names, per_class))
+    }
+    if os.path.isdir(path) and os.listdir(path):
+        found = {
+            name: len(os.listdir(os.path.join(path, name)))
+            for name in os.listdir(path)
+            if os.path.isdir(os.path.join(path, name))
+        }
+        if found == expected:
+            return path
+        raise FileExistsError(
+            f"make_demo_dataset: {path} is not empty and does not hold the {task!r} demo "
+            f"dataset with these arguments. Pass an empty or new folder."
+        )
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    for name, count in zip(class_names, per_class):
+        os.makedirs(os.path.join(path, name), exist_ok=True)
+        for index in range(count):
+            image = _render(name, image_size, rng)
+            contents = tf.io.encode_jpeg(image, quality=90).numpy()
+            with open(os.path.join(path, name, f"{name}_{index:05d}.jpg"), "wb") as f:
+                f.write(contents)
+    if bad_files:
+        _write_bad_files(path, class_names, image_size, rng)
+    return path
+
+
+# Files `_write_bad_files` adds to the first and second class folders.
+_NUM_BAD_FILES_PER_CLASS = (4, 3)
+
+
+def _write_bad_files(path, class_names, image_size, rng):
+    import tensorflow as tf
+    from PIL import Image
+
+    def write(name, file, contents):
+        with open(os.path.join(path, name, file), "wb") as f:
+            f.write(contents)
+
+    def pil_bytes(image, file_format):
+        buffer = io.BytesIO()
+        image.save(buffer, format=file_format)
+        return buffer.getvalue()
+
+    first, second = class_names[0], class_names[1 % len(class_names)]
+    jpeg = tf.io.encode_jpeg(_render(first, image_size, rng), quality=90).numpy()
+    write(first, "bad_empty.jpg", b"")
+    write(first, "bad_truncated.jpg", jpeg[: len(jpeg) * 3 // 5])
+    gray = _render(first, image_size, rng).mean(axis=-1, keepdims=True).astype("uint8")
+    write(first, "odd_grayscale.jpg", tf.io.encode_jpeg(gray).numpy())
+    write(
+        first,
+        "odd_palette.png",
+        pil_bytes(Image.fromarray(_render(first, image_size, rng)).convert("P"), "PNG"),
+    )
+    write(second, "bad_not_an_image.jpg", b"This is a text file with an image's name.\n")
+    write(
+        second, "bad_scan.tif", pil_bytes(Image.fromarray(_render(second, image_size, rng)), "TIFF")
+    )
+    rgba = np.concatenate(
+        [_render(second, image_size, rng), np.full((image_size, image_size, 1), 255, "uint8")],
+        axis=-1,
+    )
+    write(second, "odd_rgba.png", tf.io.encode_png(rgba).numpy())
