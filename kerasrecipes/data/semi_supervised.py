@@ -157,7 +157,7 @@ class FixMatch(keras.Model):
 
 
 def semi_supervised_dataset(labelled, unlabelled):
-    """Pairs labelled and unlabelled batches into the `((x_l, x_u), y)` batches `FixMatch` trains on.
+    """Pairs labelled and unlabelled batches into the `((x_l, x_u), y)` batches of `FixMatch`.
 
     An epoch is one pass over the unlabelled data; the labelled data
     repeats as often as needed (it is usually the smaller set). Batch the
