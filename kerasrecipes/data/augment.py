@@ -53,7 +53,7 @@ class Augmentation(keras.layers.Layer):
     >>> import numpy as np
     >>> augment = Augmentation("cifar", image_size=(32, 32), seed=0)
     >>> images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-    >>> augment(images, training=True).shape
+    >>> tuple(augment(images, training=True).shape)
     (2, 32, 32, 3)
     >>> bool(np.array_equal(augment(images, training=False), images))
     True
@@ -238,6 +238,10 @@ class AugmentedModel(keras.Model):
         self.model = model
         self.augmentation = augmentation
         self.seed = seed
+
+    def build(self, input_shape):
+        # The wrapped model is built already (or builds on its first call).
+        self.built = True
 
     def call(self, inputs, training=False):
         return self.model(inputs, training=training)

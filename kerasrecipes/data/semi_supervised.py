@@ -83,6 +83,10 @@ class FixMatch(keras.Model):
             return Augmentation(augmentation, image_size=model.input_shape[1:3], seed=seed)
         return augmentation
 
+    def build(self, input_shape):
+        # The wrapped model is built already (or builds on its first call).
+        self.built = True
+
     def call(self, inputs, training=False):
         if not isinstance(inputs, (tuple, list)):
             return self.model(inputs, training=training)

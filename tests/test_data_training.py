@@ -1,0 +1,289 @@
+"""Augmentation presets, class weights, oversampling and FixMatch."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasrecipes as kr
+
+SIZE = (32, 32)
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    return kr.data.make_demo_dataset(tmp_path_factory.mktemp("demo"), num_images=24, image_size=32)
+
+
+def batch(seed=0, n=6):
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0, 255, (n, *SIZE, 3)).astype("float32")
+    labels = tf.one_hot(np.arange(n) % 3, 3)
+    return tf.constant(images), labels
+
+
+# --- augmentation presets ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", kr.data.PRESETS)
+def test_preset_is_seeded_in_tf_data_and_a_no_op_at_inference(preset, demo_folder):
+    def augmented_batches():
+        train, _, _ = kr.data.image_folder(
+            demo_folder,
+            image_size=SIZE,
+            batch_size=8,
+            label_mode="categorical",
+            augment=preset,
+            seed=3,
+            scan_cache=False,
+        )
+        return [(np.asarray(x), np.asarray(y)) for x, y in train]
+
+    first, second = augmented_batches(), augmented_batches()
+    for (x1, y1), (x2, y2) in zip(first, second):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+
+    images, labels = batch()
+    layer = kr.data.augmentation(preset, image_size=SIZE, seed=0)
+    out_images, out_labels = layer((images, labels), training=True)
+    assert out_images.shape == images.shape
+    changed = not np.array_equal(np.asarray(out_images), np.asarray(images))
+    assert changed == (preset != "none")
+    if preset in ("mixup", "cutmix"):
+        assert not np.array_equal(np.asarray(out_labels), np.asarray(labels))
+        np.testing.assert_allclose(np.asarray(out_labels).sum(axis=1), 1.0, rtol=1e-5)
+    else:
+        np.testing.assert_array_equal(out_labels, labels)
+    same = layer((images, labels), training=False)
+    assert same[0] is images and same[1] is labels
+
+
+@pytest.mark.parametrize("preset", ["cifar", "randaugment"])
+def test_preset_inside_a_model_augments_in_fit_only_and_round_trips(preset, tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((*SIZE, 3))
+    x = kr.data.augmentation(preset, image_size=SIZE, seed=1)(inputs)
+    x = keras.layers.Rescaling(1 / 255.0)(x)
+    x = keras.layers.Conv2D(4, 3)(x)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    plain = keras.Sequential(model.layers[2:])  # the same layers without the augmentation
+    images, labels = batch()
+    np.testing.assert_array_equal(
+        model.predict(images, verbose=0), plain.predict(images, verbose=0)
+    )
+    trained = np.asarray(model(images, training=True))
+    assert not np.allclose(trained, model.predict(images, verbose=0))
+    model.compile("sgd", "categorical_crossentropy")
+    model.fit(images, labels, epochs=1, verbose=0)
+    model.save(tmp_path / "augmented.keras")
+    loaded = keras.models.load_model(tmp_path / "augmented.keras")
+    assert loaded.layers[1].get_config()["preset"] == preset
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+
+
+def test_mixing_presets_need_one_hot_labels_and_the_right_size():
+    images, labels = batch()
+    mixup = kr.data.augmentation("mixup", image_size=SIZE)
+    with pytest.raises(ValueError, match="mixes labels too"):
+        mixup(images, training=True)
+    with pytest.raises(ValueError, match="mixes labels too"):
+        mixup((images, tf.constant([0, 1, 2, 0, 1, 2])), training=True)
+    with pytest.raises(ValueError, match="received images of size"):
+        kr.data.augmentation("basic", image_size=(64, 64))(images, training=True)
+    with pytest.raises(ValueError, match="Unknown augmentation preset 'autoaugment'"):
+        kr.data.augmentation("autoaugment", image_size=SIZE)
+    with pytest.raises(ValueError, match="needs image_size"):
+        kr.data.augmentation("cifar")
+
+
+def test_augmented_model_mixes_labels_in_the_train_step_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential(
+        [
+            keras.Input((*SIZE, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model = kr.data.AugmentedModel(inner, "cutmix", seed=0)
+    model.compile("sgd", "categorical_crossentropy")
+    images, labels = batch()
+    # The train step sees mixed labels: its loss differs from the plain loss at the same weights.
+    plain_loss = float(keras.losses.categorical_crossentropy(labels, inner(images)).numpy().mean())
+    history = model.fit(images, labels, batch_size=6, epochs=1, verbose=0, shuffle=False)
+    assert abs(history.history["loss"][0] - plain_loss) > 1e-3
+    np.testing.assert_array_equal(
+        model.predict(images, verbose=0), inner.predict(images, verbose=0)
+    )
+    model.save(tmp_path / "cutmix.keras")
+    loaded = keras.models.load_model(tmp_path / "cutmix.keras")
+    assert isinstance(loaded, kr.data.AugmentedModel)
+    assert loaded.augmentation.preset == "cutmix"
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6
+    )
+
+
+# --- class imbalance ---------------------------------------------------------------------------
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    weights = kr.data.class_weights({"common": 950, "rare": 50})
+    assert weights == {0: 0.1, 1: 1.9}
+    three = kr.data.class_weights([100, 50, 25])
+    values = np.array(list(three.values()))
+    assert np.isclose(values.mean(), 1.0)
+    np.testing.assert_allclose(values * [100, 50, 25], values[0] * 100)
+    with pytest.raises(ValueError, match=r"Classes \['dog'\] have no samples"):
+        kr.data.class_weights({"cat": 3, "dog": 0})
+
+
+def test_oversampling_95_to_5_draws_each_class_half_the_time():
+    labels = np.array([0] * 950 + [1] * 50, "int32")
+    features = np.arange(1000, dtype="float32")[:, None]
+    data = tf.data.Dataset.from_tensor_slices((features, labels)).shuffle(1000, seed=0)
+    balanced = kr.data.oversample(data, {"common": 950, "rare": 50}, num_samples=10_000, seed=0)
+    features, drawn = (np.asarray(t) for t in next(iter(balanced.batch(20_000))))
+    assert len(drawn) == 10_000
+    assert 0.47 <= drawn.mean() <= 0.53
+    # With replacement: the 50 rare samples are each drawn about 100 times.
+    assert len(np.unique(features[drawn == 1])) == 50
+
+
+def test_oversampling_a_batched_image_folder_keeps_batches_and_one_hot_labels(tmp_path):
+    folder = kr.data.make_demo_dataset(tmp_path / "d", num_images=24, image_size=32)
+    for name in [f"pentagon_{i:05d}.jpg" for i in range(2, 12)]:
+        (tmp_path / "d" / "pentagon" / name).unlink()
+    train, _, info = kr.data.image_folder(
+        folder, image_size=SIZE, batch_size=4, label_mode="categorical", scan_cache=False
+    )
+    assert info.counts == {"ellipse": 12, "pentagon": 2}
+    balanced = kr.data.oversample(train, info.counts, num_samples=400, seed=1)
+    batches = list(balanced)
+    assert len(batches) == 100 and batches[0][0].shape == (4, *SIZE, 3)
+    share = np.concatenate([np.asarray(y) for _, y in batches]).mean(axis=0)
+    assert abs(share[1] - 0.5) < 0.08
+    with pytest.raises(ValueError, match="cannot read a class from labels"):
+        kr.data.oversample(train, [1, 2, 3])
+
+
+# --- semi-supervised ---------------------------------------------------------------------------
+
+
+def two_moons(n, rng, noise=0.1):
+    t = rng.uniform(0, np.pi, n)
+    labels = rng.permutation(np.arange(n) % 2)
+    upper = np.stack([np.cos(t), np.sin(t)], 1)
+    lower = np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1)
+    points = np.where(labels[:, None] == 0, upper, lower) + rng.normal(0, noise, (n, 2))
+    return points.astype("float32"), labels.astype("int32")
+
+
+def mlp(seed):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+
+
+def test_fixmatch_with_unlabelled_data_beats_labelled_only_on_two_moons():
+    # 8 labelled points and 2,000 unlabelled ones: the labelled-only network draws a boundary
+    # that cuts through the moons; FixMatch's pseudo-labels carry the labels along each moon.
+    rng = np.random.default_rng(0)
+    labelled_x, labelled_y = two_moons(8, rng)
+    unlabelled_x, _ = two_moons(2000, rng)
+    test_x, test_y = two_moons(2000, rng)
+    labelled = tf.data.Dataset.from_tensor_slices((labelled_x, labelled_y)).batch(8)
+
+    baseline = mlp(0)
+    baseline.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    baseline.fit(labelled.repeat(), steps_per_epoch=32, epochs=10, verbose=0)
+    labelled_only = baseline.evaluate(test_x, test_y, verbose=0)[1]
+
+    fixmatch = kr.data.FixMatch(
+        mlp(0),
+        weak=keras.layers.GaussianNoise(0.1, seed=1),
+        strong=keras.layers.GaussianNoise(0.25, seed=2),
+        threshold=0.9,
+    )
+    fixmatch.compile(
+        keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    unlabelled = tf.data.Dataset.from_tensor_slices(unlabelled_x).shuffle(2000, seed=0).batch(64)
+    history = fixmatch.fit(
+        kr.data.semi_supervised_dataset(labelled, unlabelled), epochs=10, verbose=0
+    )
+    semi_supervised = fixmatch.evaluate(test_x, test_y, verbose=0)[1]
+
+    print(f"two moons: labelled only {labelled_only:.3f}, FixMatch {semi_supervised:.3f}")
+    assert semi_supervised >= labelled_only + 0.03, (labelled_only, semi_supervised)
+    assert history.history["pseudo_labelled"][-1] > 0.5
+    assert len(history.history["accuracy"]) == 10
+
+
+def test_fixmatch_on_images_with_presets_round_trips(tmp_path, demo_folder):
+    labelled, val, _ = kr.data.image_folder(
+        demo_folder, image_size=SIZE, batch_size=4, validation_split=0.25, scan_cache=False
+    )
+    unlabelled, _, _ = kr.data.image_folder(
+        demo_folder, image_size=SIZE, batch_size=8, scan_cache=False
+    )
+    keras.utils.set_random_seed(0)
+    inner = keras.Sequential(
+        [
+            keras.Input((*SIZE, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model = kr.data.FixMatch(inner, threshold=0.5, seed=0)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(
+        kr.data.semi_supervised_dataset(labelled, unlabelled),
+        validation_data=val,
+        epochs=1,
+        verbose=0,
+    )
+    assert {"loss", "accuracy", "pseudo_labelled", "val_accuracy"} <= set(history.history)
+    images, _ = next(iter(val))
+    model.save(tmp_path / "fixmatch.keras")
+    loaded = keras.models.load_model(tmp_path / "fixmatch.keras")
+    assert (loaded.weak.preset, loaded.strong.preset, loaded.threshold) == (
+        "basic",
+        "randaugment",
+        0.5,
+    )
+    np.testing.assert_allclose(
+        loaded.predict(images, verbose=0), inner.predict(images, verbose=0), atol=1e-6
+    )
+
+
+def test_fixmatch_trains_under_mirrored_strategy(two_device_strategy):
+    rng = np.random.default_rng(1)
+    x, y = two_moons(64, rng)
+    labelled = tf.data.Dataset.from_tensor_slices((x[:16], y[:16])).batch(8)
+    unlabelled = tf.data.Dataset.from_tensor_slices(x[16:]).batch(16)
+    with two_device_strategy.scope():
+        model = kr.data.FixMatch(
+            mlp(0),
+            weak=keras.layers.GaussianNoise(0.1),
+            strong=keras.layers.GaussianNoise(0.3),
+            threshold=0.6,
+        )
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    history = model.fit(kr.data.semi_supervised_dataset(labelled, unlabelled), epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
