@@ -11,7 +11,7 @@ so the folder must be clean: the default is a generated demo folder.
 
 Run:
     python benchmarks/input_pipeline.py                     # 3,000 generated 320x320 JPEGs
-    python benchmarks/input_pipeline.py --data PetImages/   # a folder of your own, without bad files
+    python benchmarks/input_pipeline.py --data PetImages/   # your folder, without bad files
     python benchmarks/input_pipeline.py --image-size 160 --batch-size 64 --repeats 5
 """
 
