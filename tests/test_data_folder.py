@@ -192,6 +192,13 @@ def test_quarantine_moves_bad_images_and_writes_a_manifest(tmp_path):
         "truncated.jpg",
     }
     assert all(m["reason"] and os.path.exists(m["moved_to"]) for m in manifest)
+    # A second bad file of the same name later: both copies are kept.
+    write(tmp_path / "data" / "a" / "empty.jpg", b"")
+    again = kr.data.verify_images(tmp_path / "data", quarantine=tmp_path / "quarantine")
+    assert [os.path.basename(new) for _, new in again.quarantined] == ["empty.1.jpg"]
+    assert os.path.exists(tmp_path / "quarantine" / "a" / "empty.jpg")
+    with open(tmp_path / "quarantine" / "manifest.json") as f:
+        assert len(json.load(f)) == 5
     with pytest.raises(ValueError, match="inside the data folder"):
         kr.data.verify_images(tmp_path / "data", quarantine=tmp_path / "data" / "bad")
 

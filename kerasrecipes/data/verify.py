@@ -130,7 +130,11 @@ def verify_images(path, *, cache=True, quarantine=None, num_threads=None, files=
     cached = _load_cache(cache_file)
     results, to_decode = {}, []
     for file in files:
-        stat = os.stat(file)
+        try:
+            stat = os.stat(file)
+        except OSError as error:  # a broken link, or a file removed while we scan
+            results[file] = f"cannot be read ({error.strerror})"
+            continue
         key = os.path.relpath(file, path)
         entry = cached.get(key)
         if entry is not None and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
@@ -191,7 +195,7 @@ def _check_file(file):
         return "empty file (0 bytes)"
     try:
         image = decode_rgb(contents)
-    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+    except tf.errors.OpError as error:
         message = _clean_tf_message(error)
         if "Unknown image file format" in message:
             for magic, name in _OTHER_IMAGE_FORMATS:
@@ -266,6 +270,11 @@ def _quarantine(path, skipped, quarantine):
         if not is_image_name(file):
             continue
         target = os.path.join(quarantine, os.path.relpath(file, path))
+        stem, extension = os.path.splitext(target)
+        copy = 1
+        while os.path.exists(target):  # never overwrite a file quarantined earlier
+            target = f"{stem}.{copy}{extension}"
+            copy += 1
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.move(file, target)
         moved.append((file, target))
