@@ -303,8 +303,12 @@ def test_same_pixels_as_keras_image_dataset_from_directory(tmp_path):
     )
     (our_images, our_labels), (images, labels) = next(iter(ours)), next(iter(theirs))
     assert np.array_equal(our_labels, labels)
-    # Ours are stored as uint8 after resizing: within half a grey level.
+    # Cached images are stored as uint8 after resizing: within half a grey level.
     assert np.abs(np.asarray(our_images) - np.asarray(images)).max() <= 0.5 + 1e-4
+    uncached, _, _ = kr.data.image_folder(
+        folder, image_size=(24, 24), batch_size=6, shuffle=False, cache=False
+    )
+    np.testing.assert_array_equal(next(iter(uncached))[0], images)
 
 
 def test_cache_shuffle_and_order(tmp_path):
