@@ -250,7 +250,8 @@ def test_fixmatch_on_images_with_presets_round_trips(tmp_path, demo_folder):
             keras.layers.Dense(2, activation="softmax"),
         ]
     )
-    model = kr.data.FixMatch(inner, threshold=0.5, seed=0)
+    # Presets by name; RandAugment, the default strong view, is the slowest to trace.
+    model = kr.data.FixMatch(inner, weak="cifar", strong="basic", threshold=0.5, seed=0)
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(
         kr.data.semi_supervised_dataset(labelled, unlabelled),
@@ -262,11 +263,7 @@ def test_fixmatch_on_images_with_presets_round_trips(tmp_path, demo_folder):
     images, _ = next(iter(val))
     model.save(tmp_path / "fixmatch.keras")
     loaded = keras.models.load_model(tmp_path / "fixmatch.keras")
-    assert (loaded.weak.preset, loaded.strong.preset, loaded.threshold) == (
-        "basic",
-        "randaugment",
-        0.5,
-    )
+    assert (loaded.weak.preset, loaded.strong.preset, loaded.threshold) == ("cifar", "basic", 0.5)
     np.testing.assert_allclose(
         loaded.predict(images, verbose=0), inner.predict(images, verbose=0), atol=1e-6
     )
