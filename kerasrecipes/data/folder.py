@@ -6,6 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kerasrecipes.data.augment import augmentation
 from kerasrecipes.data.verify import decode_rgb, logger, verify_images
 
 LABEL_MODES = ("int", "categorical", "binary")
@@ -206,8 +207,6 @@ def image_folder(
         cached=bool(use_cache),
     )
     if augment is not None and not callable(augment):
-        from kerasrecipes.data.augment import augmentation
-
         augment = augmentation(augment, image_size=(height, width), seed=seed)
 
     make = dict(
