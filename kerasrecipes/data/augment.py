@@ -4,10 +4,6 @@ import keras
 from keras import ops
 
 PRESETS = ("none", "basic", "cifar", "randaugment", "mixup", "cutmix")
-# Presets that mix pairs of images and so also mix their (one-hot) labels.
-LABEL_MIXING_PRESETS = ("mixup", "cutmix")
-# Presets that crop and resize back, so they need the image size up front.
-_CROPPING_PRESETS = ("basic", "cifar", "randaugment", "mixup", "cutmix")
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -63,7 +59,7 @@ class Augmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise ValueError(f"Unknown augmentation preset {preset!r}. Choose one of {PRESETS}.")
-        if preset in _CROPPING_PRESETS:
+        if preset != "none":  # every other preset crops and resizes back to the image size
             if image_size is None:
                 raise ValueError(
                     f"Augmentation preset {preset!r} crops and resizes back, so it needs "
@@ -194,11 +190,17 @@ def augment(dataset, preset, image_size=None, seed=None):
     Returns:
         The augmented dataset.
     """
-    if isinstance(preset, str):
-        if image_size is None:
-            image_size = tuple(dataset.element_spec[0].shape[1:3])
-        preset = Augmentation(preset, image_size=image_size, seed=seed)
-    return dataset.map(lambda images, labels: preset((images, labels), training=True))
+    if image_size is None:
+        image_size = tuple(dataset.element_spec[0].shape[1:3])
+    layer = as_augmentation(preset, image_size, seed)
+    return dataset.map(lambda images, labels: layer((images, labels), training=True))
+
+
+def as_augmentation(augmentation, image_size, seed=None):
+    """The layer itself, or the `Augmentation` of a preset name at `image_size`."""
+    if isinstance(augmentation, str):
+        return Augmentation(augmentation, image_size=image_size, seed=seed)
+    return augmentation
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -233,10 +235,8 @@ class AugmentedModel(keras.Model):
 
     def __init__(self, model, augmentation, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(augmentation, str):
-            augmentation = Augmentation(augmentation, image_size=model.input_shape[1:3], seed=seed)
         self.model = model
-        self.augmentation = augmentation
+        self.augmentation = as_augmentation(augmentation, model.input_shape[1:3], seed)
         self.seed = seed
 
     def build(self, input_shape):

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from kerasrecipes.data.augment import augmentation
+from kerasrecipes.data.augment import augment as augment_batches
 from kerasrecipes.data.verify import decode_rgb, logger, verify_images
 
 LABEL_MODES = ("int", "categorical", "binary")
@@ -206,8 +206,6 @@ def image_folder(
         val_labels=np.asarray(val_labels, "int32"),
         cached=bool(use_cache),
     )
-    if augment is not None and not callable(augment):
-        augment = augmentation(augment, image_size=(height, width), seed=seed)
 
     make = dict(
         image_size=(height, width),
@@ -368,6 +366,5 @@ def _make_dataset(
             dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(to_model_input, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
-        # One call per batch, in order, so a seeded augmentation gives the same batches each run.
-        dataset = dataset.map(lambda x, y: augment((x, y), training=True))
+        dataset = augment_batches(dataset, augment, image_size=image_size, seed=seed)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kerasrecipes.data.augment import Augmentation
+from kerasrecipes.data.augment import as_augmentation
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -68,20 +68,15 @@ class FixMatch(keras.Model):
         if not 0 < threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1]. Received: threshold={threshold}")
         self.model = model
-        self.weak = self._augmentation(weak, model, seed)
-        self.strong = self._augmentation(strong, model, None if seed is None else seed + 100)
+        image_size = model.input_shape[1:3]
+        self.weak = as_augmentation(weak, image_size, seed)
+        self.strong = as_augmentation(strong, image_size, None if seed is None else seed + 100)
         self.threshold = threshold
         self.unlabelled_weight = unlabelled_weight
         self.from_logits = from_logits
         self.seed = seed
         self.pseudo_labelled = keras.metrics.Mean(name="pseudo_labelled")
         self.unlabelled_loss = keras.metrics.Mean(name="unlabelled_loss")
-
-    @staticmethod
-    def _augmentation(augmentation, model, seed):
-        if isinstance(augmentation, str):
-            return Augmentation(augmentation, image_size=model.input_shape[1:3], seed=seed)
-        return augmentation
 
     def build(self, input_shape):
         # The wrapped model is built already (or builds on its first call).
