@@ -6,7 +6,18 @@
 ['resnet20']
 """
 
-from kerasrecipes import callbacks, data, layers, losses, models, optimizers, schedules
+from kerasrecipes import (
+    callbacks,
+    data,
+    distribute,
+    layers,
+    losses,
+    models,
+    optimizers,
+    schedules,
+)
+from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
+from kerasrecipes.finetune import FineTuneHistory, fine_tune
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
 from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
@@ -15,14 +26,20 @@ from kerasrecipes.weights import port_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "FineTuneHistory",
+    "LoadedBackbone",
     "ModelInfo",
     "callbacks",
     "create_model",
     "data",
+    "demo_backbone",
+    "distribute",
     "efficientnet_scaling",
+    "fine_tune",
     "get_model_entry",
     "layers",
     "list_models",
+    "load_backbone",
     "losses",
     "model_info",
     "models",

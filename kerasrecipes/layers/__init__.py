@@ -11,6 +11,7 @@ from kerasrecipes.layers.inception import (
 )
 from kerasrecipes.layers.layer_scale import LayerScale
 from kerasrecipes.layers.mobile import InvertedResidual, MBConv, SqueezeExcite, make_divisible
+from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.layers.regularization import DropPath, drop_path_schedule
 from kerasrecipes.layers.residual import (
     BasicBlock,
@@ -31,6 +32,7 @@ __all__ = [
     "ClassTokenPooling",
     "ConvNeXtBlock",
     "DropPath",
+    "ImagePreprocessing",
     "InceptionModule",
     "InvertedResidual",
     "LayerScale",
