@@ -14,6 +14,7 @@ from kerasrecipes import (
     losses,
     models,
     optimizers,
+    plots,
     schedules,
 )
 from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
@@ -44,6 +45,7 @@ __all__ = [
     "model_info",
     "models",
     "optimizers",
+    "plots",
     "port_weights",
     "register_model",
     "schedules",

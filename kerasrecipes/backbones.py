@@ -58,7 +58,9 @@ class LoadedBackbone(typing.NamedTuple):
     description: str
 
 
-def load_backbone(model, weights="imagenet", image_size=None, preprocessing="auto", pooling=None):
+def load_backbone(
+    model, weights="imagenet", image_size=None, preprocessing="auto", pooling=None, verbose="auto"
+):
     """Builds or loads a backbone to fine-tune; see the module docstring for `weights`.
 
     Args:
@@ -75,6 +77,8 @@ def load_backbone(model, weights="imagenet", image_size=None, preprocessing="aut
             "auto".
         pooling: None, "avg" or "max": pool the output inside the backbone.
             Defaults to None (the head of `fine_tune` pools).
+        verbose: `fit`'s verbosity when the demo backbone is pre-trained.
+            Defaults to "auto".
 
     Returns:
         a `LoadedBackbone(model, preprocessing, description)`.
@@ -88,7 +92,9 @@ def load_backbone(model, weights="imagenet", image_size=None, preprocessing="aut
     if weights == "none":
         weights = None
     if weights == "demo":
-        backbone, report = demo_backbone(model or DEMO_MODEL, image_size or DEMO_IMAGE_SIZE)
+        backbone, report = demo_backbone(
+            model or DEMO_MODEL, image_size or DEMO_IMAGE_SIZE, verbose=verbose
+        )
         description = (
             f"{backbone.name}: pre-trained on the demo source task "
             f"(validation accuracy {report['val_accuracy']:.3f}), cached at {report['path']}"
@@ -190,6 +196,10 @@ def demo_backbone(
 
     get_model_entry(model)  # an unknown name fails before any work
     source = make_demo_dataset(os.path.join(root, "source"), task="source")
+    print(
+        f"Pre-training {model} on the demo source task (10 shapes, {source}) for {epochs} "
+        f"epochs at {image_size}x{image_size}; cached for later runs at {path}"
+    )
     train, val, _ = image_folder(
         source, image_size=(image_size, image_size), batch_size=64, validation_split=0.1
     )

@@ -1,0 +1,73 @@
+"""Figures of a finished run: the confusion matrix and a grid of predictions."""
+
+import numpy as np
+
+
+def confusion_matrix(labels, predictions, num_classes):
+    """Counts `[true class, predicted class]` of integer labels and predictions.
+
+    >>> confusion_matrix([0, 0, 1, 1], [0, 1, 1, 1], 2).tolist()
+    [[1, 1], [0, 2]]
+    """
+    matrix = np.zeros((num_classes, num_classes), dtype=int)
+    np.add.at(matrix, (np.asarray(labels, int), np.asarray(predictions, int)), 1)
+    return matrix
+
+
+def plot_confusion(matrix, class_names, path, title=None):
+    """Writes the confusion matrix as a PNG: counts in the cells, rows the true class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = 2.2 + 0.5 * len(class_names)
+    figure, axis = plt.subplots(figsize=(size + 1, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axis, fraction=0.046)
+    ticks = range(len(class_names))
+    axis.set_xticks(ticks, class_names, rotation=45, ha="right")
+    axis.set_yticks(ticks, class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, column), count in np.ndenumerate(matrix):
+        color = "white" if count > threshold else "black"
+        axis.text(column, row, str(count), ha="center", va="center", color=color)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    axis.set_title(title or f"accuracy {accuracy:.3f} on {matrix.sum()} images")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def plot_predictions(images, labels, probabilities, class_names, path, columns=4):
+    """Writes a grid of images titled with the predicted class and its probability.
+
+    Wrong predictions are titled in red with the true class after the arrow.
+    `images` are [0, 255] RGB arrays.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(np.clip(np.asarray(images[index]), 0, 255).astype("uint8"))
+        predicted = int(np.argmax(probabilities[index]))
+        truth = int(labels[index])
+        title = f"{class_names[predicted]} {probabilities[index][predicted]:.2f}"
+        if predicted != truth:
+            title += f" -> {class_names[truth]}"
+        axis.set_title(title, fontsize=9, color="black" if predicted == truth else "red")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
