@@ -59,7 +59,13 @@ class LoadedBackbone(typing.NamedTuple):
 
 
 def load_backbone(
-    model, weights="imagenet", image_size=None, preprocessing="auto", pooling=None, verbose="auto"
+    model,
+    weights="imagenet",
+    image_size=None,
+    preprocessing="auto",
+    pooling=None,
+    verbose="auto",
+    **model_kwargs,
 ):
     """Builds or loads a backbone to fine-tune; see the module docstring for `weights`.
 
@@ -79,6 +85,7 @@ def load_backbone(
             Defaults to None (the head of `fine_tune` pools).
         verbose: `fit`'s verbosity when the demo backbone is pre-trained.
             Defaults to "auto".
+        **model_kwargs: more arguments of the model's builder, e.g. `alpha`.
 
     Returns:
         a `LoadedBackbone(model, preprocessing, description)`.
@@ -125,6 +132,7 @@ def load_backbone(
             pooling=pooling,
             input_shape=(size, size, 3),
             weights=weights,
+            **model_kwargs,
         )
     except Exception as error:
         if weights == "imagenet" and _is_download_error(error):

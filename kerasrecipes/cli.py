@@ -1,6 +1,6 @@
 """The `kerasrecipes` command: `finetune` a backbone on a folder of images, list the `models`.
 
-    kerasrecipes finetune --data PetImages/ --model efficientnet_b0 --weights imagenet --out runs/pets
+    kerasrecipes finetune --data PetImages/ --model efficientnet_b0 --out runs/pets
     kerasrecipes finetune        # no --data: the built-in demo, offline
     kerasrecipes models 'resnet*'
 

@@ -6,6 +6,7 @@ default (single-device) strategy otherwise. `docs/distributed.md` shows the
 multi-machine setup with `MultiWorkerMirroredStrategy` and `TF_CONFIG`.
 """
 
+import contextlib
 import json
 
 import tensorflow as tf
@@ -80,6 +81,52 @@ def shard_by_data(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+@contextlib.contextmanager
+def keras_multi_worker_fixes(model, dataset):
+    """Makes Keras 3's `fit` run under `MultiWorkerMirroredStrategy`, for the duration of a block.
+
+    Keras 3.15's TensorFlow trainer fails there twice (keras-team/keras#20585,
+    tensorflow/tensorflow#72388, open): it builds the model from the first
+    batch after averaging the distributed batch with `strategy.reduce`, which
+    raises "Attempt to convert a value (PerReplica...)", and it averages each
+    step's scalar logs with `strategy.reduce("MEAN", value, axis=0)`, which
+    raises "Invalid reduction dimension 0 for input with 0 dimensions".
+    Inside this block the model is built from the dataset's `element_spec`
+    (only shapes and dtypes are needed) and scalar logs are averaged over
+    all replicas with `axis=None`. Gradients are all-reduced by the strategy
+    as before. Both patches touch Keras' private trainer and are undone on
+    exit; drop this once Keras fixes the issue.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    spec = dataset.element_spec
+    strategy = model.distribute_strategy
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def build_from_spec(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=spec)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
+            return original_reduce(values, strategy, reduction)
+
+        def mean(value):
+            if not isinstance(value, tf.distribute.DistributedValues):
+                return value
+            return strategy.reduce("MEAN", value, axis=None)
+
+        return tf.nest.map_structure(mean, values)
+
+    model._maybe_symbolic_build = build_from_spec
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = original_reduce
+        del model._maybe_symbolic_build
 
 
 def tf_config(workers, index, task_type="worker"):

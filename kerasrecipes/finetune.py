@@ -18,6 +18,7 @@ towards the small new dataset's (keras-team/keras#20285). Only a
 BatchNorm layer that is not trainable stays in inference mode.
 """
 
+import contextlib
 import csv
 import json
 import os
@@ -198,8 +199,6 @@ def fine_tune(
     replicas = strategy.num_replicas_in_sync
     finetune_lr = head_lr if finetune_lr is None else finetune_lr
     monitor = monitor or ("val_loss" if val_ds is not None else "loss")
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
 
     train_ds, class_weight = _balance(train_ds, balance, class_counts, num_classes, seed)
     if augment is not None:
@@ -219,6 +218,8 @@ def fine_tune(
 
     with strategy.scope():
         backbone = _backbone_in_scope(backbone, strategy)
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
         model = _classifier(backbone, num_classes, pooling, dropout, preprocessing)
     loss = (
         keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
@@ -229,17 +230,23 @@ def fine_tune(
     def fit(phase, optimizer, first_epoch, epochs, phase_callbacks):
         with strategy.scope():
             model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
-        return model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=first_epoch,
-            epochs=first_epoch + epochs,
-            class_weight=class_weight,
-            callbacks=_phase_callbacks(phase, out_dir, monitor, early_stopping_patience)
-            + list(phase_callbacks)
-            + list(callbacks),
-            verbose=verbose,
+        fixes = (
+            distribute.keras_multi_worker_fixes(model, train_ds)
+            if distribute.is_multi_worker(strategy)
+            else contextlib.nullcontext()
         )
+        with fixes:
+            return model.fit(
+                train_ds,
+                validation_data=val_ds,
+                initial_epoch=first_epoch,
+                epochs=first_epoch + epochs,
+                class_weight=class_weight,
+                callbacks=_phase_callbacks(phase, out_dir, monitor, early_stopping_patience)
+                + list(phase_callbacks)
+                + list(callbacks),
+                verbose=verbose,
+            )
 
     timings, rows = {}, {}
     if head_epochs > 0:
