@@ -244,7 +244,7 @@ def _report(args, model_name, weights, backbone, info, history, matrix):
         "phases": phases,
         "val_accuracy": float(matrix.trace() / max(matrix.sum(), 1)),
         "confusion_matrix": matrix.tolist(),
-        "resumed_phases": [p for p in history.phases if p not in history.timings],
+        "phases_finished_earlier": [p for p in history.phases if p not in history.timings],
         "seconds": {phase: round(s, 1) for phase, s in history.timings.items()},
         "files": ["report.json", "curves.png", "confusion.png", "model.keras"],
     }

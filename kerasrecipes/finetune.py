@@ -22,6 +22,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -29,7 +30,12 @@ import numpy as np
 import tensorflow as tf
 
 from kerasrecipes import distribute
-from kerasrecipes.callbacks import LogLearningRates, TrainingCurves, mark_phase
+from kerasrecipes.callbacks import (
+    AtomicBackupAndRestore,
+    LogLearningRates,
+    TrainingCurves,
+    mark_phase,
+)
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
@@ -114,7 +120,7 @@ def fine_tune(
     `train_bn=True`; see the module docstring for why.
 
     With `out_dir`, nothing is lost when the run is interrupted: each phase
-    backs up after every epoch (`keras.callbacks.BackupAndRestore`), and
+    backs up after every epoch (`kr.callbacks.AtomicBackupAndRestore`), and
     calling `fine_tune` again with the same arguments and `out_dir` resumes
     from the last finished epoch of the phase it was in. It also writes the
     per-phase history (`history_head.csv`, `history_finetune.csv`),
@@ -475,7 +481,8 @@ def _phase_callbacks(phase, out_dir, monitor, patience):
         # that epoch and `_State.rows` keeps its last row.
         callbacks += [
             keras.callbacks.CSVLogger(os.path.join(out_dir, f"history_{phase}.csv"), append=True),
-            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup", phase)),
+            # Kept when the phase ends, until `_State.finish` has saved its result.
+            AtomicBackupAndRestore(os.path.join(out_dir, "backup", phase), delete_checkpoint=False),
         ]
     return callbacks
 
@@ -509,12 +516,16 @@ class _State:
     def finish(self, phase, model, epochs):
         if not self.out_dir:
             return
-        model.save_weights(self.path(f"{phase}.weights.h5"))
+        # Each file is written aside and moved into place, so a kill never leaves half a file.
+        writing = self.path("writing.weights.h5")
+        model.save_weights(writing)
+        os.replace(writing, self.path(f"{phase}.weights.h5"))
         self.state[phase] = {"done": True, "epochs": epochs}
         temporary = self.path(STATE_FILE + ".tmp")
         with open(temporary, "w") as file:
             json.dump(self.state, file)
         os.replace(temporary, self.path(STATE_FILE))
+        shutil.rmtree(self.path(os.path.join("backup", phase)), ignore_errors=True)
 
     def rows(self, phase):
         """The phase's epochs from its CSV log, one row per epoch (the last one written)."""

@@ -13,6 +13,7 @@ import warnings
 import keras
 from keras import ops
 
+from kerasrecipes.callbacks.backup import AtomicBackupAndRestore
 from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.curves import TrainingCurves
 from kerasrecipes.callbacks.lr_finder import LRFinder
@@ -58,7 +59,8 @@ def default_callbacks(
       use early stopping, with e > 1").
     * `TerminateOnNaN()`.
     * `LogLearningRates()` (per-group rates in the logs).
-    * With `out_dir`: `BackupAndRestore(out_dir/backup)` so an interrupted run
+    * With `out_dir`: `AtomicBackupAndRestore(out_dir/backup)` (Keras'
+      `BackupAndRestore`, safe against a kill while it writes) so an interrupted run
       resumes, `ModelCheckpoint(out_dir/best.keras, save_best_only=True)`,
       `CSVLogger(out_dir/history.csv, append=True)` and
       `TrainingCurves(out_dir/curves.png)`.
@@ -87,7 +89,7 @@ def default_callbacks(
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         callbacks += [
-            keras.callbacks.BackupAndRestore(os.path.join(out_dir, "backup")),
+            AtomicBackupAndRestore(os.path.join(out_dir, "backup")),
             keras.callbacks.ModelCheckpoint(
                 os.path.join(out_dir, "best.keras"), monitor=monitor, save_best_only=True
             ),
@@ -99,6 +101,7 @@ def default_callbacks(
 
 
 __all__ = [
+    "AtomicBackupAndRestore",
     "LRFinder",
     "LogLearningRates",
     "TrainingCurves",
