@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) recipes/cifar_resnet.py --dataset demo --quick
+	$(VENV)/bin/kerasrecipes finetune
 
 test: $(STAMP)
 	$(PY) -m pytest -q

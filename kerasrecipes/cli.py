@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 DEMO_DEFAULTS = {"model": "baseline_cnn", "weights": "demo", "image_size": 32, "out": "runs/demo"}
 DATA_DEFAULTS = {"model": "efficientnet_b0", "weights": "imagenet"}
@@ -83,6 +84,8 @@ def main(argv=None):
     """Runs the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle anyway.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     try:
         if args.command == "finetune":
             finetune(args)

@@ -42,3 +42,40 @@ def test_cifar_recipe_quick_run_learns_and_saves(tmp_path):
     assert history.history["accuracy"][-1] > 0.3
     loaded = keras.models.load_model(tmp_path / "resnet20.keras")
     assert loaded.output_shape == (None, 10)
+
+
+def test_finetune_two_class_recipe_writes_its_figures_and_model(tmp_path):
+    data = kr.data.make_demo_dataset(tmp_path / "data", num_images=64, bad_files=True)
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = kr.layers.ImagePreprocessing("unit")(inputs)
+    x = keras.layers.Conv2D(8, 3, name="stage1_block1_conv")(x)
+    x = keras.layers.BatchNormalization(name="stage1_block1_bn")(x)
+    backbone = keras.Model(inputs, x, name="tiny")
+    backbone.save(tmp_path / "tiny.keras")
+    statistics = [np.array(v) for v in backbone.weights if "moving" in v.path]
+
+    recipe = load_recipe("finetune_two_class")
+    out = tmp_path / "run"
+    model, accuracy = recipe.main(
+        [
+            "--data",
+            str(data),
+            "--weights",
+            str(tmp_path / "tiny.keras"),
+            "--out",
+            str(out),
+            "--head-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+        ]
+    )
+    for name in ("curves.png", "confusion.png", "predictions.png", "two_class.keras"):
+        assert (out / name).stat().st_size > 0, name
+    assert 0.0 <= accuracy <= 1.0
+    inner = model.get_layer("tiny")
+    after = [np.array(v) for v in inner.weights if "moving" in v.path]
+    for old, new in zip(statistics, after):
+        np.testing.assert_array_equal(old, new)
+    assert kr.callbacks.phase_marks(model) == {0: "phase 1: head", 1: "unfreeze backbone"}
