@@ -13,6 +13,7 @@ stderr and exit code 1 (`--debug` shows the traceback).
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -83,6 +84,9 @@ def build_parser():
 def main(argv=None):
     """Runs the command line `argv` (default `sys.argv[1:]`); returns the exit code."""
     args = build_parser().parse_args(argv)
+    # Our lines and Keras' progress lines share stdout; keep them in order when it is a file.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle anyway.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
@@ -153,14 +157,20 @@ def finetune(args):
     if None in image_size:
         size = args.image_size or get_model_entry(model_name).default_input_shape[0]
         image_size = (size, size)
-    train, val, info = kr.data.image_folder(
-        data,
-        image_size=image_size,
-        batch_size=args.batch_size,
-        validation_split=args.validation_split,
-        seed=args.seed,
-    )
-    _print_data(info)
+    data_logger = logging.getLogger("kerasrecipes.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)  # the skipped files are listed below instead
+    try:
+        train, val, info = kr.data.image_folder(
+            data,
+            image_size=image_size,
+            batch_size=args.batch_size,
+            validation_split=args.validation_split,
+            seed=args.seed,
+        )
+    finally:
+        data_logger.setLevel(level)
+    _print_data(info, data)
 
     from_scratch = weights in (None, "none")
     model, history = kr.fine_tune(
@@ -209,14 +219,16 @@ def _positive_int(flag, value):
     return number
 
 
-def _print_data(info):
+def _print_data(info, folder):
     counts = ", ".join(f"{name} {count}" for name, count in info.counts.items())
     print(
         f"Data: {sum(info.counts.values())} training images ({counts}), "
         f"{sum(info.val_counts.values())} validation images; {len(info.skipped)} files skipped"
     )
     for path, reason in info.skipped[:10]:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {os.path.relpath(path, folder)}: {reason}")
+    if len(info.skipped) > 10:
+        print(f"  ... and {len(info.skipped) - 10} more, listed in report.json")
 
 
 def _report(args, model_name, weights, backbone, info, history, matrix):
