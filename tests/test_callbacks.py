@@ -1,5 +1,7 @@
 """LRFinder, UnfreezeBackbone, TrainingCurves, LogLearningRates, default_callbacks, end to end."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -326,7 +328,7 @@ def test_default_callbacks_assemble_keras_builtins(tmp_path):
         "TerminateOnNaN",
         "LogLearningRates",
         "SwapEMAWeights",
-        "BackupAndRestore",
+        "AtomicBackupAndRestore",
         "ModelCheckpoint",
         "CSVLogger",
         "TrainingCurves",
@@ -334,6 +336,29 @@ def test_default_callbacks_assemble_keras_builtins(tmp_path):
     assert callbacks[0].restore_best_weights and callbacks[0].patience == 3
     with pytest.warns(UserWarning, match="patience"):
         kr.callbacks.default_callbacks(patience=1)
+
+
+def test_atomic_backup_moves_finished_files_into_place_and_restores(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    backup = kr.callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    backup.set_model(model)
+    backup.on_epoch_end(4)
+    assert sorted(os.listdir(tmp_path / "backup")) == [
+        "latest.weights.h5",
+        "training_metadata.json",
+    ]
+    saved = model.get_weights()
+    model.set_weights([np.zeros_like(w) for w in saved])
+    restored = kr.callbacks.AtomicBackupAndRestore(str(tmp_path / "backup"))
+    restored.set_model(model)
+    restored.on_train_begin()
+    for old, new in zip(saved, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert model._initial_epoch == 5
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(backup))
+    assert again.get_config() == backup.get_config()
 
 
 def test_end_to_end_layer_decay_warmup_cosine_plateau_and_early_stopping():
