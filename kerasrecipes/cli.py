@@ -201,7 +201,8 @@ def finetune(args):
     predictions = probabilities.argmax(-1).tolist()
     matrix = kr.plots.confusion_matrix(labels, predictions, info.num_classes)
     kr.plots.plot_confusion(matrix, info.class_names, os.path.join(out, "confusion.png"))
-    report = _report(args, model_name, weights, backbone, info, history, matrix)
+    resolved = {"model": model_name, "weights": weights, "data": data, "out": out}
+    report = _report(args, resolved, backbone, info, history, matrix)
     report["seconds"]["total"] = round(time.perf_counter() - started, 1)
     with open(os.path.join(out, "report.json"), "w") as file:
         json.dump(report, file, indent=1)
@@ -231,7 +232,7 @@ def _print_data(info, folder):
         print(f"  ... and {len(info.skipped) - 10} more, listed in report.json")
 
 
-def _report(args, model_name, weights, backbone, info, history, matrix):
+def _report(args, resolved, backbone, info, history, matrix):
     phases = {}
     names = {"head": "head (backbone frozen)", "finetune": "fine-tune (backbone unfrozen)"}
     for phase, start in history.phases.items():
@@ -248,7 +249,7 @@ def _report(args, model_name, weights, backbone, info, history, matrix):
             "seconds": round(history.timings[phase], 1) if phase in history.timings else None,
         }
     return {
-        "arguments": {**vars(args), "model": model_name, "weights": weights},
+        "arguments": {**vars(args), **resolved},
         "backbone": backbone.description,
         "data": {
             "class_names": info.class_names,

@@ -255,50 +255,57 @@ def fine_tune(
             )
 
     timings, rows = {}, {}
+
+    def run_phase(phase, first_epoch, epochs, make_optimizer, phase_callbacks=()):
+        """Trains one phase, or loads it when `out_dir` records it as finished; its rows."""
+        if state.done(phase):
+            model.load_weights(state.path(f"{phase}.weights.h5"))
+            return state.rows(phase)
+        with strategy.scope():
+            optimizer = make_optimizer()
+        started = time.perf_counter()
+        result = fit(phase, optimizer, first_epoch, epochs, phase_callbacks)
+        timings[phase] = time.perf_counter() - started
+        phase_rows = state.rows(phase) if out_dir else _rows(result, first_epoch)
+        state.finish(phase, model, len(phase_rows))
+        return phase_rows
+
     if head_epochs > 0:
         mark_phase(model, 0, "head")
         backbone.trainable = False
-        if state.done("head"):
-            model.load_weights(state.path("head.weights.h5"))
-            rows["head"] = state.rows("head")
-        else:
-            with strategy.scope():
-                optimizer = keras.optimizers.AdamW(head_lr, weight_decay=weight_decay)
-                exclude_from_decay(optimizer, model)
-            started = time.perf_counter()
-            result = fit("head", optimizer, 0, head_epochs, [])
-            timings["head"] = time.perf_counter() - started
-            rows["head"] = state.rows("head") if out_dir else _rows(result, 0)
-            state.finish("head", model, len(rows["head"]))
+        rows["head"] = run_phase(
+            "head",
+            0,
+            head_epochs,
+            lambda: exclude_from_decay(
+                keras.optimizers.AdamW(head_lr, weight_decay=weight_decay), model
+            ),
+        )
     finetune_start = len(rows.get("head", []))
 
     if finetune_epochs > 0:
         mark_phase(model, finetune_start, "fine-tune")
         backbone.trainable = True
-        if state.done("finetune"):
-            model.load_weights(state.path("finetune.weights.h5"))
-            rows["finetune"] = state.rows("finetune")
-        else:
-            with strategy.scope():
-                optimizer = _finetune_optimizer(
-                    model,
-                    backbone,
-                    finetune_lr,
-                    backbone_lr_mult,
-                    layer_decay,
-                    weight_decay,
-                    steps=_steps(train_ds, finetune_epochs),
-                )
-            unfreezer = UnfreezeBackbone(
-                backbone=backbone,
-                schedule=_unfreeze_schedule(unfreeze, finetune_start),
-                train_bn=train_bn,
-            )
-            started = time.perf_counter()
-            result = fit("finetune", optimizer, finetune_start, finetune_epochs, [unfreezer])
-            timings["finetune"] = time.perf_counter() - started
-            rows["finetune"] = state.rows("finetune") if out_dir else _rows(result, finetune_start)
-            state.finish("finetune", model, len(rows["finetune"]))
+        unfreezer = UnfreezeBackbone(
+            backbone=backbone,
+            schedule=_unfreeze_schedule(unfreeze, finetune_start),
+            train_bn=train_bn,
+        )
+        rows["finetune"] = run_phase(
+            "finetune",
+            finetune_start,
+            finetune_epochs,
+            lambda: _finetune_optimizer(
+                model,
+                backbone,
+                finetune_lr,
+                backbone_lr_mult,
+                layer_decay,
+                weight_decay,
+                steps=_steps(train_ds, finetune_epochs),
+            ),
+            [unfreezer],
+        )
 
     phases = {}
     if "head" in rows:
