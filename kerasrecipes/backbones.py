@@ -151,15 +151,17 @@ def load_backbone(
 
 def backbone_of(model):
     """`model` without its `head_*` layers (pooling, dropout, classifier), or as it is."""
-    kept = [layer for layer in model.layers if not layer.name.startswith("head")]
-    if len(kept) == len(model.layers):
+    heads = [layer for layer in model.layers if layer.name.startswith("head")]
+    if not heads:
         return model
-    if not kept or not hasattr(model, "inputs") or model.inputs is None:
+    if getattr(model, "inputs", None) is None or len(heads) == len(model.layers):
         raise ValueError(
             f"Cannot cut the head off model {model.name!r}: it is not a functional model "
             "whose layers before the head_* ones end in the features."
         )
-    features = kept[-1].output
+    # The first head layer's input is the features in this model's graph (a nested
+    # backbone's own `.output` would be a tensor of its inner graph).
+    features = heads[0].input
     name = model.name.removesuffix("_finetuned")
     return keras.Model(model.inputs, features, name=name)
 

@@ -235,10 +235,10 @@ def _print_data(info, folder):
 def _report(args, resolved, backbone, info, history, matrix):
     phases = {}
     names = {"head": "head (backbone frozen)", "finetune": "fine-tune (backbone unfrozen)"}
-    for phase, start in history.phases.items():
+    for phase in history.phases:
         logs = history.phase_logs(phase)
-        end = [s for s in history.phases.values() if s > start]
-        epochs = (min(end) if end else len(history.epoch)) - start
+        start, end = history.phase_range(phase)
+        epochs = end - start
         phases[phase] = {
             "description": names[phase],
             "first_epoch": start + 1,

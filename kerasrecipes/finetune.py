@@ -65,17 +65,20 @@ class FineTuneHistory(keras.callbacks.History):
         self.phases = dict(phases)
         self.timings = dict(timings)
 
-    def phase_logs(self, phase):
-        """The logs of the last epoch of `phase` (`{}` when it ran no epoch)."""
+    def phase_range(self, phase):
+        """`(first, end)` epoch indices of `phase`, end excluded; None when it did not run."""
         start = self.phases.get(phase)
         if start is None:
-            return {}
+            return None
         later = [s for s in self.phases.values() if s > start]
-        end = min(later) if later else len(self.epoch)
-        if end <= start:
+        return start, min(later) if later else len(self.epoch)
+
+    def phase_logs(self, phase):
+        """The logs of the last epoch of `phase` (`{}` when it ran no epoch)."""
+        bounds = self.phase_range(phase)
+        if bounds is None or bounds[1] <= bounds[0]:
             return {}
-        index = end - 1
-        return {name: values[index] for name, values in self.history.items()}
+        return {name: values[bounds[1] - 1] for name, values in self.history.items()}
 
 
 def fine_tune(

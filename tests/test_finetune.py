@@ -185,6 +185,77 @@ def test_out_dir_resumes_a_finished_phase_and_saves_the_model(tmp_path):
     np.testing.assert_allclose(again(images), model(images), rtol=1e-5, atol=1e-6)
 
 
+class CountBatches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def test_oversampling_class_weights_and_augmentation_on_request():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32")
+    labels = np.array([0] * 56 + [1] * 8, dtype="int32")
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    # With the rate at 0 nothing trains: the same model scores each epoch, so the losses differ
+    # only by which images are drawn (oversampling) or how they are weighted (class weights).
+    arguments = dict(
+        num_classes=2,
+        head_epochs=1,
+        finetune_epochs=0,
+        head_lr=0.0,
+        seed=0,
+        verbose=0,
+        preprocessing="unit",
+        dropout=0.0,
+    )
+    _, plain = kr.fine_tune(tiny_backbone(), data, None, **arguments)
+    _, weighted = kr.fine_tune(
+        tiny_backbone(), data, None, balance="class_weight", class_counts=[56, 8], **arguments
+    )
+    _, oversampled = kr.fine_tune(tiny_backbone(), data, None, balance="oversample", **arguments)
+    assert weighted.history["loss"][0] != pytest.approx(plain.history["loss"][0], rel=1e-3)
+    assert oversampled.history["loss"][0] != pytest.approx(plain.history["loss"][0], rel=1e-3)
+
+    counter = CountBatches()
+    _, augmented = kr.fine_tune(
+        tiny_backbone(),
+        data,
+        None,
+        num_classes=2,
+        head_epochs=1,
+        finetune_epochs=0,
+        augment="basic",
+        callbacks=[counter],
+        seed=0,
+        verbose=0,
+    )
+    assert counter.batches == 4 and len(augmented.epoch) == 1
+
+
+def test_backbones_from_weights_files(tmp_path):
+    keras.utils.set_random_seed(0)
+    net = kr.create_model("baseline_cnn", include_top=False, input_shape=(16, 16, 3))
+    net.save_weights(tmp_path / "cnn.weights.h5")
+    loaded = kr.load_backbone("baseline_cnn", str(tmp_path / "cnn.weights.h5"), image_size=16)
+    assert loaded.preprocessing == "unit"
+    for ours, theirs in zip(loaded.model.weights, net.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), theirs.numpy())
+
+    data = toy_data(num_images=16)
+    model, _ = kr.fine_tune(
+        net, data, None, num_classes=2, head_epochs=1, finetune_epochs=0, verbose=0
+    )
+    model.save(tmp_path / "finetuned.keras")
+    cut = kr.load_backbone(None, str(tmp_path / "finetuned.keras"))
+    assert cut.preprocessing is None and cut.model.name == "baseline_cnn"
+    assert cut.model.output_shape == net.output_shape
+    with pytest.raises(FileNotFoundError, match="Weights file not found"):
+        kr.load_backbone(None, str(tmp_path / "missing.keras"))
+
+
 def test_imagenet_weights_load_through_keras_applications(tmp_path, monkeypatch):
     """The download is replaced by a file made here; the rest of the path is the real one."""
     from keras.src.utils import file_utils
