@@ -350,6 +350,35 @@ def relative_difference(a, b):
     )
 
 
+def test_two_replicas_double_the_batch_and_the_rate(two_device_strategy):
+    counter = CountBatches()
+    _, history = kr.fine_tune(
+        tiny_backbone(),
+        toy_data(num_images=64, batch_size=16),
+        None,
+        num_classes=2,
+        head_epochs=1,
+        head_lr=1e-3,
+        finetune_epochs=0,
+        strategy=two_device_strategy,
+        callbacks=[counter],
+        verbose=0,
+    )
+    assert counter.batches == 2  # 64 images in global batches of 2 x 16
+    assert history.history["learning_rate"][0] == pytest.approx(2e-3)
+
+
+def test_default_strategy_mirrors_over_two_gpus_or_more(monkeypatch):
+    class FakeMirrored:
+        pass
+
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", FakeMirrored)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["GPU:0", "GPU:1"])
+    assert isinstance(kr.distribute.default_strategy(), FakeMirrored)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind: ["GPU:0"])
+    assert kr.distribute.default_strategy() is tf.distribute.get_strategy()
+
+
 def test_linear_scaling_rule():
     data = toy_data(num_images=40, batch_size=8)
     scaled, rate = kr.distribute.scale_for_replicas(data, 1e-3, 4)
