@@ -117,8 +117,10 @@ def finetune(args):
     """The `finetune` command; returns the report it writes."""
     started = time.perf_counter()
     defaults = DATA_DEFAULTS if args.data else DEMO_DEFAULTS
-    model_name = args.model or defaults["model"]
     weights = args.weights or defaults["weights"]
+    if weights == "demo":  # the demo backbone's architecture and size, also with --data
+        defaults = {**defaults, "model": DEMO_DEFAULTS["model"], "image_size": 32}
+    model_name = args.model or defaults["model"]
     out = args.out or (
         defaults.get("out") or os.path.join("runs", os.path.basename(os.path.normpath(args.data)))
     )
