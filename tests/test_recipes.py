@@ -36,11 +36,14 @@ def test_demo_images_refuse_classes_the_image_cannot_show():
 
 def test_cifar_recipe_quick_run_learns_and_saves(tmp_path):
     recipe = load_recipe("cifar_resnet")
-    history = recipe.main(["--dataset", "demo", "--quick", "--epochs", "2", "--out", str(tmp_path)])
+    # ResNet-8 (n=1), the smallest 6n+2 depth: the same code path as ResNet-20 in half the time.
+    history = recipe.main(
+        ["--dataset", "demo", "--quick", "--epochs", "2", "--depth", "8", "--out", str(tmp_path)]
+    )
     assert len(history.history["val_accuracy"]) == 2
     # 10 classes: chance is 0.1; two short epochs already do clearly better
     assert history.history["accuracy"][-1] > 0.3
-    loaded = keras.models.load_model(tmp_path / "resnet20.keras")
+    loaded = keras.models.load_model(tmp_path / "resnet8.keras")
     assert loaded.output_shape == (None, 10)
 
 
