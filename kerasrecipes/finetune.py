@@ -41,7 +41,6 @@ from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, layer_decay_multipliers, with_lr_multipliers
 
-PHASES = ("head", "finetune")
 STATE_FILE = "finetune_state.json"
 
 
