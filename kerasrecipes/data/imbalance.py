@@ -3,6 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from kerasrecipes.distribute import batch_size_of
+
 
 def _counts_array(counts):
     if isinstance(counts, dict):
@@ -96,7 +98,7 @@ def oversample(dataset, counts, num_samples=None, seed=None, label_fn=None):
     images_spec, labels_spec = dataset.element_spec[:2]
     batch_size = None
     if _is_batched(images_spec, labels_spec, num_classes):
-        batch_size = int(next(iter(dataset.take(1)))[1].shape[0])
+        batch_size = batch_size_of(dataset)
         dataset = dataset.unbatch()
         labels_spec = dataset.element_spec[1]
     if label_fn is None:
