@@ -21,12 +21,29 @@ from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
 from kerasrecipes.finetune import FineTuneHistory, fine_tune
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
-from kerasrecipes.registry import create_model, get_model_entry, list_models, register_model
+from kerasrecipes.features import ParamGroup, feature_info, param_groups
+from kerasrecipes.registry import (
+    FeatureTap,
+    ModelCard,
+    PretrainedWeights,
+    create_model,
+    get_model_entry,
+    list_models,
+    model_card,
+    register_model,
+)
 from kerasrecipes.weights import port_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FeatureTap",
+    "ModelCard",
+    "ParamGroup",
+    "PretrainedWeights",
+    "feature_info",
+    "model_card",
+    "param_groups",
     "FineTuneHistory",
     "LoadedBackbone",
     "ModelInfo",

@@ -23,17 +23,8 @@ import typing
 import keras
 
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
-from kerasrecipes.registry import create_model, get_model_entry
+from kerasrecipes.registry import HEAD_PREFIX, create_model, model_card
 
-# The input scaling of each family's ImageNet weights (keras.applications' preprocess_input).
-IMAGENET_PREPROCESSING = {
-    "resnet": "caffe",
-    "vgg": "caffe",
-    "mobilenet_v2": "tf",
-    "inception": "tf",
-    "efficientnet": "none",
-    "convnext": "none",
-}
 DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
 DEMO_EPOCHS = 6
@@ -77,10 +68,11 @@ def load_backbone(
             or `.weights.h5` file. Defaults to "imagenet".
         image_size: int, the input height and width; None for the model's
             default (32 for "demo"). Defaults to None.
-        preprocessing: "auto" (what the weights expect: the family's
-            ImageNet scaling for "imagenet" and `.weights.h5` files, [0, 1]
-            for random weights) or an `ImagePreprocessing` mode. Defaults to
-            "auto".
+        preprocessing: "auto" (the model applies its card's preprocessing
+            itself, `kr.model_card(model).preprocessing`: what its ImageNet
+            weights expect) or an `ImagePreprocessing` mode, for which the
+            raw network is built (`include_preprocessing=False`) and the
+            mode returned for `fine_tune` to put in front. Defaults to "auto".
         pooling: None, "avg" or "max": pool the output inside the backbone.
             Defaults to None (the head of `fine_tune` pools).
         verbose: `fit`'s verbosity when the demo backbone is pre-trained.
@@ -114,21 +106,16 @@ def load_backbone(
         backbone = backbone_of(keras.saving.load_model(path, compile=False))
         return LoadedBackbone(backbone, _mode(preprocessing, None), f"{backbone.name}: {path}")
 
-    entry = get_model_entry(model)
-    size = image_size or entry.default_input_shape[0]
-    family_mode = IMAGENET_PREPROCESSING.get(entry.family, "unit")
-    if weights == "imagenet" and "imagenet" not in entry.pretrained:
-        with_weights = [
-            name for name in _names_with_imagenet() if get_model_entry(name).family == entry.family
-        ]
-        hint = f" ({', '.join(with_weights)} in its family have)" if with_weights else ""
-        raise ValueError(
-            f"No ImageNet weights for {model!r}{hint}. Use weights 'demo', 'none' or a file."
-        )
+    card = model_card(model)
+    size = image_size or card.default_input_shape[0]
+    # "auto": the model applies its card's preprocessing itself; a mode given
+    # explicitly goes in front of the raw network (fine_tune adds it).
+    inside = preprocessing == "auto"
     try:
         backbone = create_model(
             model,
             include_top=False,
+            include_preprocessing=inside,
             pooling=pooling,
             input_shape=(size, size, 3),
             weights=weights,
@@ -142,16 +129,17 @@ def load_backbone(
                 "'demo', 'none', or a .keras/.weights.h5 file."
             ) from error
         raise
-    if weights is None:
-        mode, origin = "unit", "random initialization"
-    else:
-        mode, origin = family_mode, "ImageNet" if weights == "imagenet" else os.fspath(weights)
-    return LoadedBackbone(backbone, _mode(preprocessing, mode), f"{backbone.name}: {origin}")
+    origin = "random initialization"
+    if weights is not None:
+        origin = "ImageNet" if weights == "imagenet" else os.fspath(weights)
+    return LoadedBackbone(
+        backbone, None if inside else preprocessing, f"{backbone.name}: {origin}"
+    )
 
 
 def backbone_of(model):
     """`model` without its `head_*` layers (pooling, dropout, classifier), or as it is."""
-    heads = [layer for layer in model.layers if layer.name.startswith("head")]
+    heads = [layer for layer in model.layers if layer.name.startswith(HEAD_PREFIX)]
     if not heads:
         return model
     if getattr(model, "inputs", None) is None or len(heads) == len(model.layers):
@@ -204,7 +192,7 @@ def demo_backbone(
             report = json.load(file)
         return keras.saving.load_model(path, compile=False), {**report, "path": path}
 
-    get_model_entry(model)  # an unknown name fails before any work
+    model_card(model)  # an unknown name fails before any work
     source = make_demo_dataset(os.path.join(root, "source"), task="source")
     print(
         f"Pre-training {model} on the demo source task (10 shapes, {source}) for {epochs} "
@@ -215,12 +203,16 @@ def demo_backbone(
     )
     inputs = keras.Input((image_size, image_size, 3), name="images")
     net = create_model(
-        model, include_top=False, pooling="max", input_shape=(image_size, image_size, 3)
+        model,
+        include_top=False,
+        include_preprocessing=False,  # the "preprocessing" layer below scales the images
+        pooling="max",
+        input_shape=(image_size, image_size, 3),
     )
     features = net(ImagePreprocessing("unit", name="preprocessing")(inputs))
     backbone = keras.Model(inputs, features, name=f"{model}_demo")
     classifier = keras.Sequential(
-        [backbone, keras.layers.Dense(10, activation="softmax", name="head_dense")]
+        [backbone, keras.layers.Dense(10, activation="softmax", name=f"{HEAD_PREFIX}dense")]
     )
     steps = int(train.cardinality()) * epochs
     classifier.compile(
@@ -257,12 +249,6 @@ def demo_backbone(
 
 def _mode(preprocessing, automatic):
     return automatic if preprocessing == "auto" else preprocessing
-
-
-def _names_with_imagenet():
-    from kerasrecipes.registry import list_models
-
-    return [name for name in list_models() if "imagenet" in get_model_entry(name).pretrained]
 
 
 def _is_download_error(error):

@@ -133,9 +133,9 @@ def finetune(args):
     import keras
 
     import kerasrecipes as kr
-    from kerasrecipes.registry import get_model_entry
+    from kerasrecipes.registry import model_card
 
-    get_model_entry(model_name)  # an unknown name fails before any work
+    model_card(model_name)  # an unknown name fails before any work
     keras.utils.set_random_seed(args.seed)
     verbose = 1 if sys.stdout.isatty() else 2
     data = args.data
@@ -157,7 +157,7 @@ def finetune(args):
     print(f"Backbone: {backbone.description}")
     image_size = tuple(backbone.model.input_shape[1:3])
     if None in image_size:
-        size = args.image_size or get_model_entry(model_name).default_input_shape[0]
+        size = args.image_size or model_card(model_name).default_input_shape[0]
         image_size = (size, size)
     data_logger = logging.getLogger("kerasrecipes.data")
     level = data_logger.level
@@ -294,7 +294,7 @@ def list_zoo(pattern):
         raise ValueError(f"No registered model matches {pattern!r}; try 'kerasrecipes models'.")
     print(f"{'model':<18}{'family':<14}{'input':>7}{'params':>14}{'GFLOPs':>9}  pretrained")
     for name in names:
-        entry = kr.get_model_entry(name)
+        entry = kr.model_card(name)
         info = kr.model_info(kr.create_model(name))
         flops = "-" if info.flops is None else f"{info.flops / 1e9:.2f}"
         print(

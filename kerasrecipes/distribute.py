@@ -11,6 +11,8 @@ import json
 
 import tensorflow as tf
 
+from kerasrecipes import _compat
+
 
 def default_strategy():
     """`MirroredStrategy` over every visible GPU when there are two or more, else the default.
@@ -26,7 +28,7 @@ def default_strategy():
 
 def is_multi_worker(strategy):
     """Whether `strategy` spans several processes (`MultiWorkerMirroredStrategy`)."""
-    return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+    return _compat.in_multi_worker_mode(strategy)
 
 
 def batch_size_of(dataset):
@@ -96,18 +98,17 @@ def keras_multi_worker_fixes(model, dataset):
     Inside this block the model is built from the dataset's `element_spec`
     (only shapes and dtypes are needed) and scalar logs are averaged over
     all replicas with `axis=None`. Gradients are all-reduced by the strategy
-    as before. Both patches touch Keras' private trainer and are undone on
-    exit; drop this once Keras fixes the issue.
+    as before. Both patches touch Keras' private trainer (through
+    `kerasrecipes._compat`) and are undone on exit; drop this once Keras
+    fixes the issue.
     """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
     spec = dataset.element_spec
     strategy = model.distribute_strategy
-    original_reduce = tf_trainer.reduce_per_replica
+    original_reduce = _compat.trainer_reduce_per_replica()
 
     def build_from_spec(iterator=None, data_batch=None):
         with strategy.scope():
-            model._symbolic_build(data_batch=spec)
+            _compat.symbolic_build(model, spec)
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
@@ -120,13 +121,11 @@ def keras_multi_worker_fixes(model, dataset):
 
         return tf.nest.map_structure(mean, values)
 
-    model._maybe_symbolic_build = build_from_spec
-    tf_trainer.reduce_per_replica = reduce_per_replica
-    try:
+    with (
+        _compat.symbolic_build_hook(model, build_from_spec),
+        _compat.replaced_trainer_reduce_per_replica(reduce_per_replica),
+    ):
         yield
-    finally:
-        tf_trainer.reduce_per_replica = original_reduce
-        del model._maybe_symbolic_build
 
 
 def tf_config(workers, index, task_type="worker"):

@@ -5,6 +5,7 @@ import math
 
 import keras
 
+from kerasrecipes import _compat
 from kerasrecipes.layers.layer_scale import LayerScale
 
 
@@ -163,19 +164,17 @@ def model_info(model):
     (271098, 40.6)
     """
     flops, uncounted = 0, []
-    layers = list(model._flatten_layers(include_self=False))
+    layers = _compat.sublayers(model, recursive=True)
     attention = [layer for layer in layers if isinstance(layer, keras.layers.MultiHeadAttention)]
     # An attention layer is counted as a whole: its projections are built on
     # shapes with unknown sequence lengths.
     inside_attention = {
-        id(sublayer)
-        for layer in attention
-        for sublayer in layer._flatten_layers(include_self=False)
+        id(sublayer) for layer in attention for sublayer in _compat.sublayers(layer, recursive=True)
     }
     per_layer = [
         (layer, _layer_macs(layer))
         for layer in layers
-        if not layer._layers and id(layer) not in inside_attention
+        if not _compat.has_sublayers(layer) and id(layer) not in inside_attention
     ]
     per_layer += [(layer, _attention_macs(layer)) for layer in attention]
     for layer, macs in per_layer:

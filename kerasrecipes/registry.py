@@ -1,7 +1,12 @@
-"""Model registry: every architecture is reachable by name.
+"""Model registry: every architecture is reachable by name, and described by one model card.
 
-Model files register their named constructors with `@register_model(...)`;
-users call `create_model(name, **kwargs)` and `list_models(pattern)`.
+Model files register their named constructors with `@register_model(name, card=...)`;
+users call `create_model(name, **kwargs)`, `list_models(pattern)` and
+`model_card(name)`. The card is the one place that knows what the rest of
+the package needs about a model (as timm's `pretrained_cfg` and keras-hub's
+presets): its preprocessing, its pretrained sources, its parameter groups,
+its feature taps and its weight in the test suite. Builders, `load_backbone`,
+layer decay, unfreezing, the CLI, the docs tables and the tests read it.
 """
 
 import dataclasses
@@ -12,10 +17,60 @@ from typing import Callable
 
 _REGISTRY = {}
 
+# Layer-name scheme (models/common.py): the classifier's layers start with this prefix.
+# It is the one place the package spells it; everything else imports it.
+HEAD_PREFIX = "head_"
+# The arguments every builder takes (a builder rejects with ValueError those it cannot use).
+COMMON_ARGS = (
+    "num_classes",
+    "input_shape",
+    "include_top",
+    "include_preprocessing",
+    "pooling",
+    "dropout",
+    "drop_path_rate",
+    "weights",
+    "classifier_activation",
+)
+
 
 @dataclasses.dataclass(frozen=True)
-class ModelEntry:
-    """What the registry knows about one named model.
+class PretrainedWeights:
+    """One pretrained source of a model.
+
+    Attributes:
+        twin: the `keras.applications` function whose weights are ported
+            (e.g. "ResNet50"); the real download goes through it.
+        preprocessing: the `ImagePreprocessing` mode the weights were trained
+            with, for RGB images in [0, 255] ("caffe", "tf", "torch", ...).
+        input_size: the native resolution the weights were trained at.
+    """
+
+    twin: str
+    preprocessing: str
+    input_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureTap:
+    """One feature map a backbone offers to a detection or segmentation head.
+
+    Attributes:
+        layer: the layer-name prefix of the tap: the map is the output of the
+            last layer whose name is this prefix or starts with it plus "_"
+            (so `stage1_block2` finds `stage1_block2_relu` in a batch-normalized VGG).
+        channels: channels of the map at the card's default configuration.
+        reduction: the stride of the map relative to the input (timm's name).
+    """
+
+    layer: str
+    channels: int
+    reduction: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """Everything the package knows about one registered model.
 
     Attributes:
         name: the registered name, e.g. "resnet50".
@@ -23,8 +78,18 @@ class ModelEntry:
         family: the architecture family (the module in `kerasrecipes.models`).
         paper: the reference the model follows.
         default_input_shape: the input shape it is built with by default.
-        min_input_size: the smallest height/width it accepts (its total stride).
-        pretrained: the `weights=` names it can load besides a file path.
+        min_input_size: the smallest height/width it accepts.
+        variant: the variant's numbers as named fields (depths, widths, ...).
+        preprocessing: the `ImagePreprocessing` mode the builder puts in front
+            of the network with `include_preprocessing=True` (the pretrained
+            weights' mode when it has them, [0, 1] scaling otherwise).
+        pretrained: dict of weights tag ("imagenet") -> `PretrainedWeights`.
+        blocks: the blocks in order, as layer-name prefixes ("stage1_block1", ...);
+            with the stem before them and the head after them, these are the
+            parameter groups of `kr.param_groups`.
+        feature_taps: the maps `features_only=True` can return, shallow to deep.
+        drop_path: whether the network has residual branches for stochastic depth.
+        heavy: whether the test suite runs only its forward pass by default.
     """
 
     name: str
@@ -33,23 +98,74 @@ class ModelEntry:
     paper: str
     default_input_shape: tuple
     min_input_size: int
-    pretrained: tuple = ()
+    variant: dict = dataclasses.field(default_factory=dict)
+    preprocessing: str = "unit"
+    pretrained: dict = dataclasses.field(default_factory=dict)
+    blocks: tuple = ()
+    feature_taps: tuple = ()
+    drop_path: bool = True
+    heavy: bool = False
+
+    @property
+    def param_group_names(self):
+        """The group names in order: "stem", the blocks, "head"."""
+        return ("stem", *self.blocks, "head")
 
 
-def register_model(name, *, family, paper, default_input_shape, min_input_size, pretrained=()):
-    """Decorator that registers a model constructor under `name`."""
+# The earlier name of the card, kept for code that imported it.
+ModelEntry = ModelCard
+
+
+def stage_blocks(blocks_per_stage, first_stage=1):
+    """The block names of stages with the given numbers of blocks: ("stage1_block1", ...)."""
+    return tuple(
+        f"stage{stage}_block{block}"
+        for stage, count in enumerate(blocks_per_stage, start=first_stage)
+        for block in range(1, count + 1)
+    )
+
+
+def register_model(
+    name,
+    *,
+    family,
+    paper,
+    default_input_shape,
+    min_input_size,
+    variant=None,
+    preprocessing=None,
+    pretrained=None,
+    blocks=(),
+    feature_taps=(),
+    drop_path=True,
+    heavy=False,
+):
+    """Decorator that registers a model constructor under `name` with its card.
+
+    `pretrained` is a dict of tag -> `PretrainedWeights`; `preprocessing`
+    defaults to the ImageNet weights' mode when there are some, else "unit".
+    """
+    pretrained = dict(pretrained or {})
+    if preprocessing is None:
+        preprocessing = pretrained["imagenet"].preprocessing if "imagenet" in pretrained else "unit"
 
     def decorator(builder):
         if name in _REGISTRY:
             raise ValueError(f"A model named '{name}' is already registered.")
-        _REGISTRY[name] = ModelEntry(
+        _REGISTRY[name] = ModelCard(
             name=name,
             builder=builder,
             family=family,
             paper=paper,
             default_input_shape=tuple(default_input_shape),
             min_input_size=min_input_size,
-            pretrained=tuple(pretrained),
+            variant=dict(variant or {}),
+            preprocessing=preprocessing,
+            pretrained=pretrained,
+            blocks=tuple(blocks),
+            feature_taps=tuple(feature_taps),
+            drop_path=drop_path,
+            heavy=heavy,
         )
         return builder
 
@@ -60,21 +176,38 @@ def _natural_key(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def list_models(pattern="*"):
+def list_models(pattern="*", pretrained=False):
     """Returns the registered model names matching a shell-style `pattern`, sorted.
+
+    Args:
+        pattern: shell-style pattern, e.g. "resnet*". Defaults to "*".
+        pretrained: bool, or a weights tag: only models with pretrained
+            weights (with that tag). Defaults to False.
 
     Example:
 
     >>> list_models("resnet5*")
     ['resnet50', 'resnet56']
+    >>> list_models("resnet*", pretrained=True)
+    ['resnet50', 'resnet101', 'resnet152']
     """
-    return sorted(
-        (name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern)), key=_natural_key
-    )
+    tag = pretrained if isinstance(pretrained, str) else None
+    names = []
+    for name, card in _REGISTRY.items():
+        if not fnmatch.fnmatchcase(name, pattern):
+            continue
+        if pretrained and not (card.pretrained if tag is None else tag in card.pretrained):
+            continue
+        names.append(name)
+    return sorted(names, key=_natural_key)
 
 
-def get_model_entry(name):
-    """Returns the `ModelEntry` for `name`; an unknown name raises a `ValueError`."""
+def model_card(name):
+    """Returns the `ModelCard` of the registered model `name`; an unknown name raises ValueError.
+
+    >>> model_card("resnet50").pretrained["imagenet"].preprocessing
+    'caffe'
+    """
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -85,12 +218,35 @@ def get_model_entry(name):
     return _REGISTRY[name]
 
 
-def create_model(name, **kwargs):
+def get_model_entry(name):
+    """The earlier name of `model_card`, kept as an alias."""
+    return model_card(name)
+
+
+def find_card(model):
+    """The card of a model built by `create_model` (found by its name), or None."""
+    return _REGISTRY.get(getattr(model, "name", None))
+
+
+def create_model(name, *, features_only=False, out_indices=None, **kwargs):
     """Builds the registered model `name`; keyword arguments go to its builder.
 
     Common arguments of every builder: `num_classes`, `input_shape`,
-    `include_top`, `pooling`, `dropout`, `drop_path_rate`, `weights`,
-    `classifier_activation`.
+    `include_top`, `include_preprocessing` (default True: the model takes RGB
+    images in [0, 255] and applies the card's preprocessing itself),
+    `pooling`, `dropout`, `drop_path_rate`, `weights`,
+    `classifier_activation`. One a model cannot use (e.g. `drop_path_rate`
+    on VGG) raises `ValueError`.
+
+    Args:
+        name: a registered name (`list_models()`).
+        features_only: bool, return the backbone's feature maps instead of
+            the classifier: a model whose outputs are the maps of the chosen
+            taps, shallow to deep (timm's `features_only`; `kr.feature_info`
+            gives their channels and reductions). Defaults to False.
+        out_indices: which taps (positions in `model_card(name).feature_taps`)
+            to return with `features_only`; None for all. Defaults to None.
+        **kwargs: the builder's arguments.
 
     Example:
 
@@ -98,4 +254,43 @@ def create_model(name, **kwargs):
     >>> model.output_shape
     (None, 10)
     """
-    return get_model_entry(name).builder(**kwargs)
+    card = model_card(name)
+    _check_card_arguments(card, kwargs)
+    if not features_only:
+        if out_indices is not None:
+            raise ValueError(
+                f"{name}: out_indices chooses feature maps and needs features_only=True. "
+                f"Received: out_indices={out_indices!r}"
+            )
+        return card.builder(**kwargs)
+    from kerasrecipes.features import features_model
+
+    for argument in ("include_top", "pooling"):
+        if kwargs.get(argument):
+            raise ValueError(
+                f"{name}: features_only=True returns feature maps, so {argument} does not "
+                f"apply. Received: {argument}={kwargs[argument]!r}"
+            )
+    kwargs.update(include_top=False, pooling=None)
+    return features_model(card, card.builder(**kwargs), out_indices)
+
+
+def _check_card_arguments(card, kwargs):
+    """The checks the card answers before anything is built."""
+    if kwargs.get("drop_path_rate") and not card.drop_path:
+        raise ValueError(
+            f"{card.name}: drop_path_rate needs residual branches, and this network has "
+            f"none. Received: drop_path_rate={kwargs['drop_path_rate']}. Use dropout instead."
+        )
+    weights = kwargs.get("weights")
+    if isinstance(weights, str) and weights == "imagenet" and "imagenet" not in card.pretrained:
+        with_weights = [
+            other
+            for other in list_models(pretrained="imagenet")
+            if _REGISTRY[other].family == card.family
+        ]
+        hint = f" ({', '.join(with_weights)} in its family have)" if with_weights else ""
+        raise ValueError(
+            f"No ImageNet weights for {card.name!r}{hint}. Pass weights=None or the path "
+            "of a .weights.h5 or .keras file."
+        )

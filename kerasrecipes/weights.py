@@ -4,7 +4,10 @@ import os
 
 import keras
 
-HEAD_PREFIX = "head_"
+from kerasrecipes import _compat
+from kerasrecipes.registry import HEAD_PREFIX
+
+CLASSIFIER = f"{HEAD_PREFIX}dense"
 
 
 def _weights_of(model, skip_head):
@@ -49,13 +52,29 @@ def port_weights(source_model, target_model, skip_head=False):
     """
     target_weights = _weights_of(target_model, skip_head)
     _port_variables(
-        list(source_model.weights),
+        _source_weights(source_model, target_model),
         target_weights,
         source_model.name,
         target_model,
         " outside its head_ layers" if skip_head else "",
     )
     return len(target_weights)
+
+
+def _normalizations(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
+
+
+def _source_weights(source_model, target_model):
+    """The source's variables, less its input normalization's when the target has none.
+
+    A model built with `include_preprocessing=False` leaves out the
+    `Normalization` layer its keras.applications twin (EfficientNet) starts with.
+    """
+    if not _normalizations(source_model) or _normalizations(target_model):
+        return list(source_model.weights)
+    skipped = {id(w) for layer in _normalizations(source_model) for w in layer.weights}
+    return [weight for weight in source_model.weights if id(weight) not in skipped]
 
 
 def _port_variables(source_weights, target_weights, source_name, target_model, scope):
@@ -75,7 +94,7 @@ def _port_variables(source_weights, target_weights, source_name, target_model, s
             )
     for source, target in zip(source_weights, target_weights):
         target.assign(keras.ops.reshape(source.value, target.shape))
-    for layer in target_model._flatten_layers(include_self=False):
+    for layer in _compat.sublayers(target_model, recursive=True):
         if isinstance(layer, keras.layers.Normalization):
             # It keeps tensors made from its variables; make them again.
             layer.finalize_state()
@@ -107,18 +126,18 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
                 "or .keras file."
             )
         with_top = include_top and num_classes == 1000
-        hidden_head = any(layer.name.startswith("head_fc") for layer in model.layers)
+        hidden_head = any(layer.name.startswith(f"{HEAD_PREFIX}fc") for layer in model.layers)
         if include_top and not with_top and hidden_head:
             source = keras_twin(weights="imagenet", include_top=True)
             target_weights = [
                 weight
                 for layer in model.layers
-                if layer.name != "head_dense"
+                if layer.name != CLASSIFIER
                 for weight in layer.weights
             ]
             # All but the source's 1000-class classifier, its last two variables.
             _port_variables(
-                source.weights[:-2], target_weights, source.name, model, " outside head_dense"
+                _source_weights(source, model)[:-2], target_weights, source.name, model, f" outside {CLASSIFIER}"
             )
             return model
         source = keras_twin(weights="imagenet", include_top=with_top)

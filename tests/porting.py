@@ -3,10 +3,9 @@
 import h5py
 import keras
 import numpy as np
-from keras.src.legacy.saving import legacy_h5_format
-from keras.src.utils import file_utils
 
 import kerasrecipes as kr
+from kerasrecipes import _compat
 from kerasrecipes.weights import port_weights
 
 
@@ -20,7 +19,7 @@ def randomize_statistics(model, rng):
             weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
         elif "gamma" in path:
             weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.sublayers(model, recursive=True):
         if isinstance(layer, keras.layers.Normalization):
             layer.finalize_state()  # it caches tensors made from its variables
 
@@ -48,9 +47,28 @@ def check_port(keras_fn, name, size, rng, **kwargs):
     assert ours.count_params() == source.count_params()
     assert port_weights(source, ours) == len(source.weights)
     x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
-    expected = keras.ops.convert_to_numpy(source(x))
+    # Ours takes 0-255 images and preprocesses them itself; the twin takes its preprocess_input's.
+    expected = keras.ops.convert_to_numpy(source(twin_preprocess_input(keras_fn)(x.copy())))
     actual = keras.ops.convert_to_numpy(ours(x))
     return max_relative_difference(expected, actual)
+
+
+TWIN_MODULES = {
+    "ResNet": "resnet",
+    "VGG16": "vgg16",
+    "VGG19": "vgg19",
+    "MobileNetV2": "mobilenet_v2",
+    "InceptionV3": "inception_v3",
+    "EfficientNet": "efficientnet",
+    "ConvNeXt": "convnext",
+}
+
+
+def twin_preprocess_input(keras_fn):
+    """The `preprocess_input` of a keras.applications function's module (by its name)."""
+    name = getattr(keras_fn, "__name__", None) or keras_fn.func.__name__
+    module = next(module for prefix, module in TWIN_MODULES.items() if name.startswith(prefix))
+    return getattr(keras.applications, module).preprocess_input
 
 
 def fake_imagenet_files(monkeypatch, tmp_path, rng, keras_fn, **kwargs):
@@ -72,9 +90,9 @@ def fake_imagenet_files(monkeypatch, tmp_path, rng, keras_fn, **kwargs):
         source = keras_fn(weights=None, include_top=include_top, **kwargs)
         randomize_statistics(source, rng)
         with h5py.File(path, "w") as file:
-            legacy_h5_format.save_weights_to_hdf5_group(file, source)
+            _compat.save_weights_to_legacy_h5(file, source)
         made[include_top] = source
         return str(path)
 
-    monkeypatch.setattr(file_utils, "get_file", fake_get_file)
+    monkeypatch.setattr(_compat.keras_file_utils(), "get_file", fake_get_file)
     return made

@@ -105,8 +105,12 @@ def test_imagenet_weights_go_through_keras_applications(monkeypatch, tmp_path, r
     theirs = keras.applications.InceptionV3(
         weights="imagenet", include_top=False, pooling="avg", input_shape=(75, 75, 3)
     )
-    ours = kr.create_model(
-        "inception_v3", weights="imagenet", num_classes=2, input_shape=(75, 75, 3)
+    ours = kr.create_model(  # the raw network: x is already preprocessed to [-1, 1]
+        "inception_v3",
+        weights="imagenet",
+        num_classes=2,
+        input_shape=(75, 75, 3),
+        include_preprocessing=False,
     )
     features = keras.Model(ours.input, ours.get_layer("head_pool").output)
     expected = keras.ops.convert_to_numpy(theirs(x))

@@ -45,11 +45,22 @@ def test_a_name_cannot_be_registered_twice():
         )(lambda **kwargs: None)
 
 
-def test_entries_describe_the_models():
-    entry = kr.get_model_entry("resnet50")
-    assert entry.family == "resnet" and entry.pretrained == ("imagenet",)
-    assert entry.default_input_shape == (224, 224, 3)
-    assert kr.get_model_entry("resnet20").pretrained == ()
+def test_cards_describe_the_models():
+    card = kr.model_card("resnet50")
+    assert card.family == "resnet" and list(card.pretrained) == ["imagenet"]
+    assert card.pretrained["imagenet"] == kr.PretrainedWeights("ResNet50", "caffe", 224)
+    assert card.default_input_shape == (224, 224, 3)
+    assert card.variant["blocks_per_stage"] == (3, 4, 6, 3)
+    assert card.blocks[0] == "stage1_block1" and len(card.blocks) == 16
+    assert kr.model_card("resnet20").pretrained == {}
+    assert kr.get_model_entry("resnet20") is kr.model_card("resnet20")  # the earlier name
+
+
+def test_list_models_filters_on_pretrained_weights():
+    with_weights = kr.list_models(pretrained=True)
+    assert "resnet50" in with_weights and "resnet20" not in with_weights
+    assert kr.list_models("vgg*", pretrained="imagenet") == ["vgg16", "vgg19"]
+    assert kr.list_models("vit*", pretrained=True) == []
 
 
 def test_model_info_counts_convolutions_and_dense_layers_exactly():

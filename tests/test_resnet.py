@@ -201,7 +201,7 @@ def test_weights_errors_name_the_problem(tmp_path):
         (lambda: kr.create_model("resnet20", drop_path_rate=-0.1), "drop_path_rate must be in"),
         (lambda: kr.create_model("resnet20", shortcut="C"), "shortcut must be one of"),
         (lambda: kr.create_model("resnet50", block="wide"), "block must be one of"),
-        (lambda: kr.create_model("baseline_cnn", drop_path_rate=0.1), "needs residual blocks"),
+        (lambda: kr.create_model("baseline_cnn", drop_path_rate=0.1), "needs residual branches"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, message):

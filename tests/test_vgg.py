@@ -46,7 +46,12 @@ def test_batch_normalized_vgg():
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 13
     names = [layer.name for layer in model.layers]
-    assert names[1:4] == ["stage1_block1_conv", "stage1_block1_bn", "stage1_block1_relu"]
+    assert names[1:5] == [
+        "stem_preprocess",
+        "stage1_block1_conv",
+        "stage1_block1_bn",
+        "stage1_block1_relu",
+    ]
     plain = tiny_model("vgg16")
     learned = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert learned - plain.count_params() == 2 * 4224  # gamma and beta of 4,224 channels
@@ -76,7 +81,8 @@ def test_vgg_imagenet_backbone_goes_through_keras_applications(monkeypatch, tmp_
     ours = kr.create_model(
         "vgg16", weights="imagenet", include_top=False, pooling="avg", input_shape=(64, 64, 3)
     )
-    expected = keras.ops.convert_to_numpy(theirs(x))
+    # Ours applies the "caffe" preprocessing itself; theirs takes preprocess_input's output.
+    expected = keras.ops.convert_to_numpy(theirs(keras.applications.vgg16.preprocess_input(x.copy())))
     assert max_relative_difference(expected, keras.ops.convert_to_numpy(ours(x))) <= 1e-4
 
 

@@ -4,9 +4,11 @@ import os
 
 import keras
 
+from kerasrecipes import _compat
+
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+class AtomicBackupAndRestore(_compat.BackupAndRestoreWithWriter):
     """Keras' `BackupAndRestore`, with each backup written to a temporary file and renamed.
 
     Why our own: Keras writes `latest.weights.h5` in place. A process killed
@@ -33,13 +35,9 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     def from_config(cls, config):
         return cls(**config)
 
-    def _save_model(self):
-        weights, metadata = self._weights_path, self._training_metadata_path
-        self._weights_path = os.path.join(self.backup_dir, "writing.weights.h5")
-        self._training_metadata_path = os.path.join(self.backup_dir, "writing_metadata.json")
-        try:
-            super()._save_model()
-            os.replace(self._weights_path, weights)
-            os.replace(self._training_metadata_path, metadata)
-        finally:
-            self._weights_path, self._training_metadata_path = weights, metadata
+    def write_backup(self, weights_path, metadata_path):
+        writing_weights = os.path.join(self.backup_dir, "writing.weights.h5")
+        writing_metadata = os.path.join(self.backup_dir, "writing_metadata.json")
+        super().write_backup(writing_weights, writing_metadata)
+        os.replace(writing_weights, weights_path)
+        os.replace(writing_metadata, metadata_path)

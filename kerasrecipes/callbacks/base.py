@@ -4,6 +4,8 @@ import contextlib
 
 import keras
 
+from kerasrecipes import _compat
+
 
 class ConfigurableCallback(keras.callbacks.Callback):
     """A callback rebuilt from `get_config()` by `keras.saving.deserialize_keras_object`.
@@ -26,5 +28,5 @@ def strategy_scope(model):
     Optimizer variables a callback creates (building, rebuilding) must be
     created there to be mirrored like the ones Keras creates.
     """
-    strategy = getattr(model, "_distribute_strategy", None)
+    strategy = _compat.compiled_strategy(model)
     return strategy.scope() if strategy is not None else contextlib.nullcontext()

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasrecipes import _compat
 from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper
 
@@ -95,8 +96,8 @@ class LRFinder(ConfigurableCallback):
         # Drive the innermost optimizer's rate through a callable, which works whether it had a
         # float rate or a schedule; the multipliers' rescaling of a schedule is paused.
         self._inner = _innermost(optimizer)
-        self._saved_rate = self._inner._learning_rate
-        self._inner._learning_rate = lambda: self._rate
+        self._saved_rate = _compat.learning_rate_source(self._inner)
+        _compat.set_learning_rate_source(self._inner, lambda: self._rate)
         self._wrapper = _multiplier_wrapper(optimizer)
         if self._wrapper is not None:
             self._saved_scale = float(ops.convert_to_numpy(self._wrapper._lr_scale))
@@ -134,7 +135,7 @@ class LRFinder(ConfigurableCallback):
             variable.assign(value)
         for variable, value in zip(model.optimizer.variables, self._saved_optimizer):
             variable.assign(value)
-        self._inner._learning_rate = self._saved_rate
+        _compat.set_learning_rate_source(self._inner, self._saved_rate)
         if self._wrapper is not None:
             self._wrapper._lr_scale.assign(self._saved_scale)
         model.train_function = None

@@ -4,6 +4,7 @@ import re
 
 import keras
 
+from kerasrecipes import _compat
 from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.callbacks.phases import mark_phase
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
@@ -139,7 +140,7 @@ class UnfreezeBackbone(ConfigurableCallback):
                 trainable = False
             layer.trainable = trainable
             if trainable:
-                trained.update(id(v) for v in layer._trainable_variables)
+                trained.update(id(v) for v in _compat.own_trainable_variables(layer))
         self.state = state
         return sorted(p for p, v in self._pairs if id(v) in trained)
 
@@ -171,9 +172,7 @@ class UnfreezeBackbone(ConfigurableCallback):
                 optimizer.build(candidates)
             return
         inner = _innermost(optimizer)
-        missing = [
-            v for v in candidates if inner._var_key(v) not in inner._trainable_variables_indices
-        ]
+        missing = [v for v in candidates if not _compat.optimizer_tracks(inner, v)]
         if not missing:
             return
         if int(keras.ops.convert_to_numpy(optimizer.iterations)) > 0:
@@ -189,9 +188,7 @@ class UnfreezeBackbone(ConfigurableCallback):
                 keras.saving.serialize_keras_object(optimizer)
             )
             fresh_inner = _innermost(fresh)
-            for attribute in ("_exclude_from_weight_decay", "_exclude_from_weight_decay_pattern"):
-                if hasattr(inner, attribute):
-                    setattr(fresh_inner, attribute, getattr(inner, attribute))
+            _compat.copy_weight_decay_exclusions(inner, fresh_inner)
             fresh_wrapper = _multiplier_wrapper(fresh)
             if fresh_wrapper is not None:
                 fresh_wrapper._strict = True
@@ -212,9 +209,8 @@ class UnfreezeBackbone(ConfigurableCallback):
                     "kr.optimizers.with_lr_multipliers."
                 )
             wanted = {id(v) for p, v in self._pairs if p in set(unfrozen)}
-            paths = [
-                p for p, v in zip(wrapper.paths, wrapper._trainable_variables) if id(v) in wanted
-            ]
+            built_on = _compat.optimizer_built_variables(wrapper)
+            paths = [p for p, v in zip(wrapper.paths, built_on) if id(v) in wanted]
             if paths:
                 wrapper.set_multiplier(paths, self.lr_multiplier)
         self.model.make_train_function(force=True)

@@ -21,8 +21,8 @@ and every input below 223x223 needs such an enlargement.
 
 import keras
 
-from kerasrecipes.models.common import check_common_args, conv_relu, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, conv_relu, finish_model, model_inputs
+from kerasrecipes.registry import FeatureTap, register_model, stage_blocks
 
 PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
 # (filters, kernel size, stride) of the convolutions of each stage; each stage ends in a max pool.
@@ -44,9 +44,12 @@ def single_tower_alexnet(
     include_top=True,
     pooling=None,
     dropout=0.5,
+    drop_path_rate=0.0,
     batch_norm_after_conv=False,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="unit",
     name="alexnet",
 ):
     """Builds the single-tower AlexNet.
@@ -66,7 +69,12 @@ def single_tower_alexnet(
         batch_norm_after_conv: bool, BatchNormalization between each
             convolution and its ReLU. Defaults to False.
         weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
+        drop_path_rate: must be 0.0: the network has no residual branches;
+            accepted so every builder takes the same arguments. Defaults to 0.0.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "unit" ([0, 1]).
         name: model name. Defaults to "alexnet".
 
     Example:
@@ -81,11 +89,14 @@ def single_tower_alexnet(
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
-        drop_path_rate=0.0,
+        drop_path_rate=drop_path_rate,
         min_input_size=MIN_INPUT_SIZE,
+        drop_path=False,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.ZeroPadding2D(2, name="stage1_block1_pad")(inputs)
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
+    x = keras.layers.ZeroPadding2D(2, name="stage1_block1_pad")(x)
     for stage, convs in enumerate(STAGES, start=1):
         for block, (filters, size, stride) in enumerate(convs, start=1):
             x = conv_relu(
@@ -121,6 +132,16 @@ def single_tower_alexnet(
     paper=PAPER,
     default_input_shape=(224, 224, 3),
     min_input_size=MIN_INPUT_SIZE,
+    variant={"stages": STAGES, "hidden_units": HIDDEN_UNITS},
+    blocks=stage_blocks(len(convs) for convs in STAGES),
+    # Each stage's last convolution (strides 4, 8, 16), then the last pooling (32).
+    feature_taps=(
+        FeatureTap("stage1_block1", 64, 4),
+        FeatureTap("stage2_block1", 192, 8),
+        FeatureTap("stage3_block3", 256, 16),
+        FeatureTap("stage3_pool", 256, 32),
+    ),
+    drop_path=False,
 )
 def alexnet(**kwargs):
     """AlexNet, single tower: 61.1M parameters, 0.71G multiply-adds at 224.

@@ -10,8 +10,8 @@ depth and skip connections add.
 import keras
 
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
+from kerasrecipes.registry import FeatureTap, register_model, stage_blocks
 
 BASELINE_STAGES = (
     {"filters": 32, "convs": 3},
@@ -31,6 +31,8 @@ def plain_cnn(
     drop_path_rate=0.0,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="unit",
     name="baseline_cnn",
 ):
     """Builds a plain (non-residual) CNN from a table of stages.
@@ -48,6 +50,9 @@ def plain_cnn(
             nothing to drop; accepted so every builder takes the same arguments.
         weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "unit" ([0, 1]).
         name: model name. Defaults to "baseline_cnn".
 
     Example:
@@ -55,11 +60,6 @@ def plain_cnn(
     >>> plain_cnn(num_classes=3).output_shape
     (None, 3)
     """
-    if drop_path_rate:
-        raise ValueError(
-            f"{name}: drop_path_rate needs residual blocks; this plain network has none. "
-            f"Received: drop_path_rate={drop_path_rate}. Use dropout instead."
-        )
     input_shape = check_common_args(
         name,
         num_classes=num_classes,
@@ -69,9 +69,11 @@ def plain_cnn(
         dropout=dropout,
         drop_path_rate=drop_path_rate,
         min_input_size=2 ** (len(stages) - 1),
+        drop_path=False,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = inputs
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
     for stage, spec in enumerate(stages, start=1):
         for block in range(1, spec["convs"] + 1):
             prefix = f"stage{stage}_block{block}"
@@ -106,6 +108,13 @@ def plain_cnn(
     paper="The lecture's basic design: depth 10 (9 conv + 1 linear), batch normalization, pooling",
     default_input_shape=(32, 32, 3),
     min_input_size=4,
+    variant={"stages": BASELINE_STAGES},
+    blocks=stage_blocks(stage["convs"] for stage in BASELINE_STAGES),
+    feature_taps=tuple(
+        FeatureTap(f"stage{stage}_block{spec['convs']}", spec["filters"], 2 ** (stage - 1))
+        for stage, spec in enumerate(BASELINE_STAGES, start=1)
+    ),
+    drop_path=False,
 )
 def baseline_cnn(**kwargs):
     """The lecture's 10-layer plain baseline: 484,074 parameters, 66.9M multiply-adds at 32x32."""

@@ -17,6 +17,8 @@ import numbers
 import keras
 
 from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.layers.preprocessing import ImagePreprocessing
+from kerasrecipes.registry import HEAD_PREFIX
 from kerasrecipes.weights import load_model_weights
 
 POOLINGS = (None, "avg", "max")
@@ -33,11 +35,19 @@ def check_common_args(
     drop_path_rate,
     min_input_size,
     poolings=POOLINGS,
+    drop_path=True,
 ):
     """Validates the arguments every builder takes; returns `input_shape` as a tuple.
 
-    `poolings` lists the `pooling` values the family accepts (ViT adds "token").
+    `poolings` lists the `pooling` values the family accepts (ViT adds "token");
+    `drop_path=False` says the network has no residual branches, so a
+    `drop_path_rate` other than 0 is an error.
     """
+    if drop_path_rate and not drop_path:
+        raise ValueError(
+            f"{model_name}: drop_path_rate needs residual branches, and this network has "
+            f"none. Received: drop_path_rate={drop_path_rate}. Use dropout instead."
+        )
     is_integer = isinstance(num_classes, numbers.Integral) and not isinstance(num_classes, bool)
     if include_top and (not is_integer or num_classes < 1):
         raise ValueError(
@@ -77,6 +87,19 @@ def check_common_args(
     return input_shape
 
 
+def model_inputs(input_shape, *, include_preprocessing, preprocessing):
+    """The model's `input` and, with `include_preprocessing`, the `stem_preprocess` layer after it.
+
+    As Keras' `include_preprocessing=True` (MobileNetV3, EfficientNetV2): the
+    model takes RGB images in [0, 255] and applies `preprocessing` (an
+    `ImagePreprocessing` mode, the card's) itself. Returns `(inputs, x)`.
+    """
+    inputs = keras.Input(shape=input_shape, name="input")
+    if not include_preprocessing or preprocessing == "none":
+        return inputs, inputs
+    return inputs, ImagePreprocessing(preprocessing, name="stem_preprocess")(inputs)
+
+
 def classification_head(
     x,
     *,
@@ -107,30 +130,30 @@ def classification_head(
     if len(x.shape) == 2:
         pass  # already one vector per image (ViT's class token)
     elif include_top and flatten:
-        x = keras.layers.Flatten(name="head_flatten")(x)
+        x = keras.layers.Flatten(name=f"{HEAD_PREFIX}flatten")(x)
     elif include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
     elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
+        x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
     elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="head_pool")(x)
+        x = keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}pool")(x)
     if pooled_norm is not None:
         x = pooled_norm(x)
     if not include_top:
         return x
     for index, units in enumerate(hidden_units, start=1):
         x = keras.layers.Dense(
-            units, activation="relu", kernel_initializer=dense_initializer, name=f"head_fc{index}"
+            units, activation="relu", kernel_initializer=dense_initializer, name=f"{HEAD_PREFIX}fc{index}"
         )(x)
         if dropout > 0:
-            x = keras.layers.Dropout(dropout, name=f"head_dropout{index}")(x)
+            x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout{index}")(x)
     if dropout > 0 and not hidden_units:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
     return keras.layers.Dense(
         int(num_classes),
         activation=classifier_activation,
         kernel_initializer=dense_initializer,
-        name="head_dense",
+        name=f"{HEAD_PREFIX}dense",
     )(x)
 
 

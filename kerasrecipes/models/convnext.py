@@ -17,7 +17,7 @@ import keras
 from kerasrecipes.layers import ConvNeXtBlock, drop_path_schedule
 from kerasrecipes.layers.convnext import CONVNEXT_INITIALIZER
 from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
 # Sec. 3 of the paper: blocks per stage and channels per stage.
@@ -64,6 +64,7 @@ def convnext(
     layer_scale_init=1e-6,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
     name="convnext",
     keras_twin=None,
 ):
@@ -93,6 +94,10 @@ def convnext(
         weights: None, "imagenet" (needs `keras_twin`) or the path of a
             .weights.h5 / .keras file. Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and
+            standardize them with the ImageNet mean and standard deviation
+            inside the model (`stem_normalize`, as keras.applications); False
+            leaves that layer out ("torch"-preprocessed input). Defaults to True.
         name: model name. Defaults to "convnext".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -123,10 +128,11 @@ def convnext(
         drop_path_rate=drop_path_rate,
         min_input_size=32,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Normalization(
-        mean=IMAGENET_MEAN_255, variance=IMAGENET_VARIANCE_255, name="stem_normalize"
-    )(inputs)
+    inputs = x = keras.Input(shape=input_shape, name="input")
+    if include_preprocessing:
+        x = keras.layers.Normalization(
+            mean=IMAGENET_MEAN_255, variance=IMAGENET_VARIANCE_255, name="stem_normalize"
+        )(x)
     x = _conv(widths[0], 4, "stem_conv")(x)
     x = _layer_norm("stem_norm")(x)
 
@@ -167,13 +173,21 @@ def _variant(name, kwargs):
 
 
 def _register(name):
+    depths, widths = VARIANTS[name]
     return register_model(
         name,
         family="convnext",
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=32,
-        pretrained=("imagenet",),
+        variant={"depths": depths, "widths": widths},
+        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", 224)},
+        blocks=stage_blocks(depths),
+        feature_taps=tuple(
+            FeatureTap(f"stage{stage}_block{depth}", width, 2 ** (stage + 1))
+            for stage, (depth, width) in enumerate(zip(depths, widths), start=1)
+        ),
+        heavy=name != "convnext_tiny",
     )
 
 

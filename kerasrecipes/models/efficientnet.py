@@ -25,7 +25,7 @@ from kerasrecipes.layers import MBConv, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs"
 # Table 1 of the paper (EfficientNet-B0), one row per stage: repeats,
@@ -109,6 +109,7 @@ def efficientnet(
     drop_path_rate=0.2,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
     name="efficientnet",
     keras_twin=None,
 ):
@@ -137,6 +138,10 @@ def efficientnet(
         weights: None, "imagenet" (needs `keras_twin`) or the path of a
             .weights.h5 / .keras file. Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and rescale
+            and standardize them inside the model (`stem_rescale`,
+            `stem_normalize`, as keras.applications); False leaves those
+            layers out ("torch"-preprocessed input). Defaults to True.
         name: model name. Defaults to "efficientnet".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -169,10 +174,12 @@ def efficientnet(
         drop_path_rate=drop_path_rate,
         min_input_size=32,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="stem_rescale")(inputs)
-    normalize = keras.layers.Normalization(axis=-1, name="stem_normalize")
-    x = normalize(x)
+    inputs = x = keras.Input(shape=input_shape, name="input")
+    normalize = None
+    if include_preprocessing:
+        x = keras.layers.Rescaling(1.0 / 255.0, name="stem_rescale")(x)
+        normalize = keras.layers.Normalization(axis=-1, name="stem_normalize")
+        x = normalize(x)
     x = keras.layers.Conv2D(
         scaled_filters(STEM_FILTERS),
         3,
@@ -211,7 +218,8 @@ def efficientnet(
     )(x)
     x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
     x = keras.layers.Activation("swish", name="post_act")(x)
-    set_normalization(normalize, IMAGENET_MEAN_RGB, np.square(IMAGENET_STDDEV_RGB))
+    if normalize is not None:
+        set_normalization(normalize, IMAGENET_MEAN_RGB, np.square(IMAGENET_STDDEV_RGB))
     model = finish_model(
         inputs,
         x,
@@ -225,7 +233,7 @@ def efficientnet(
         keras_twin=keras_twin,
         dense_initializer=DENSE_INITIALIZER,
     )
-    if weights == "imagenet":
+    if weights == "imagenet" and normalize is not None:
         # keras.applications' ImageNet files store the standard deviation where
         # the variance belongs, and its EfficientNet (weights="imagenet") adds a
         # Rescaling(1 / sqrt(stddev)) after the Normalization to make up for
@@ -262,14 +270,30 @@ def _variant(name, kwargs):
 
 
 def _register(name):
-    resolution = VARIANTS[name][2]
+    width, depth, resolution, dropout = VARIANTS[name]
+    repeats = [int(math.ceil(depth * row[0])) for row in B0_STAGES]
+    channels = [make_divisible(row[5] * width) for row in B0_STAGES]
+    # The last stage at each resolution (timm's taps): strides 2, 4, 8, 16, 32.
+    tap_stages = (1, 2, 3, 5, 7)
     return register_model(
         name,
         family="efficientnet",
         paper=PAPER,
         default_input_shape=(resolution, resolution, 3),
         min_input_size=32,
-        pretrained=("imagenet",),
+        variant={
+            "width_coefficient": width,
+            "depth_coefficient": depth,
+            "resolution": resolution,
+            "dropout": dropout,
+        },
+        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", resolution)},
+        blocks=stage_blocks(repeats),
+        feature_taps=tuple(
+            FeatureTap(f"stage{stage}_block{repeats[stage - 1]}", channels[stage - 1], 2**level)
+            for level, stage in enumerate(tap_stages, start=1)
+        ),
+        heavy=name != "efficientnet_b0",
     )
 
 

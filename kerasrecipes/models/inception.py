@@ -27,8 +27,8 @@ from kerasrecipes.layers.inception import (
     inception_e,
 )
 from kerasrecipes.layers.normalization import BN_MOMENTUM
-from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
+from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Szegedy et al. 2016, Rethinking the Inception Architecture for Computer Vision"
 # The stem: (filters, kernel size, stride, padding) per convolution; "pool" is a 3x3/2 max pool.
@@ -84,7 +84,18 @@ def _stem(x):
     paper=PAPER,
     default_input_shape=(299, 299, 3),
     min_input_size=MIN_INPUT_SIZE,
-    pretrained=("imagenet",),
+    variant={"stem": STEM, "modules_per_stage": tuple(len(modules) for modules in STAGES)},
+    pretrained={"imagenet": PretrainedWeights("InceptionV3", "tf", 299)},
+    blocks=stage_blocks(len(modules) for modules in STAGES),
+    # timm's taps: the stem at strides 2 and 4, then each stage's last module.
+    feature_taps=(
+        FeatureTap("stem_relu3", 64, 2),
+        FeatureTap("stem_relu5", 192, 4),
+        FeatureTap("stage1_block3", 288, 8),
+        FeatureTap("stage2_block5", 768, 16),
+        FeatureTap("stage3_block3", 2048, 32),
+    ),
+    drop_path=False,
 )
 def inception_v3(
     *,
@@ -93,8 +104,11 @@ def inception_v3(
     include_top=True,
     pooling=None,
     dropout=0.0,
+    drop_path_rate=0.0,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="tf",
     name="inception_v3",
 ):
     """Inception-v3: 23.9M parameters, 5.7G multiply-adds at 299.
@@ -113,7 +127,12 @@ def inception_v3(
             has none, torchvision 0.5. Defaults to 0.0.
         weights: None, "imagenet" (ported from keras.applications.InceptionV3)
             or the path of a .weights.h5 / .keras file. Defaults to None.
+        drop_path_rate: must be 0.0: the network has no residual branches;
+            accepted so every builder takes the same arguments. Defaults to 0.0.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "tf" ([-1, 1], the ImageNet weights').
         name: model name. Defaults to "inception_v3".
 
     Example:
@@ -128,11 +147,14 @@ def inception_v3(
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
-        drop_path_rate=0.0,
+        drop_path_rate=drop_path_rate,
         min_input_size=MIN_INPUT_SIZE,
+        drop_path=False,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = _stem(inputs)
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
+    x = _stem(x)
     for stage, modules in enumerate(STAGES, start=1):
         for block, branches in enumerate(modules, start=1):
             x = InceptionModule(branches, name=f"stage{stage}_block{block}")(x)

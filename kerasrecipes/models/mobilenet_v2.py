@@ -7,8 +7,8 @@ a 1x1 convolution to 1280 channels and the classifier. The width multiplier
 
 Variable-for-variable compatible with `keras.applications.MobileNetV2` at
 every alpha it ships (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), so `weights="imagenet"`
-ports its weights. They expect inputs scaled to [-1, 1]:
-`keras.applications.mobilenet_v2.preprocess_input`.
+ports its weights. They expect inputs scaled to [-1, 1] ("tf" mode), which
+the model does itself by default (`include_preprocessing=True`).
 """
 
 import functools
@@ -18,8 +18,8 @@ import keras
 from kerasrecipes.layers import InvertedResidual, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
+from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
 # Table 2 of the paper, one row per stage: expansion t, output channels c,
@@ -51,6 +51,8 @@ def mobilenet_v2(
     drop_path_rate=0.0,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="tf",
     name="mobilenet_v2",
 ):
     """Builds MobileNetV2 at width multiplier `alpha` (Sandler et al. 2018).
@@ -75,6 +77,10 @@ def mobilenet_v2(
         weights: None, "imagenet" or the path of a .weights.h5 / .keras file.
             Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "tf" ([-1, 1],
+            what the ImageNet weights expect).
         name: model name. Defaults to "mobilenet_v2".
 
     Example:
@@ -100,7 +106,9 @@ def mobilenet_v2(
         drop_path_rate=drop_path_rate,
         min_input_size=32,
     )
-    inputs = keras.Input(shape=input_shape, name="input")
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
     x = keras.layers.Conv2D(
         make_divisible(STEM_FILTERS * alpha),
         3,
@@ -109,7 +117,7 @@ def mobilenet_v2(
         use_bias=False,
         kernel_initializer=CONV_INITIALIZER,
         name="stem_conv",
-    )(inputs)
+    )(x)
     x = batch_norm("stem_bn", epsilon=BN_EPSILON)(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
 
@@ -158,7 +166,14 @@ def mobilenet_v2(
     paper=PAPER,
     default_input_shape=(224, 224, 3),
     min_input_size=32,
-    pretrained=("imagenet",),
+    variant={"stages": STAGES, "alpha": 1.0},
+    pretrained={"imagenet": PretrainedWeights("MobileNetV2", "tf", 224)},
+    blocks=stage_blocks(repeats for _, _, repeats, _ in STAGES),
+    # The last stage at each resolution (timm's taps): strides 2, 4, 8, 16, 32.
+    feature_taps=tuple(
+        FeatureTap(f"stage{stage}_block{STAGES[stage - 1][2]}", STAGES[stage - 1][1], 2**level)
+        for level, stage in enumerate((1, 2, 3, 5, 7), start=1)
+    ),
 )
 def mobilenet_v2_model(**kwargs):
     """MobileNetV2, any `alpha`: 3.5M parameters and 300M multiply-adds at 1.0 and 224."""

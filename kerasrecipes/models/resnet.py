@@ -8,9 +8,9 @@ et al. 2016, "Identity Mappings in Deep Residual Networks".
 ResNet-50/101/152 are variable-for-variable compatible with
 `keras.applications.ResNet50/101/152` (biases in the convolutions, stride in
 the first 1x1 convolution), so `weights="imagenet"` ports their weights.
-Those weights expect Keras' ResNet preprocessing: feed images through
-`keras.applications.resnet.preprocess_input` (RGB 0-255 to BGR with the
-ImageNet mean subtracted, "caffe" style).
+Those weights expect Keras' ResNet preprocessing (RGB 0-255 to BGR with the
+ImageNet mean subtracted, "caffe" style), which the model applies itself
+(`include_preprocessing=True`, the default), so it takes RGB images in [0, 255].
 """
 
 import keras
@@ -18,8 +18,14 @@ import keras
 from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.residual import resolve_shortcut
-from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
+from kerasrecipes.registry import (
+    FeatureTap,
+    PretrainedWeights,
+    model_card,
+    register_model,
+    stage_blocks,
+)
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
 
@@ -37,6 +43,9 @@ IMAGENET_VARIANTS = {
     "resnet152": {"block": "bottleneck", "blocks_per_stage": (3, 8, 36, 3), "use_bias": True},
 }
 KERAS_TWINS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+IMAGENET_FILTERS = (64, 128, 256, 512)
+# The CIFAR nets whose train step and .keras round trip run only with -m slow.
+HEAVY = {"resnet101", "resnet110", "resnet152", "resnet1202"}
 
 
 def residual_stages(
@@ -101,6 +110,8 @@ def cifar_resnet(
     preact=False,
     zero_init_residual=True,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="unit",
     name=None,
 ):
     """Builds the CIFAR-10 ResNet of any depth 6n+2 (He et al. 2015, Sec. 4.2).
@@ -126,6 +137,9 @@ def cifar_resnet(
             so every block starts as the identity (Goyal et al. 2017; timm's
             default). False gives the paper's initialization. Defaults to True.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "unit" ([0, 1]).
         name: model name. Defaults to f"resnet{depth}".
 
     Example:
@@ -151,7 +165,9 @@ def cifar_resnet(
         min_input_size=4,
     )
     shortcut = resolve_shortcut(shortcut)
-    inputs = keras.Input(shape=input_shape, name="input")
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
     x = keras.layers.Conv2D(
         CIFAR_STAGE_FILTERS[0],
         3,
@@ -159,7 +175,7 @@ def cifar_resnet(
         use_bias=False,
         kernel_initializer="he_normal",
         name="stem_conv",
-    )(inputs)
+    )(x)
     if not preact:
         x = batch_norm("stem_bn")(x)
         x = keras.layers.ReLU(name="stem_relu")(x)
@@ -205,6 +221,8 @@ def resnet(
     preact=False,
     zero_init_residual=True,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="unit",
     name="resnet",
     keras_twin=None,
 ):
@@ -234,6 +252,11 @@ def resnet(
             so every block starts as the identity (Goyal et al. 2017; timm's
             default). False gives the paper's initialization. Defaults to True.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode; the registered
+            variants pass their card's ("caffe" for the ImageNet weights).
+            Defaults to "unit".
         name: model name. Defaults to "resnet".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -262,8 +285,10 @@ def resnet(
         min_input_size=32,
     )
     shortcut = resolve_shortcut(shortcut)
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = keras.layers.ZeroPadding2D(3, name="stem_pad")(inputs)
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
+    x = keras.layers.ZeroPadding2D(3, name="stem_pad")(x)
     x = keras.layers.Conv2D(
         64, 7, strides=2, use_bias=use_bias, kernel_initializer="he_normal", name="stem_conv"
     )(x)
@@ -275,7 +300,7 @@ def resnet(
     x = residual_stages(
         x,
         block=block,
-        stage_filters=(64, 128, 256, 512),
+        stage_filters=IMAGENET_FILTERS,
         blocks_per_stage=tuple(blocks_per_stage),
         first_stage_strides=1,
         shortcut=shortcut,
@@ -303,63 +328,96 @@ def _imagenet_resnet(variant, kwargs):
         **{
             "name": variant,
             "keras_twin": KERAS_TWINS.get(variant),
+            "preprocessing": model_card(variant).preprocessing,
             **IMAGENET_VARIANTS[variant],
             **kwargs,
         }
     )
 
 
+def _cifar_resnet(depth, kwargs):
+    name = f"resnet{depth}"
+    return cifar_resnet(depth=depth, **{"preprocessing": model_card(name).preprocessing, **kwargs})
+
+
 def _register_cifar(name):
+    depth = int(name.removeprefix("resnet"))
+    blocks = ((depth - 2) // 6,) * 3
     return register_model(
-        name, family="resnet", paper=CIFAR_PAPER, default_input_shape=(32, 32, 3), min_input_size=4
+        name,
+        family="resnet",
+        paper=CIFAR_PAPER,
+        default_input_shape=(32, 32, 3),
+        min_input_size=4,
+        variant={"depth": depth, "block": "basic", "blocks_per_stage": blocks},
+        blocks=stage_blocks(blocks),
+        feature_taps=tuple(
+            FeatureTap(f"stage{stage}_block{count}", filters, 2 ** (stage - 1))
+            for stage, (count, filters) in enumerate(zip(blocks, CIFAR_STAGE_FILTERS), start=1)
+        ),
+        heavy=name in HEAVY,
     )
 
 
 def _register_imagenet(name):
+    variant = IMAGENET_VARIANTS[name]
+    blocks = variant["blocks_per_stage"]
+    expansion = BLOCKS[variant["block"]].expansion
+    pretrained = {}
+    if name in KERAS_TWINS:
+        pretrained["imagenet"] = PretrainedWeights(KERAS_TWINS[name], "caffe", 224)
     return register_model(
         name,
         family="resnet",
         paper=IMAGENET_PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=32,
-        pretrained=("imagenet",) if name in KERAS_TWINS else (),
+        variant=variant,
+        pretrained=pretrained,
+        blocks=stage_blocks(blocks),
+        feature_taps=(FeatureTap("stem_relu", 64, 2),)
+        + tuple(
+            FeatureTap(f"stage{stage}_block{count}", filters * expansion, 2 ** (stage + 1))
+            for stage, (count, filters) in enumerate(zip(blocks, IMAGENET_FILTERS), start=1)
+        ),
+        heavy=name in HEAVY,
     )
 
 
 @_register_cifar("resnet20")
 def resnet20(**kwargs):
     """ResNet-20 for CIFAR-10: 0.27M parameters, 8.75% error in the paper (Table 6)."""
-    return cifar_resnet(depth=20, **kwargs)
+    return _cifar_resnet(20, kwargs)
 
 
 @_register_cifar("resnet32")
 def resnet32(**kwargs):
     """ResNet-32 for CIFAR-10: 0.46M parameters, 7.51% error in the paper (Table 6)."""
-    return cifar_resnet(depth=32, **kwargs)
+    return _cifar_resnet(32, kwargs)
 
 
 @_register_cifar("resnet44")
 def resnet44(**kwargs):
     """ResNet-44 for CIFAR-10: 0.66M parameters, 7.17% error in the paper (Table 6)."""
-    return cifar_resnet(depth=44, **kwargs)
+    return _cifar_resnet(44, kwargs)
 
 
 @_register_cifar("resnet56")
 def resnet56(**kwargs):
     """ResNet-56 for CIFAR-10: 0.85M parameters, 6.97% error in the paper (Table 6)."""
-    return cifar_resnet(depth=56, **kwargs)
+    return _cifar_resnet(56, kwargs)
 
 
 @_register_cifar("resnet110")
 def resnet110(**kwargs):
     """ResNet-110 for CIFAR-10: 1.7M parameters, 6.43% error in the paper (Table 6)."""
-    return cifar_resnet(depth=110, **kwargs)
+    return _cifar_resnet(110, kwargs)
 
 
 @_register_cifar("resnet1202")
 def resnet1202(**kwargs):
     """ResNet-1202 for CIFAR-10: 19.4M parameters, 7.93% error in the paper (overfits)."""
-    return cifar_resnet(depth=1202, **kwargs)
+    return _cifar_resnet(1202, kwargs)
 
 
 @_register_imagenet("resnet18")
@@ -378,8 +436,8 @@ def resnet34(**kwargs):
 def resnet50(**kwargs):
     """ResNet-50 (bottleneck): 25.6M parameters, 3.8G multiply-adds; ImageNet weights.
 
-    With `weights="imagenet"`, preprocess inputs with
-    `keras.applications.resnet.preprocess_input`.
+    Takes RGB images in [0, 255]; the model applies the weights' "caffe"
+    preprocessing itself (`include_preprocessing=False` leaves it out).
     """
     return _imagenet_resnet("resnet50", kwargs)
 

@@ -15,8 +15,8 @@ ImageNet mean subtracted, 0-255 scale).
 
 import keras
 
-from kerasrecipes.models.common import check_common_args, conv_relu, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, conv_relu, finish_model, model_inputs
+from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = (
     "Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition"
@@ -39,9 +39,12 @@ def vgg(
     include_top=True,
     pooling=None,
     dropout=0.5,
+    drop_path_rate=0.0,
     batch_norm_after_conv=False,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="caffe",
     name="vgg",
     keras_twin=None,
 ):
@@ -69,7 +72,12 @@ def vgg(
         weights: None, "imagenet" (needs `keras_twin`) or the path of a
             .weights.h5 / .keras file. With "imagenet" and a new classifier,
             the hidden fully connected layers are still pretrained. Defaults to None.
+        drop_path_rate: must be 0.0: the network has no residual branches;
+            accepted so every builder takes the same arguments. Defaults to 0.0.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "caffe" (the ImageNet weights').
         name: model name. Defaults to "vgg".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -97,8 +105,9 @@ def vgg(
         include_top=include_top,
         pooling=pooling,
         dropout=dropout,
-        drop_path_rate=0.0,
+        drop_path_rate=drop_path_rate,
         min_input_size=32,
+        drop_path=False,
     )
     if weights == "imagenet" and include_top and tuple(input_shape[:2]) != (224, 224):
         raise ValueError(
@@ -107,8 +116,9 @@ def vgg(
             "input_shape=(224, 224, 3), or include_top=False with pooling='avg' for "
             "another size."
         )
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = inputs
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+    )
     for stage, (convs, width) in enumerate(zip(convs_per_stage, WIDTHS), start=1):
         for block in range(1, convs + 1):
             x = conv_relu(
@@ -150,13 +160,23 @@ def _variant(name, kwargs):
 
 
 def _register(name):
+    convs = VARIANTS[name]
     return register_model(
         name,
         family="vgg",
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=32,
-        pretrained=("imagenet",),
+        variant={"convs_per_stage": convs, "widths": WIDTHS, "hidden_units": HIDDEN_UNITS},
+        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "caffe", 224)},
+        blocks=stage_blocks(convs),
+        # Each stage's last convolution (stride 1 to 16), then the last pooling (32).
+        feature_taps=tuple(
+            FeatureTap(f"stage{stage}_block{count}", width, 2 ** (stage - 1))
+            for stage, (count, width) in enumerate(zip(convs, WIDTHS), start=1)
+        )
+        + (FeatureTap("stage5_pool", WIDTHS[-1], 32),),
+        drop_path=False,
     )
 
 

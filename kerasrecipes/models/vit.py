@@ -22,8 +22,8 @@ from kerasrecipes.layers.vit import (
     PatchTokensToGrid,
     TransformerEncoderBlock,
 )
-from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import register_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
+from kerasrecipes.registry import HEAD_PREFIX, FeatureTap, register_model, stage_blocks
 
 PAPER = "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words"
 # Token width, encoder blocks, attention heads, MLP width.
@@ -55,6 +55,8 @@ def vit(
     position_embedding_size=None,
     weights=None,
     classifier_activation="softmax",
+    include_preprocessing=True,
+    preprocessing="unit",
     name="vit",
 ):
     """Builds a Vision Transformer.
@@ -94,6 +96,9 @@ def vit(
             embedding is resized by bicubic interpolation. Defaults to None.
         weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
         classifier_activation: activation of the classifier. Defaults to "softmax".
+        include_preprocessing: bool, take RGB images in [0, 255] and apply
+            `preprocessing` inside the model. Defaults to True.
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "unit" ([0, 1]).
         name: model name. Defaults to "vit".
 
     Example:
@@ -129,10 +134,10 @@ def vit(
     if position_embedding_size is not None:
         position_grid = tuple(int(size) // patch_size for size in position_embedding_size)
 
-    inputs = keras.Input(shape=input_shape, name="input")
-    x = PatchEmbedding(hidden_dim, patch_size, position_grid=position_grid, name="stem_embed")(
-        inputs
+    inputs, x = model_inputs(
+        input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
     )
+    x = PatchEmbedding(hidden_dim, patch_size, position_grid=position_grid, name="stem_embed")(x)
     if encoder_dropout > 0:
         x = keras.layers.Dropout(encoder_dropout, name="stem_dropout")(x)
     for block, rate in enumerate(drop_path_schedule(drop_path_rate, depth), start=1):
@@ -150,7 +155,7 @@ def vit(
 
     representation = pooling or ("token" if include_top else None)
     if representation == "token":
-        x = ClassTokenPooling(name="head_pool")(x)
+        x = ClassTokenPooling(name=f"{HEAD_PREFIX}pool")(x)
     else:
         x = PatchTokensToGrid((height // patch_size, width // patch_size), name="post_grid")(x)
     return finish_model(
@@ -173,12 +178,21 @@ def _variant(name, kwargs):
 
 
 def _register(name):
+    hidden_dim, depth, num_heads, mlp_dim = VARIANTS[name]
     return register_model(
         name,
         family="vit",
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=16,
+        variant={"hidden_dim": hidden_dim, "depth": depth, "num_heads": num_heads,
+                 "mlp_dim": mlp_dim, "patch_size": 16},
+        blocks=stage_blocks((depth,)),
+        # Every block's tokens, laid out as the 14x14 patch grid at 224.
+        feature_taps=tuple(
+            FeatureTap(f"stage1_block{block}", hidden_dim, 16) for block in range(1, depth + 1)
+        ),
+        heavy=name == "vit_base16",
     )
 
 

@@ -22,8 +22,9 @@ import warnings
 
 import keras
 
+from kerasrecipes import _compat
 from kerasrecipes.optimizers.multipliers import LRMultiplierOptimizer, resolve_multipliers
-from kerasrecipes.optimizers.paths import _sublayers, variable_paths
+from kerasrecipes.optimizers.paths import variable_paths
 
 # Position and class embeddings: ViT (ours: `position_embedding`, `class_token`), DeiT/timm
 # (`pos_embed`, `cls_token`), keras-hub (`position_embedding*`).
@@ -48,9 +49,9 @@ def _owning_layers(model):
     owners = {}
 
     def visit(layer):
-        for variable in layer._trainable_variables:
+        for variable in _compat.own_trainable_variables(layer):
             owners.setdefault(id(variable), layer)
-        for sublayer in _sublayers(layer):
+        for sublayer in _compat.sublayers(layer):
             visit(sublayer)
 
     visit(model)
@@ -121,11 +122,10 @@ def exclude_from_decay(optimizer, model, extra_names=()):
         )
     paths = dict(variable_paths(model))
     skipped = [paths[path] for path in decay_exclusions(model)]
-    earlier_ids = set(getattr(inner, "_exclude_from_weight_decay", set()))
-    earlier_pattern = getattr(inner, "_exclude_from_weight_decay_pattern", None)
+    earlier_ids, earlier_pattern = _compat.weight_decay_exclusions(inner)
     names = list(extra_names) + ([earlier_pattern.pattern] if earlier_pattern is not None else [])
     inner.exclude_from_weight_decay(var_list=skipped, var_names=names or None)
-    inner._exclude_from_weight_decay |= earlier_ids
+    _compat.add_weight_decay_exclusion_keys(inner, earlier_ids)
     wrapper = _multiplier_wrapper(optimizer)
     if wrapper is not None and wrapper.bound_model() is not model:
         wrapper.bind(model)
@@ -185,12 +185,12 @@ def _decays(optimizer, variable):
     wrapper = _multiplier_wrapper(optimizer)
     if wrapper is not None and wrapper.built:
         inner = wrapper.inner_optimizer
-        if inner._var_key(variable) in inner._trainable_variables_indices:
+        if _compat.optimizer_tracks(inner, variable):
             return wrapper.decays(variable)
     inner = _innermost(optimizer)
     if not inner.weight_decay:
         return False
-    return bool(inner._use_weight_decay(variable))
+    return bool(_compat.uses_weight_decay(inner, variable))
 
 
 def warn_if_double_decay(optimizer, model):
@@ -227,7 +227,8 @@ def audit(optimizer, model, print_fn=print):
     if wrapper is not None:
         if wrapper.built:
             values = wrapper.multiplier_values()
-            by_id = dict(zip([id(v) for v in wrapper._trainable_variables], values.values()))
+            built_on = _compat.optimizer_built_variables(wrapper)
+            by_id = dict(zip([id(v) for v in built_on], values.values()))
             multipliers = [by_id.get(id(v), 0.0) for _, v in pairs]
         else:
             if wrapper.bound_model() is model:
@@ -261,7 +262,7 @@ def audit(optimizer, model, print_fn=print):
         )
         for row in rows:
             print_fn(
-                f"{row['path']:<{width}}  {str(row['shape']):<20} "
+                f"{row['path']:<{width}}  {row['shape']!s:<20} "
                 f"{'yes' if row['trainable'] else 'no':>5} {row['multiplier']:>8.4g} "
                 f"{row['rate']:>10.3g} {'yes' if row['decay'] else 'no':>5} {row['l2']:>8.2g}"
             )

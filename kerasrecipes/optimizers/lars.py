@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kerasrecipes import _compat
+
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
 class LARS(keras.optimizers.Optimizer):
@@ -62,6 +64,8 @@ class LARS(keras.optimizers.Optimizer):
         self.trust_coefficient = float(trust_coefficient)
         self.epsilon = float(epsilon)
         self.nesterov = bool(nesterov)
+        # The decay is part of the gradient in `update_step` (L2 form of the paper).
+        _compat.replace_weight_decay_step(self, _decay_in_gradient)
 
     def build(self, var_list):
         if self.built:
@@ -69,16 +73,12 @@ class LARS(keras.optimizers.Optimizer):
         super().build(var_list)
         self._momentums = self.add_optimizer_variables(var_list, "momentum")
 
-    def _apply_weight_decay(self, variables):
-        # The decay is part of the gradient in `update_step` (L2 form of the paper).
-        pass
-
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
-        momentum = self._momentums[self._get_variable_index(variable)]
-        if self._use_weight_decay(variable):
+        momentum = self._momentums[_compat.optimizer_variable_index(self, variable)]
+        if _compat.uses_weight_decay(self, variable):
             decay = ops.cast(self.weight_decay or 0.0, dtype)
             weight_norm = ops.sqrt(ops.sum(ops.square(variable)))
             gradient_norm = ops.sqrt(ops.sum(ops.square(gradient)))
@@ -108,3 +108,7 @@ class LARS(keras.optimizers.Optimizer):
             }
         )
         return config
+
+
+def _decay_in_gradient(variables):
+    """Stands in for Keras' decoupled weight decay in `LARS`; see `LARS.update_step`."""

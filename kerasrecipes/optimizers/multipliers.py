@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasrecipes import _compat
 from kerasrecipes.optimizers.paths import block_of, depth_groups, layer_path, variable_paths
 
 
@@ -141,13 +142,14 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
                 trainable=False,
                 aggregation="only_first_replica",
             )
-        self._track_variable(scale)
+        _compat.track_variable(self, scale)
         self._lr_scale = scale
         # Route the inner optimizer's per-variable update through the multiplier, and move its
         # decoupled weight decay into that update so the decay is scaled too.
-        self._inner_update_step = inner_optimizer.update_step
-        inner_optimizer.update_step = self._scaled_update_step
-        inner_optimizer._apply_weight_decay = _decay_in_update_step
+        self._inner_update_step = _compat.replace_update_step(
+            inner_optimizer, self._scaled_update_step
+        )
+        _compat.replace_weight_decay_step(inner_optimizer, _decay_in_update_step)
         inner_optimizer._kerasrecipes_multiplier_owner = weakref.ref(self)
 
     # -- model binding and paths ---------------------------------------------------------------
@@ -180,7 +182,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             extra = [(v.path, v) for v in (var_list or []) if id(v) not in known]
             return pairs + extra
         if var_list is None:
-            var_list = self._trainable_variables if self.built else []
+            var_list = _compat.optimizer_built_variables(self) if self.built else []
         return [(v.path, v) for v in var_list]
 
     # -- building and applying -----------------------------------------------------------------
@@ -199,7 +201,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         self._lr_multipliers = self._vector_variable(values, "lr_multipliers")
         # Keras keeps `exclude_from_weight_decay` out of the optimizer's config, so a loaded
         # model would decay what the original skipped; a mask saved with the state keeps it.
-        decays = [float(self.inner_optimizer._use_weight_decay(v)) for v in variables]
+        decays = [float(_compat.uses_weight_decay(self.inner_optimizer, v)) for v in variables]
         self._decay_mask = self._vector_variable(np.array(decays, "float32"), "weight_decay_mask")
 
     def _vector_variable(self, values, name):
@@ -223,7 +225,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
     def _scaled_update_step(self, gradient, variable, learning_rate):
         inner = self.inner_optimizer
         dtype = variable.dtype
-        index = inner._get_variable_index(variable)
+        index = _compat.optimizer_variable_index(inner, variable)
         learning_rate = (
             ops.cast(learning_rate, dtype)
             * ops.cast(self._lr_scale, dtype)
@@ -237,7 +239,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
     # -- the learning rate and the multipliers -------------------------------------------------
 
     def _scheduled(self):
-        rate = self.inner_optimizer._learning_rate
+        rate = _compat.learning_rate_source(self.inner_optimizer)
         return callable(rate) and not isinstance(rate, keras.Variable)
 
     @property
@@ -280,8 +282,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         if not inner.weight_decay:
             return False
         if not self.built:
-            return bool(inner._use_weight_decay(variable))
-        index = inner._get_variable_index(variable)
+            return bool(_compat.uses_weight_decay(inner, variable))
+        index = _compat.optimizer_variable_index(inner, variable)
         return bool(ops.convert_to_numpy(self._decay_mask)[index])
 
     def set_multiplier(self, pattern, multiplier):
@@ -344,7 +346,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.inner_optimizer.variables
+        return super().variables + self.inner_optimizer.variables
 
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
@@ -374,7 +376,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
 
 
 def _decay_in_update_step(variables):
-    """Stands in for the wrapped optimizer's `_apply_weight_decay`; see `_scaled_update_step`."""
+    """Stands in for the wrapped optimizer's decoupled weight decay; see `_scaled_update_step`."""
 
 
 def with_lr_multipliers(optimizer, multipliers, model=None, default=1.0):

@@ -12,14 +12,12 @@ sublayer.
 
 import re
 
+from kerasrecipes import _compat
+
 # A layer belongs to a block when its name starts with "<anything>block<N>[letter]":
 # "stage2_block3_conv1" (ours), "conv3_block2_1_conv" (keras.applications ResNet),
 # "block4a_expand_conv" (EfficientNet), "convnext_tiny_stage_1_block_2_pointwise_conv_1".
 BLOCK_PATTERN = r"^(.*?block_?\d+[a-z]?)(?=_|$)"
-
-
-def _sublayers(layer):
-    return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
 def variable_paths(model):
@@ -44,14 +42,14 @@ def variable_paths(model):
     found = []
 
     def visit(layer, prefix):
-        for variable in layer._trainable_variables:
+        for variable in _compat.own_trainable_variables(layer):
             if id(variable) not in seen:
                 seen.add(id(variable))
                 found.append((prefix + variable.name, variable))
-        for sublayer in _sublayers(layer):
+        for sublayer in _compat.sublayers(layer):
             visit(sublayer, f"{prefix}{sublayer.name}/")
 
-    for layer in _sublayers(model):
+    for layer in _compat.sublayers(model):
         visit(layer, f"{layer.name}/")
     return found
 
