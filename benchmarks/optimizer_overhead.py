@@ -25,9 +25,9 @@ import keras
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_step import alternate, describe_machine  # noqa: E402
+from train_step import alternate, describe_machine
 
-import kerasrecipes as kr  # noqa: E402
+import kerasrecipes as kr
 
 
 def parse_args():
@@ -55,7 +55,7 @@ def build(name, size, wrapped):
 
 
 def benchmark(name, args):
-    size = args.image_size or (32 if kr.get_model_entry(name).default_input_shape[0] == 32 else 64)
+    size = args.image_size or (32 if kr.model_card(name).default_input_shape[0] == 32 else 64)
     plain, wrapped = build(name, size, False), build(name, size, True)
     groups = len(wrapped.optimizer.multipliers)
     variables = len(wrapped.trainable_variables)

@@ -3,8 +3,9 @@
 For each twin and input size: build the keras.applications model without
 weights, give every normalization layer random statistics (so a mis-ported
 statistic shows), port its variables into ours, run both on the same random
-0-255 batch and print the largest absolute difference of the logits, also
-relative to the largest logit.
+0-255 batch (ours preprocesses it itself, the twin gets its
+`preprocess_input`'s output) and print the largest absolute difference of
+the logits, also relative to the largest logit.
 
 Run:
     python benchmarks/port_agreement.py                     # every twin at 64 and 97 pixels
@@ -20,10 +21,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+import numpy as np
 
-import kerasrecipes as kr  # noqa: E402
+import kerasrecipes as kr
+from kerasrecipes import _compat
 
 TWINS = {
     "resnet50": ("resnet50", keras.applications.ResNet50),
@@ -69,7 +71,7 @@ def randomize_statistics(model, rng):
             weight.assign(rng.normal(0.0, 0.1, weight.shape).astype("float32"))
         elif "gamma" in path:
             weight.assign(rng.uniform(0.5, 1.5, weight.shape).astype("float32"))
-    for layer in model._flatten_layers(include_self=False):
+    for layer in _compat.sublayers(model, recursive=True):
         if isinstance(layer, keras.layers.Normalization):
             layer.finalize_state()  # it caches tensors made from its variables
 
@@ -85,7 +87,9 @@ def agreement(label, size, rng):
     assert ours.count_params() == source.count_params()
     copied = kr.port_weights(source, ours)
     x = rng.uniform(0, 255, (2,) + shape).astype("float32")
-    expected = keras.ops.convert_to_numpy(source(x))
+    # Ours preprocesses the 0-255 batch itself; the twin gets its preprocess_input's output.
+    twin_inputs = kr.model_card(name).pretrained["imagenet"].twin_preprocess_input(x.copy())
+    expected = keras.ops.convert_to_numpy(source(twin_inputs))
     difference = np.abs(keras.ops.convert_to_numpy(ours(x)) - expected).max()
     scale = np.abs(expected).max()
     print(
@@ -106,7 +110,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for label in args.models:
         for size in args.sizes:
-            min_size = kr.get_model_entry(TWINS[label][0]).min_input_size
+            min_size = kr.model_card(TWINS[label][0]).min_input_size
             if size < min_size:
                 print(f"| {label} | {size}x{size} | skipped: below its minimum {min_size} |")
                 continue

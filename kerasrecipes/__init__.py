@@ -18,10 +18,10 @@ from kerasrecipes import (
     schedules,
 )
 from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
+from kerasrecipes.features import ParamGroup, feature_info, param_groups
 from kerasrecipes.finetune import FineTuneHistory, fine_tune
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
-from kerasrecipes.features import ParamGroup, feature_info, param_groups
 from kerasrecipes.registry import (
     FeatureTap,
     ModelCard,
@@ -38,30 +38,30 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FeatureTap",
-    "ModelCard",
-    "ParamGroup",
-    "PretrainedWeights",
-    "feature_info",
-    "model_card",
-    "param_groups",
     "FineTuneHistory",
     "LoadedBackbone",
+    "ModelCard",
     "ModelInfo",
+    "ParamGroup",
+    "PretrainedWeights",
     "callbacks",
     "create_model",
     "data",
     "demo_backbone",
     "distribute",
     "efficientnet_scaling",
+    "feature_info",
     "fine_tune",
     "get_model_entry",
     "layers",
     "list_models",
     "load_backbone",
     "losses",
+    "model_card",
     "model_info",
     "models",
     "optimizers",
+    "param_groups",
     "plots",
     "port_weights",
     "register_model",

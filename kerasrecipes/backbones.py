@@ -132,9 +132,7 @@ def load_backbone(
     origin = "random initialization"
     if weights is not None:
         origin = "ImageNet" if weights == "imagenet" else os.fspath(weights)
-    return LoadedBackbone(
-        backbone, None if inside else preprocessing, f"{backbone.name}: {origin}"
-    )
+    return LoadedBackbone(backbone, None if inside else preprocessing, f"{backbone.name}: {origin}")
 
 
 def backbone_of(model):

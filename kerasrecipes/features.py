@@ -17,6 +17,9 @@ from kerasrecipes.layers.vit import PatchTokensToGrid
 from kerasrecipes.optimizers.paths import block_of, variable_paths
 from kerasrecipes.registry import HEAD_PREFIX, FeatureTap, find_card
 
+# The group of the `head_*` layers in `param_groups`.
+HEAD_GROUP = "head"
+
 
 def tap_layer(model, prefix):
     """The last layer of `model` named `prefix` or `prefix_*`: the layer a tap reads."""
@@ -63,11 +66,12 @@ def features_model(card, model, out_indices=None):
         x = layer.output
         if len(x.shape) == 3:
             height, width = model.inputs[0].shape[1:3]
-            patch = int(round(math.sqrt(height * width / (x.shape[1] - 1))))
+            patch = round(math.sqrt(height * width / (x.shape[1] - 1)))
             grid = (height // patch, width // patch)
             x = PatchTokensToGrid(grid, name=f"{layer.name}_grid")(x)
         outputs.append(x)
-    return keras.Model(model.inputs, outputs, name=model.name)
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def _reduction(input_shape, map_shape):
@@ -123,10 +127,22 @@ def feature_info(model):
 
 @dataclasses.dataclass
 class ParamGroup:
-    """One parameter group: a name ("stem", "stage1_block1", ..., "head") and its variables."""
+    """One parameter group: a name ("stem", "stage1_block1", ..., "head") and its variables.
+
+    `paths` are the variables' paths as `with_lr_multipliers` matches them.
+    """
 
     name: str
     variables: list
+    paths: list
+
+    @property
+    def is_stem(self):
+        return self.name == "stem" or self.name.endswith("/stem")
+
+    @property
+    def is_head(self):
+        return self.name == HEAD_GROUP
 
 
 def _layer_groups(model, prefix=""):
@@ -150,7 +166,7 @@ def _layer_groups(model, prefix=""):
 
 def _block(name, blocks):
     if name.startswith(HEAD_PREFIX):
-        return "head"
+        return HEAD_GROUP
     if blocks is None:
         return block_of(name + "/variable")
     return next((b for b in blocks if name == b or name.startswith(b + "_")), None)
@@ -159,11 +175,11 @@ def _block(name, blocks):
 def _fill_between_blocks(leaves, prefix):
     """Stem before the first block, the next block between two, the last block after them."""
     blocks = [block for _, block in leaves]
-    real = [i for i, block in enumerate(blocks) if block not in (None, "head")]
+    real = [i for i, block in enumerate(blocks) if block not in (None, HEAD_GROUP)]
     groups = []
     for position, (path, block) in enumerate(leaves):
-        if block == "head":
-            groups.append((path, "head"))
+        if block == HEAD_GROUP:
+            groups.append((path, HEAD_GROUP))
         elif block is not None:
             groups.append((path, f"{prefix}{block}"))
         elif not real or position < real[0]:
@@ -210,9 +226,13 @@ def param_groups(model):
             group = by_layer.get("/".join(parts[:cut]))
             if group is not None:
                 break
-        ordered.setdefault(group or "head", []).append(variable)
-    head = ordered.pop("head", [])
-    groups = [ParamGroup(name, variables) for name, variables in ordered.items() if variables]
+        ordered.setdefault(group or HEAD_GROUP, []).append((path, variable))
+    head = ordered.pop(HEAD_GROUP, [])
+    groups = [
+        ParamGroup(name, [v for _, v in pairs], [p for p, _ in pairs])
+        for name, pairs in ordered.items()
+        if pairs
+    ]
     if head:
-        groups.append(ParamGroup("head", head))
+        groups.append(ParamGroup(HEAD_GROUP, [v for _, v in head], [p for p, _ in head]))
     return groups

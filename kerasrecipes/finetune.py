@@ -37,9 +37,11 @@ from kerasrecipes.callbacks import (
     mark_phase,
 )
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
+from kerasrecipes.features import HEAD_GROUP
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, layer_decay_multipliers, with_lr_multipliers
+from kerasrecipes.registry import HEAD_PREFIX
 
 STATE_FILE = "finetune_state.json"
 
@@ -332,9 +334,10 @@ def fine_tune(
 
 def _classifier(backbone, num_classes, pooling, dropout, preprocessing):
     """Images -> [preprocessing] -> backbone -> head_pool -> head_dropout -> head_dense."""
-    if backbone.name.startswith("head"):
+    if backbone.name.startswith(HEAD_PREFIX):
         raise ValueError(
-            f"fine_tune: the backbone is named {backbone.name!r}; names starting with 'head' "
+            f"fine_tune: the backbone is named {backbone.name!r}; names starting with "
+            f"{HEAD_PREFIX!r} "
             "are kept for the new classifier. Rename the backbone (backbone.name = ...)."
         )
     inputs = keras.Input(backbone.input_shape[1:], name="images")
@@ -346,7 +349,7 @@ def _classifier(backbone, num_classes, pooling, dropout, preprocessing):
         pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
         if pooling not in pool:
             raise ValueError(f"fine_tune: pooling must be 'avg' or 'max'. Received: {pooling!r}")
-        x = pool[pooling](name="head_pool")(x)
+        x = pool[pooling](name=f"{HEAD_PREFIX}pool")(x)
     elif len(x.shape) != 2:
         raise ValueError(
             f"fine_tune: the backbone's output has shape {x.shape}; expected a feature map "
@@ -354,8 +357,8 @@ def _classifier(backbone, num_classes, pooling, dropout, preprocessing):
             "include_top=False."
         )
     if dropout:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_dense")(x)
+        x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"{HEAD_PREFIX}dense")(x)
     return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
 
 
@@ -406,11 +409,11 @@ def _finetune_optimizer(
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
     if layer_decay:
         multipliers = {
-            pattern: value if pattern.startswith("head") else value * backbone_lr_mult
+            pattern: value if pattern.startswith(HEAD_PREFIX) else value * backbone_lr_mult
             for pattern, value in layer_decay_multipliers(model, rate=layer_decay).items()
         }
     else:
-        multipliers = {"head": 1.0, f"{backbone.name}/": backbone_lr_mult}
+        multipliers = {HEAD_GROUP: 1.0, f"{backbone.name}/": backbone_lr_mult}
     optimizer = with_lr_multipliers(
         keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay), multipliers, model=model
     )

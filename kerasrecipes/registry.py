@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import fnmatch
 import re
-from typing import Callable
+from collections.abc import Callable
 
 _REGISTRY = {}
 
@@ -44,11 +44,20 @@ class PretrainedWeights:
         preprocessing: the `ImagePreprocessing` mode the weights were trained
             with, for RGB images in [0, 255] ("caffe", "tf", "torch", ...).
         input_size: the native resolution the weights were trained at.
+        twin_module: the `keras.applications` module of the twin, whose
+            `preprocess_input` the twin's own inputs go through ("resnet").
     """
 
     twin: str
     preprocessing: str
     input_size: int
+    twin_module: str
+
+    def twin_preprocess_input(self, images):
+        """The twin's own input pipeline (`keras.applications.<module>.preprocess_input`)."""
+        import keras
+
+        return getattr(keras.applications, self.twin_module).preprocess_input(images)
 
 
 @dataclasses.dataclass(frozen=True)

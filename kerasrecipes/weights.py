@@ -137,7 +137,11 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
             ]
             # All but the source's 1000-class classifier, its last two variables.
             _port_variables(
-                _source_weights(source, model)[:-2], target_weights, source.name, model, f" outside {CLASSIFIER}"
+                _source_weights(source, model)[:-2],
+                target_weights,
+                source.name,
+                model,
+                f" outside {CLASSIFIER}",
             )
             return model
         source = keras_twin(weights="imagenet", include_top=with_top)

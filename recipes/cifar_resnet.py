@@ -131,7 +131,8 @@ Biases and BatchNorm parameters are not decayed.
 
 
 def make_model(depth, steps_per_epoch, epochs):
-    model = kr.models.resnet.cifar_resnet(depth=depth, num_classes=10)
+    # The images are standardized above, so the network's own [0, 255] scaling is left out.
+    model = kr.models.resnet.cifar_resnet(depth=depth, num_classes=10, include_preprocessing=False)
     total_steps = steps_per_epoch * epochs
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         boundaries=[int(total_steps * fraction) for fraction in LR_DROPS],

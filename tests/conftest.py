@@ -4,8 +4,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import tensorflow as tf
 
 # Two logical CPU devices, so MirroredStrategy can run with two replicas on this machine. This
 # must happen before TensorFlow initializes its devices, i.e. before any test runs an op.
@@ -13,42 +13,32 @@ _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
 )
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import kerasrecipes as kr  # noqa: E402
+import kerasrecipes as kr
 
 
 def tiny_input_shape(name):
     """The smallest square input a registered model accepts, at least 16 pixels."""
-    size = max(16, kr.get_model_entry(name).min_input_size)
+    size = max(16, kr.model_card(name).min_input_size)
     return (size, size, 3)
 
 
-# The largest and deepest models: built and run forward in the default run;
-# their train step, .keras round trip and headless builds run with -m slow
-# (ResNet-1202's train step alone takes over two minutes to trace on 2 cores;
-# the others hold 30M to 350M parameters or 100+ layers, and their train
-# steps took 15-30 s each, which the 15-minute budget of the default run
-# cannot hold).
-HEAVY_MODELS = {
-    "resnet101",
-    "resnet110",
-    "resnet152",
-    "resnet1202",
-    "efficientnet_b1",
-    "efficientnet_b2",
-    "efficientnet_b3",
-    "efficientnet_b4",
-    "efficientnet_b5",
-    "efficientnet_b6",
-    "efficientnet_b7",
-    "convnext_small",
-    "convnext_base",
-    "convnext_large",
-    "convnext_xlarge",
-    "vit_base16",
-}
+# The largest and deepest models, as their model cards say (`heavy=True`): built and
+# run forward in the default run; their train step, .keras round trip and headless
+# builds run with -m slow (ResNet-1202's train step alone takes over two minutes to
+# trace on 2 cores; the others hold 30M to 350M parameters or 100+ layers, and their
+# train steps took 15-30 s each, which the budget of the default run cannot hold).
+HEAVY_MODELS = {name for name in kr.list_models() if kr.model_card(name).heavy}
+
+
+def marked_slow_if_heavy(names):
+    """pytest params for `names`, the heavy ones marked slow."""
+    return [
+        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name
+        for name in names
+    ]
 
 
 def _build_tiny(name):

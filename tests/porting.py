@@ -48,27 +48,10 @@ def check_port(keras_fn, name, size, rng, **kwargs):
     assert port_weights(source, ours) == len(source.weights)
     x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
     # Ours takes 0-255 images and preprocesses them itself; the twin takes its preprocess_input's.
-    expected = keras.ops.convert_to_numpy(source(twin_preprocess_input(keras_fn)(x.copy())))
+    twin_inputs = kr.model_card(name).pretrained["imagenet"].twin_preprocess_input(x.copy())
+    expected = keras.ops.convert_to_numpy(source(twin_inputs))
     actual = keras.ops.convert_to_numpy(ours(x))
     return max_relative_difference(expected, actual)
-
-
-TWIN_MODULES = {
-    "ResNet": "resnet",
-    "VGG16": "vgg16",
-    "VGG19": "vgg19",
-    "MobileNetV2": "mobilenet_v2",
-    "InceptionV3": "inception_v3",
-    "EfficientNet": "efficientnet",
-    "ConvNeXt": "convnext",
-}
-
-
-def twin_preprocess_input(keras_fn):
-    """The `preprocess_input` of a keras.applications function's module (by its name)."""
-    name = getattr(keras_fn, "__name__", None) or keras_fn.func.__name__
-    module = next(module for prefix, module in TWIN_MODULES.items() if name.startswith(prefix))
-    return getattr(keras.applications, module).preprocess_input
 
 
 def fake_imagenet_files(monkeypatch, tmp_path, rng, keras_fn, **kwargs):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import kerasrecipes as kr
+from kerasrecipes import _compat
 from kerasrecipes.cli import main
 
 
@@ -120,7 +121,7 @@ def test_errors_are_one_line_without_traceback(shapes, capsys, argv, message):
 
 
 def test_imagenet_without_network_is_one_line(shapes, capsys, monkeypatch):
-    from keras.src.utils import file_utils
+    file_utils = _compat.keras_file_utils()
 
     def offline(*args, **kwargs):
         raise Exception(

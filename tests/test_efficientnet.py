@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import pytest
 from conftest import tiny_model
-from porting import check_port, fake_imagenet_files, max_relative_difference
+from porting import fake_imagenet_files, max_relative_difference
 
 import kerasrecipes as kr
 from kerasrecipes.layers import MBConv
-from kerasrecipes.models.efficientnet import B0_STAGES, KERAS_TWINS, VARIANTS
+from kerasrecipes.models.efficientnet import B0_STAGES, VARIANTS
 
 # Tan & Le 2019, Table 2: parameters (millions) and multiply-adds (billions).
 PAPER = {
@@ -98,18 +98,6 @@ def test_dropout_per_variant_and_overridable():
     assert tiny_model("efficientnet_b7").get_layer("head_dropout").rate == 0.5
     model = kr.create_model("efficientnet_b0", input_shape=(32, 32, 3), dropout=0.0)
     assert "head_dropout" not in [layer.name for layer in model.layers]
-
-
-@pytest.mark.parametrize("size", [64, 97])
-def test_b0_port_from_keras_applications(size, rng):
-    assert check_port(keras.applications.EfficientNetB0, "efficientnet_b0", size, rng) <= 1e-4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", [name for name in VARIANTS if name != "efficientnet_b0"])
-def test_port_of_every_variant(name, rng):
-    keras_fn = getattr(keras.applications, KERAS_TWINS[name])
-    assert check_port(keras_fn, name, 64, rng) <= 1e-4
 
 
 def test_imagenet_weights_go_through_keras_applications(monkeypatch, tmp_path, rng):

@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 
 import kerasrecipes as kr
+from kerasrecipes import _compat
 
 
 def tiny_backbone(name="tiny", size=16):
@@ -244,7 +245,9 @@ def test_backbones_from_weights_files(tmp_path):
     net = kr.create_model("baseline_cnn", include_top=False, input_shape=(16, 16, 3))
     net.save_weights(tmp_path / "cnn.weights.h5")
     loaded = kr.load_backbone("baseline_cnn", str(tmp_path / "cnn.weights.h5"), image_size=16)
-    assert loaded.preprocessing == "unit"
+    # The model scales its input itself, with its card's preprocessing.
+    assert loaded.preprocessing is None
+    assert loaded.model.get_layer("stem_preprocess").mode == "unit"
     for ours, theirs in zip(loaded.model.weights, net.weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), theirs.numpy())
 
@@ -262,7 +265,7 @@ def test_backbones_from_weights_files(tmp_path):
 
 def test_imagenet_weights_load_through_keras_applications(tmp_path, monkeypatch):
     """The download is replaced by a file made here; the rest of the path is the real one."""
-    from keras.src.utils import file_utils
+    file_utils = _compat.keras_file_utils()
 
     keras.utils.set_random_seed(1)
     twin = keras.applications.MobileNetV2(
@@ -279,7 +282,10 @@ def test_imagenet_weights_load_through_keras_applications(tmp_path, monkeypatch)
     monkeypatch.setattr(file_utils, "get_file", local_get_file)
     loaded = kr.load_backbone("mobilenet_v2", "imagenet", image_size=96, alpha=0.35)
     assert requested and requested[0].startswith("https://")
-    assert loaded.preprocessing == "tf" and "ImageNet" in loaded.description
+    assert loaded.preprocessing is None and "ImageNet" in loaded.description
+    assert loaded.model.get_layer("stem_preprocess").mode == "tf"
+    raw = kr.load_backbone("mobilenet_v2", "imagenet", 96, preprocessing="tf", alpha=0.35)
+    assert raw.preprocessing == "tf" and "stem_preprocess" not in [x.name for x in raw.model.layers]
     for ours, theirs in zip(loaded.model.weights, twin.weights):
         np.testing.assert_array_equal(
             np.reshape(keras.ops.convert_to_numpy(ours), -1),

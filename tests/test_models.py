@@ -5,7 +5,7 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import HEAVY_MODELS, tiny_input_shape, tiny_model
+from conftest import marked_slow_if_heavy, tiny_input_shape, tiny_model
 
 import kerasrecipes as kr
 
@@ -22,10 +22,7 @@ LAYER_NAME = re.compile(
 
 
 def models_with_heavy_marked_slow():
-    return [
-        pytest.param(name, marks=pytest.mark.slow) if name in HEAVY_MODELS else name
-        for name in ALL_MODELS
-    ]
+    return marked_slow_if_heavy(ALL_MODELS)
 
 
 def tiny_batch(name, batch_size=2):

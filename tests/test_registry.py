@@ -48,7 +48,7 @@ def test_a_name_cannot_be_registered_twice():
 def test_cards_describe_the_models():
     card = kr.model_card("resnet50")
     assert card.family == "resnet" and list(card.pretrained) == ["imagenet"]
-    assert card.pretrained["imagenet"] == kr.PretrainedWeights("ResNet50", "caffe", 224)
+    assert card.pretrained["imagenet"] == kr.PretrainedWeights("ResNet50", "caffe", 224, "resnet")
     assert card.default_input_shape == (224, 224, 3)
     assert card.variant["blocks_per_stage"] == (3, 4, 6, 3)
     assert card.blocks[0] == "stage1_block1" and len(card.blocks) == 16

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import tiny_model
-from porting import check_port, fake_imagenet_files, randomize_statistics
+from porting import fake_imagenet_files, randomize_statistics
 
 import kerasrecipes as kr
 from kerasrecipes.models.resnet import cifar_resnet
@@ -111,24 +111,6 @@ def test_drop_path_rates_rise_linearly_to_the_last_block():
     assert rates[0] == 0.0
     assert rates[-1] == pytest.approx(0.2)
     assert np.all(np.diff(rates) > 0)
-
-
-def check_resnet_port(keras_fn, name, size, rng):
-    assert check_port(keras_fn, name, size, rng) <= 1e-6
-
-
-@pytest.mark.parametrize("size", [64, 97])
-def test_resnet50_port_from_keras_applications(size, rng):
-    check_resnet_port(keras.applications.ResNet50, "resnet50", size, rng)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "keras_fn, name",
-    [(keras.applications.ResNet101, "resnet101"), (keras.applications.ResNet152, "resnet152")],
-)
-def test_deeper_ports_from_keras_applications(keras_fn, name, rng):
-    check_resnet_port(keras_fn, name, 64, rng)
 
 
 def test_port_between_different_networks_names_the_problem():

@@ -8,7 +8,8 @@ from kerasrecipes import _compat
 from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.callbacks.phases import mark_phase
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
-from kerasrecipes.optimizers.paths import BLOCK_PATTERN, depth_groups, variable_paths
+from kerasrecipes.optimizers.paths import depth_groups, variable_paths
+from kerasrecipes.registry import HEAD_PREFIX
 
 
 def _is_batch_norm(layer):
@@ -44,14 +45,17 @@ class UnfreezeBackbone(ConfigurableCallback):
     Args:
         backbone: what to freeze: a layer (e.g. a nested `keras.applications`
             model), a layer name, a regex matched against variable paths, or
-            None for every layer whose name does not start with "head".
+            None for every layer outside the head (`kr.param_groups`' "head").
         epoch: the epoch to unfreeze at (ignored when `schedule` is given).
         blocks: None for the whole backbone, or the number of top blocks.
         schedule: optional dict `{epoch: blocks}` for gradual unfreezing.
         train_bn: also train BatchNorm layers once unfrozen.
         lr_multiplier: optional multiplier for the variables unfrozen, set on
             the `LRMultiplierOptimizer` when they unfreeze.
-        block_pattern: regex naming blocks, see `kerasrecipes.optimizers.paths`.
+        block_pattern: None to take the blocks from `kr.param_groups(model)`
+            (the model card's blocks, or keras.applications' block names), or
+            a regex naming blocks, see `kerasrecipes.optimizers.paths`.
+            Defaults to None.
     """
 
     def __init__(
@@ -62,7 +66,7 @@ class UnfreezeBackbone(ConfigurableCallback):
         schedule=None,
         train_bn=False,
         lr_multiplier=None,
-        block_pattern=BLOCK_PATTERN,
+        block_pattern=None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -100,7 +104,7 @@ class UnfreezeBackbone(ConfigurableCallback):
         pairs = variable_paths(model)
         backbone = self.backbone
         if backbone is None:
-            chosen = [(p, v) for p, v in pairs if not p.startswith("head")]
+            chosen = [(p, v) for p, v in pairs if not p.startswith(HEAD_PREFIX)]
         elif isinstance(backbone, keras.layers.Layer):
             ids = {id(v) for v in backbone.weights}
             chosen = [(p, v) for p, v in pairs if id(v) in ids]
@@ -121,8 +125,16 @@ class UnfreezeBackbone(ConfigurableCallback):
         paths = [p for p, _ in self._pairs]
         if blocks is None:
             return set(paths)
-        depths, num_blocks = depth_groups(paths, self.block_pattern)
-        return {p for p, depth in zip(paths, depths) if depth > num_blocks - int(blocks)}
+        if self.block_pattern is not None:
+            depths, num_blocks = depth_groups(paths, self.block_pattern)
+            return {p for p, depth in zip(paths, depths) if depth > num_blocks - int(blocks)}
+        from kerasrecipes.features import param_groups
+
+        ours = set(paths)
+        groups = [g for g in param_groups(self.model) if not g.is_head and ours & set(g.paths)]
+        # The top k groups of the backbone; the stem only once every block is unfrozen.
+        top = groups[-int(blocks) :] if int(blocks) < len(groups) else groups
+        return {p for group in top for p in group.paths if p in ours}
 
     # -- applying a state ---------------------------------------------------------------------
 

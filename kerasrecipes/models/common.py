@@ -131,9 +131,7 @@ def classification_head(
         pass  # already one vector per image (ViT's class token)
     elif include_top and flatten:
         x = keras.layers.Flatten(name=f"{HEAD_PREFIX}flatten")(x)
-    elif include_top:
-        x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
-    elif pooling == "avg":
+    elif include_top or pooling == "avg":
         x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}pool")(x)
@@ -143,7 +141,10 @@ def classification_head(
         return x
     for index, units in enumerate(hidden_units, start=1):
         x = keras.layers.Dense(
-            units, activation="relu", kernel_initializer=dense_initializer, name=f"{HEAD_PREFIX}fc{index}"
+            units,
+            activation="relu",
+            kernel_initializer=dense_initializer,
+            name=f"{HEAD_PREFIX}fc{index}",
         )(x)
         if dropout > 0:
             x = keras.layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout{index}")(x)

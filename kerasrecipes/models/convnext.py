@@ -181,7 +181,7 @@ def _register(name):
         default_input_shape=(224, 224, 3),
         min_input_size=32,
         variant={"depths": depths, "widths": widths},
-        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", 224)},
+        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", 224, "convnext")},
         blocks=stage_blocks(depths),
         feature_taps=tuple(
             FeatureTap(f"stage{stage}_block{depth}", width, 2 ** (stage + 1))

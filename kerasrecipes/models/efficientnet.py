@@ -287,7 +287,9 @@ def _register(name):
             "resolution": resolution,
             "dropout": dropout,
         },
-        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", resolution)},
+        pretrained={
+            "imagenet": PretrainedWeights(KERAS_TWINS[name], "torch", resolution, "efficientnet")
+        },
         blocks=stage_blocks(repeats),
         feature_taps=tuple(
             FeatureTap(f"stage{stage}_block{repeats[stage - 1]}", channels[stage - 1], 2**level)

@@ -85,7 +85,7 @@ def _stem(x):
     default_input_shape=(299, 299, 3),
     min_input_size=MIN_INPUT_SIZE,
     variant={"stem": STEM, "modules_per_stage": tuple(len(modules) for modules in STAGES)},
-    pretrained={"imagenet": PretrainedWeights("InceptionV3", "tf", 299)},
+    pretrained={"imagenet": PretrainedWeights("InceptionV3", "tf", 299, "inception_v3")},
     blocks=stage_blocks(len(modules) for modules in STAGES),
     # timm's taps: the stem at strides 2 and 4, then each stage's last module.
     feature_taps=(

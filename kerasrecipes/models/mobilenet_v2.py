@@ -167,7 +167,7 @@ def mobilenet_v2(
     default_input_shape=(224, 224, 3),
     min_input_size=32,
     variant={"stages": STAGES, "alpha": 1.0},
-    pretrained={"imagenet": PretrainedWeights("MobileNetV2", "tf", 224)},
+    pretrained={"imagenet": PretrainedWeights("MobileNetV2", "tf", 224, "mobilenet_v2")},
     blocks=stage_blocks(repeats for _, _, repeats, _ in STAGES),
     # The last stage at each resolution (timm's taps): strides 2, 4, 8, 16, 32.
     feature_taps=tuple(

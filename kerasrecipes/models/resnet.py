@@ -365,7 +365,7 @@ def _register_imagenet(name):
     expansion = BLOCKS[variant["block"]].expansion
     pretrained = {}
     if name in KERAS_TWINS:
-        pretrained["imagenet"] = PretrainedWeights(KERAS_TWINS[name], "caffe", 224)
+        pretrained["imagenet"] = PretrainedWeights(KERAS_TWINS[name], "caffe", 224, "resnet")
     return register_model(
         name,
         family="resnet",

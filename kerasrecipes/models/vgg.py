@@ -168,7 +168,7 @@ def _register(name):
         default_input_shape=(224, 224, 3),
         min_input_size=32,
         variant={"convs_per_stage": convs, "widths": WIDTHS, "hidden_units": HIDDEN_UNITS},
-        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "caffe", 224)},
+        pretrained={"imagenet": PretrainedWeights(KERAS_TWINS[name], "caffe", 224, name)},
         blocks=stage_blocks(convs),
         # Each stage's last convolution (stride 1 to 16), then the last pooling (32).
         feature_taps=tuple(

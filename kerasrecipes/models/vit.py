@@ -185,8 +185,13 @@ def _register(name):
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=16,
-        variant={"hidden_dim": hidden_dim, "depth": depth, "num_heads": num_heads,
-                 "mlp_dim": mlp_dim, "patch_size": 16},
+        variant={
+            "hidden_dim": hidden_dim,
+            "depth": depth,
+            "num_heads": num_heads,
+            "mlp_dim": mlp_dim,
+            "patch_size": 16,
+        },
         blocks=stage_blocks((depth,)),
         # Every block's tokens, laid out as the 14x14 patch grid at 224.
         feature_taps=tuple(

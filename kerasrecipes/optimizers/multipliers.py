@@ -434,16 +434,19 @@ def layer_decay_multipliers(model, rate=0.75, block_pattern=None):
 
     The rule of BEiT (Bao et al. 2022, arXiv:2106.08254, Sec. 2.6 / Appendix)
     used to fine-tune ConvNeXt and ViT: with N blocks, the stem gets
-    `rate ** (N + 1)`, block i gets `rate ** (N + 1 - i)`, and the head (and
-    any layer after the last block) gets 1. Blocks are found by name, see
-    `kerasrecipes.optimizers.paths.depth_groups`.
+    `rate ** (N + 1)`, block i gets `rate ** (N + 1 - i)`, and the head gets
+    1. The blocks are `kr.param_groups(model)`: the model card's for our
+    models, the layer names' for keras.applications ones; a layer after the
+    last block (`post_*`) goes with the last block.
 
     Args:
         model: a built Keras model.
         rate: float in (0, 1].
         block_pattern: optional regex whose first group is the block name of a
             layer name, for models whose blocks are not called `...block<N>`
-            (e.g. `r"^(mixed\\d+)"` for keras.applications' InceptionV3).
+            (e.g. `r"^(mixed\\d+)"` for keras.applications' InceptionV3); then
+            blocks are found by it instead of by `param_groups`, and layers
+            after the last block go with the head.
 
     Returns:
         an ordered dict `{pattern: multiplier}`, one pattern per block and
@@ -459,14 +462,35 @@ def layer_decay_multipliers(model, rate=0.75, block_pattern=None):
     """
     if not 0.0 < rate <= 1.0:
         raise ValueError(f"layer_decay_multipliers: rate must be in (0, 1], got {rate}.")
+    if block_pattern is not None:
+        return _layer_decay_by_pattern(model, rate, block_pattern)
+    from kerasrecipes.features import param_groups
+
+    groups = param_groups(model)
+    if not groups:
+        raise ValueError(f"Model {model.name!r} has no trainable variables to decay.")
+    blocks = [group for group in groups if not group.is_stem and not group.is_head]
+    depth = {group.name: index for index, group in enumerate(blocks, start=1)}
+    multipliers = {}
+    for group in groups:
+        level = 0 if group.is_stem else len(blocks) + 1 if group.is_head else depth[group.name]
+        block_key = re.escape(group.name) + "[_/]"
+        for path in group.paths:
+            inside_block = not (group.is_stem or group.is_head) and re.match(block_key, path)
+            key = block_key if inside_block else re.escape(layer_path(path)) + "/"
+            multipliers.setdefault(key, float(rate ** (len(blocks) + 1 - level)))
+    return multipliers
+
+
+def _layer_decay_by_pattern(model, rate, block_pattern):
+    """`layer_decay_multipliers` with blocks found by a regex over layer names."""
     paths = [path for path, _ in variable_paths(model)]
     if not paths:
         raise ValueError(f"Model {model.name!r} has no trainable variables to decay.")
-    kwargs = {} if block_pattern is None else {"block_pattern": block_pattern}
-    depths, num_blocks = depth_groups(paths, **kwargs)
+    depths, num_blocks = depth_groups(paths, block_pattern=block_pattern)
     multipliers = {}
     for path, depth in zip(paths, depths):
-        block = block_of(path, **kwargs)
+        block = block_of(path, block_pattern=block_pattern)
         key = re.escape(block) + "[_/]" if block else re.escape(layer_path(path)) + "/"
         multipliers.setdefault(key, float(rate ** (num_blocks + 1 - depth)))
     return multipliers

@@ -1,0 +1,37 @@
+"""The code blocks of docs/architectures.md's "Model cards" section run as written."""
+
+import pathlib
+import re
+
+import pytest
+
+DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "architectures.md"
+
+
+def section_blocks(heading):
+    text = DOC.read_text()
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end != -1 else len(text)]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+BLOCKS = section_blocks("Model cards")
+
+
+def test_the_section_has_its_examples():
+    assert len(BLOCKS) == 3
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_model_cards_block_runs(index):
+    namespace = {}
+    exec(compile(BLOCKS[index], f"{DOC.name} (Model cards, block {index + 1})", "exec"), namespace)
+
+
+def test_the_comments_of_the_feature_block_are_what_it_computes():
+    namespace = {}
+    exec(BLOCKS[1], namespace)
+    shapes = [tuple(m.shape) for m in namespace["maps"]]
+    assert shapes == [(1, 56, 56, 256), (1, 28, 28, 512), (1, 14, 14, 1024), (1, 7, 7, 2048)]
+    assert f"# {shapes}" in BLOCKS[1]
