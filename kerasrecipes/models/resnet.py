@@ -36,6 +36,8 @@ IMAGENET_PAPER = "He et al. 2015, Deep Residual Learning for Image Recognition, 
 # Table 1 of the paper: blocks per stage for each depth.
 IMAGENET_VARIANTS = {
     "resnet18": {"block": "basic", "blocks_per_stage": (2, 2, 2, 2), "use_bias": False},
+    # timm's resnet26: ResNet-50's bottleneck blocks, two per stage.
+    "resnet26": {"block": "bottleneck", "blocks_per_stage": (2, 2, 2, 2), "use_bias": False},
     "resnet34": {"block": "basic", "blocks_per_stage": (3, 4, 6, 3), "use_bias": False},
     # Biases in the convolutions only to stay variable-compatible with keras.applications.
     "resnet50": {"block": "bottleneck", "blocks_per_stage": (3, 4, 6, 3), "use_bias": True},
@@ -424,6 +426,15 @@ def resnet1202(**kwargs):
 def resnet18(**kwargs):
     """ResNet-18 (basic blocks): 11.7M parameters, 1.8G multiply-adds at 224."""
     return _imagenet_resnet("resnet18", kwargs)
+
+
+@_register_imagenet("resnet26")
+def resnet26(**kwargs):
+    """ResNet-26 (bottleneck, 2 per stage): 16.0M parameters, 2.1G multiply-adds at 224.
+
+    timm's resnet26 has the same parameters and 2.4G: its stride sits in the 3x3 convolution.
+    """
+    return _imagenet_resnet("resnet26", kwargs)
 
 
 @_register_imagenet("resnet34")
