@@ -1,5 +1,8 @@
 """The code blocks of docs/architectures.md's "Model cards" section run as written."""
 
+import contextlib
+import importlib.util
+import io
 import pathlib
 import re
 
@@ -35,3 +38,14 @@ def test_the_comments_of_the_feature_block_are_what_it_computes():
     shapes = [tuple(m.shape) for m in namespace["maps"]]
     assert shapes == [(1, 56, 56, 256), (1, 28, 28, 512), (1, 14, 14, 1024), (1, 7, 7, 2048)]
     assert f"# {shapes}" in BLOCKS[1]
+
+
+def test_the_cards_table_is_what_the_script_prints_from_the_cards():
+    script = DOC.parent / "model_table.py"
+    spec = importlib.util.spec_from_file_location("model_table", script)
+    model_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(model_table)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        model_table.cards_table([])
+    assert printed.getvalue() in DOC.read_text()
