@@ -2,8 +2,8 @@
 
 >>> import kerasrecipes as kr
 >>> model = kr.create_model("resnet20", num_classes=10, input_shape=(32, 32, 3))
->>> kr.list_models("resnet2*")
-['resnet20']
+>>> kr.list_models("resnet2?")
+['resnet20', 'resnet26']
 """
 
 from kerasrecipes import (
