@@ -56,6 +56,20 @@ def tiny_model(name):
     return _cached_heavy(name) if name in HEAVY_MODELS else _cached_tiny(name)
 
 
+def classifier_on_keras_mobilenet_v2():
+    """A two-class head on keras.applications' MobileNetV2 (alpha 0.35, 32x32) nested inside.
+
+    Returns `(model, backbone)`.
+    """
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
+    )
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head_dense")(x))
+    return model, backbone
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -7,7 +7,7 @@ card, its builder contract, its feature maps and (with weights) its port.
 import keras
 import numpy as np
 import pytest
-from conftest import marked_slow_if_heavy, tiny_input_shape
+from conftest import classifier_on_keras_mobilenet_v2, marked_slow_if_heavy, tiny_input_shape
 from porting import check_port, fake_imagenet_files, max_relative_difference
 
 import kerasrecipes as kr
@@ -239,12 +239,7 @@ def test_param_groups_follow_the_card():
 
 
 def test_param_groups_of_a_nested_keras_applications_backbone():
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
-    )
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head_dense")(x))
+    model, backbone = classifier_on_keras_mobilenet_v2()
     names = [group.name for group in kr.param_groups(model)]
     prefix = backbone.name
     assert names[0] == f"{prefix}/stem" and names[-1] == "head"

@@ -19,7 +19,7 @@ from kerasrecipes.optimizers import (
     layer_decay_multipliers,
     with_lr_multipliers,
 )
-from tests.conftest import tiny_model
+from tests.conftest import classifier_on_keras_mobilenet_v2, tiny_model
 
 
 def three_layer_model(seed=0):
@@ -411,12 +411,7 @@ def test_layer_decay_multipliers_follow_depth():
 
 
 def test_layer_decay_on_a_nested_keras_applications_backbone():
-    backbone = keras.applications.MobileNetV2(
-        input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None
-    )
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(backbone(inputs))
-    model = keras.Model(inputs, keras.layers.Dense(2, name="head_dense")(x))
+    model, backbone = classifier_on_keras_mobilenet_v2()
     mults = layer_decay_multipliers(model, rate=0.9)
     name = re.escape(backbone.name)
     # MobileNetV2 names its blocks block_1 .. block_16; the stem (Conv1, expanded_conv) comes
