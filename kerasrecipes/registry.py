@@ -286,13 +286,8 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
 
 def _check_card_arguments(card, kwargs):
     """The checks the card answers before anything is built."""
-    if kwargs.get("drop_path_rate") and not card.drop_path:
-        raise ValueError(
-            f"{card.name}: drop_path_rate needs residual branches, and this network has "
-            f"none. Received: drop_path_rate={kwargs['drop_path_rate']}. Use dropout instead."
-        )
     weights = kwargs.get("weights")
-    if isinstance(weights, str) and weights == "imagenet" and "imagenet" not in card.pretrained:
+    if weights == "imagenet" and "imagenet" not in card.pretrained:
         with_weights = [
             other
             for other in list_models(pretrained="imagenet")

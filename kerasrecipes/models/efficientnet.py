@@ -97,6 +97,16 @@ def efficientnet_scaling(phi):
     )
 
 
+def scaled_filters(filters, width_coefficient):
+    """Channels times the width coefficient, rounded to a multiple of 8."""
+    return make_divisible(filters * width_coefficient)
+
+
+def scaled_repeats(repeats, depth_coefficient):
+    """Blocks of a stage times the depth coefficient, rounded up."""
+    return int(math.ceil(depth_coefficient * repeats))
+
+
 def efficientnet(
     *,
     width_coefficient=1.0,
@@ -153,12 +163,6 @@ def efficientnet(
     (None, 3)
     """
 
-    def scaled_filters(filters):
-        return make_divisible(filters * width_coefficient)
-
-    def scaled_repeats(repeats):
-        return int(math.ceil(depth_coefficient * repeats))
-
     if width_coefficient <= 0 or depth_coefficient <= 0:
         raise ValueError(
             f"{name}: width_coefficient and depth_coefficient must be > 0. Received: "
@@ -181,7 +185,7 @@ def efficientnet(
         normalize = keras.layers.Normalization(axis=-1, name="stem_normalize")
         x = normalize(x)
     x = keras.layers.Conv2D(
-        scaled_filters(STEM_FILTERS),
+        scaled_filters(STEM_FILTERS, width_coefficient),
         3,
         strides=2,
         padding="same",
@@ -192,14 +196,16 @@ def efficientnet(
     x = batch_norm("stem_bn", epsilon=BN_EPSILON)(x)
     x = keras.layers.Activation("swish", name="stem_act")(x)
 
-    rates = drop_path_schedule(drop_path_rate, sum(scaled_repeats(row[0]) for row in B0_STAGES))
+    rates = drop_path_schedule(
+        drop_path_rate, sum(scaled_repeats(row[0], depth_coefficient) for row in B0_STAGES)
+    )
     block_index = 0
     for stage, (repeats, kernel_size, stride, expand_ratio, _, filters) in enumerate(
         B0_STAGES, start=1
     ):
-        for block in range(1, scaled_repeats(repeats) + 1):
+        for block in range(1, scaled_repeats(repeats, depth_coefficient) + 1):
             x = MBConv(
-                scaled_filters(filters),
+                scaled_filters(filters, width_coefficient),
                 expand_ratio=expand_ratio,
                 kernel_size=kernel_size,
                 strides=stride if block == 1 else 1,
@@ -210,7 +216,7 @@ def efficientnet(
             block_index += 1
 
     x = keras.layers.Conv2D(
-        scaled_filters(LAST_FILTERS),
+        scaled_filters(LAST_FILTERS, width_coefficient),
         1,
         use_bias=False,
         kernel_initializer=CONV_INITIALIZER,
@@ -271,8 +277,8 @@ def _variant(name, kwargs):
 
 def _register(name):
     width, depth, resolution, dropout = VARIANTS[name]
-    repeats = [int(math.ceil(depth * row[0])) for row in B0_STAGES]
-    channels = [make_divisible(row[5] * width) for row in B0_STAGES]
+    repeats = [scaled_repeats(row[0], depth) for row in B0_STAGES]
+    channels = [scaled_filters(row[5], width) for row in B0_STAGES]
     # The last stage at each resolution (timm's taps): strides 2, 4, 8, 16, 32.
     tap_stages = (1, 2, 3, 5, 7)
     return register_model(

@@ -46,7 +46,7 @@ IMAGENET_VARIANTS = {
 }
 KERAS_TWINS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
 IMAGENET_FILTERS = (64, 128, 256, 512)
-# The CIFAR nets whose train step and .keras round trip run only with -m slow.
+# The ResNets whose train step and .keras round trip run only with -m slow (`heavy` on the card).
 HEAVY = {"resnet101", "resnet110", "resnet152", "resnet1202"}
 
 
