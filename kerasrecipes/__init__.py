@@ -6,6 +6,7 @@
 ['resnet20', 'resnet26']
 """
 
+from kerasrecipes import _startup  # noqa: F401  (first: the command's quiet TensorFlow import)
 from kerasrecipes import (
     callbacks,
     data,

@@ -391,6 +391,19 @@ def replaced_trainer_reduce_per_replica(reduce_per_replica):
 # -- callbacks ---------------------------------------------------------------------------------
 
 
+def reset_initial_epoch(model):
+    """Forget the epoch a `BackupAndRestore` restored, so the next `fit` starts where it is told.
+
+    Why private: `BackupAndRestore.on_train_begin` sets `model._initial_epoch`
+    and every backend's `fit` prefers it to its own `initial_epoch` argument
+    (keras/src/backend/*/trainer.py: `self._initial_epoch or initial_epoch`).
+    Nothing resets it, so after a resumed `fit`, the next `fit` on the same
+    model (the next phase of a fine-tuning run) starts at the stale epoch.
+    Retired when Keras resets it at the end of `fit`.
+    """
+    model._initial_epoch = None
+
+
 class BackupAndRestoreWithWriter(keras.callbacks.BackupAndRestore):
     """`keras.callbacks.BackupAndRestore` whose backup writing subclasses can redirect.
 

@@ -1,6 +1,23 @@
 """Figures of a finished run: the confusion matrix and a grid of predictions."""
 
+import os
+
 import numpy as np
+
+
+def save_figure(figure, path, dpi=100):
+    """Saves a matplotlib figure to `path` through a temporary file, so a kill never leaves half a
+    PNG; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    path = os.fspath(path)
+    writing = f"{path}.writing.png"
+    try:
+        figure.savefig(writing, dpi=dpi)
+        os.replace(writing, path)
+    finally:
+        plt.close(figure)
+    return path
 
 
 def confusion_matrix(labels, predictions, num_classes):
@@ -37,9 +54,7 @@ def plot_confusion(matrix, class_names, path, title=None):
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     axis.set_title(title or f"accuracy {accuracy:.3f} on {matrix.sum()} images")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_predictions(images, labels, probabilities, class_names, path, columns=4):
@@ -68,6 +83,4 @@ def plot_predictions(images, labels, probabilities, class_names, path, columns=4
             title += f" -> {class_names[truth]}"
         axis.set_title(title, fontsize=9, color="black" if predicted == truth else "red")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

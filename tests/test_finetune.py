@@ -69,7 +69,7 @@ def test_both_phases_keep_every_batch_norm_statistic_of_a_keras_applications_bac
     assert sum(moved) >= 0.8 * len(moved), f"{sum(moved)} of {len(moved)} kernels moved"
     assert history.phases == {"head": 0, "finetune": 1}
     assert history.epoch == [0, 1] and len(history.history["val_accuracy"]) == 2
-    assert kr.callbacks.phase_marks(model) == {0: "head", 1: "unfreeze backbone"}
+    assert kr.callbacks.phase_marks(model) == {0: "head (backbone frozen)", 1: "unfreeze backbone"}
 
 
 def test_train_bn_lets_the_statistics_move_and_head_only_keeps_the_backbone():
@@ -122,7 +122,8 @@ def test_per_layer_rates_top_blocks_and_layer_decay():
     assert not np.array_equal(top_before, top_after)
     # The backbone's rate is a quarter of the head's, under the cosine schedule.
     head_rates = np.array(history.history["lr/head"][1:])
-    backbone_rates = np.array(history.history["lr/tiny"][1:])
+    backbone_rates = np.array(history.history["lr/backbone"][1:])
+    assert np.isnan(history.history["lr/backbone"][0])  # frozen in phase 1: no rate logged
     np.testing.assert_allclose(backbone_rates, 0.25 * head_rates, rtol=1e-6)
     assert history.history["learning_rate"][0] == pytest.approx(1e-2)
 
@@ -168,7 +169,7 @@ def test_progressive_unfreezing_and_bad_arguments():
         kr.fine_tune(backbone, data, num_classes=1)
     with pytest.raises(ValueError, match="unfreeze must be 'all'"):
         kr.fine_tune(backbone, data, num_classes=2, unfreeze=0)
-    with pytest.raises(ValueError, match="not both 0"):
+    with pytest.raises(ValueError, match="must not both be 0"):
         kr.fine_tune(backbone, data, num_classes=2, head_epochs=0, finetune_epochs=0)
 
 
@@ -177,14 +178,17 @@ def test_out_dir_resumes_a_finished_phase_and_saves_the_model(tmp_path):
     data = toy_data(num_images=32)
     arguments = dict(num_classes=2, head_epochs=2, finetune_epochs=2, verbose=0, seed=0)
     model, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=tmp_path, **arguments)
-    for name in ("model.keras", "curves.png", "history_head.csv", "history_finetune.csv"):
+    for name in ("model.keras", "curves.png", "confusion.png", "history.csv", "report.json"):
         assert (tmp_path / name).exists(), name
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     images = next(iter(data))[0]
     np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
 
-    # Both phases are recorded as finished: a second call trains nothing and gives the same run.
-    again, resumed = kr.fine_tune(tiny_backbone(), data, data, out_dir=tmp_path, **arguments)
+    # The run is recorded as finished: a second call trains nothing, says so, and gives the
+    # stored model and history.
+    with pytest.warns(UserWarning, match="finished earlier"):
+        again, resumed = kr.fine_tune(tiny_backbone(), data, data, out_dir=tmp_path, **arguments)
+    assert resumed.finished_earlier and not history.finished_earlier
     assert resumed.timings == {} and resumed.phases == history.phases
     np.testing.assert_allclose(resumed.history["val_loss"], history.history["val_loss"])
     np.testing.assert_allclose(again(images), model(images), rtol=1e-5, atol=1e-6)

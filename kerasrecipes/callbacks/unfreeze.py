@@ -48,7 +48,8 @@ class UnfreezeBackbone(ConfigurableCallback):
             None for every layer outside the head (`kr.param_groups`' "head").
         epoch: the epoch to unfreeze at (ignored when `schedule` is given).
         blocks: None for the whole backbone, or the number of top blocks.
-        schedule: optional dict `{epoch: blocks}` for gradual unfreezing.
+        schedule: optional dict `{epoch: blocks}` for gradual unfreezing;
+            `{}` keeps the backbone frozen throughout (a head-only phase).
         train_bn: also train BatchNorm layers once unfrozen.
         lr_multiplier: optional multiplier for the variables unfrozen, set on
             the `LRMultiplierOptimizer` when they unfreeze.
@@ -72,7 +73,8 @@ class UnfreezeBackbone(ConfigurableCallback):
         self.backbone = backbone
         self.epoch = int(epoch)
         self.blocks = blocks
-        self.schedule = {int(k): v for k, v in (schedule or {epoch: blocks}).items()}
+        steps = schedule if schedule is not None else {epoch: blocks}
+        self.schedule = {int(k): v for k, v in steps.items()}
         for when, count in self.schedule.items():
             if when < 0 or (count is not None and int(count) < 1):
                 raise ValueError(

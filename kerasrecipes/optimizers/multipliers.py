@@ -348,6 +348,24 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
     def variables(self):
         return super().variables + self.inner_optimizer.variables
 
+    def save_own_variables(self, store):
+        # Only the wrapper's own variables: `.keras` files and checkpoints save the wrapped
+        # optimizer under its own name (`inner_optimizer/`), and `variables` includes its
+        # state, so Keras' default would store every slot twice.
+        for index, variable in enumerate(super().variables):
+            store[str(index)] = keras.ops.convert_to_numpy(variable)
+
+    def load_own_variables(self, store):
+        own = super().variables
+        # Files saved before the fix above hold the wrapped state here too, after ours.
+        if len(store.keys()) not in (len(own), len(self.variables)):
+            raise ValueError(
+                f"Optimizer {self.name!r}: the file holds {len(store.keys())} variables for it, "
+                f"expected {len(own)}; it was saved from another model or optimizer."
+            )
+        for index, variable in enumerate(own):
+            variable.assign(store[str(index)])
+
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)
 

@@ -1,0 +1,46 @@
+"""Quiet start-up for the `kerasrecipes` command: TensorFlow's native log lines kept off stderr.
+
+TensorFlow's C++ side writes lines such as "Could not find cuda drivers" and
+"This TensorFlow binary is optimized..." while it is imported, before absl's
+logging is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not silence them.
+The package imports TensorFlow in `kerasrecipes/__init__.py`, before the
+command's `main` runs, so the command's quiet import happens here, first.
+Only the command is quieted (not `import kerasrecipes` in a user's program),
+and `--debug` shows everything.
+"""
+
+import contextlib
+import os
+import sys
+
+
+def running_the_command():
+    """Whether this process is `kerasrecipes ...` or `python -m kerasrecipes ...`."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    if os.path.basename(sys.argv[0] or "") == "kerasrecipes":
+        return True
+    return any(a == "-m" and b == "kerasrecipes" for a, b in zip(argv, argv[1:]))
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow with file descriptor 2 pointed at /dev/null, then quiets absl."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" not in sys.modules:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            os.dup2(devnull, 2)
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+    with contextlib.suppress(ImportError):
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+if running_the_command() and "--debug" not in sys.argv:
+    import_tensorflow_quietly()

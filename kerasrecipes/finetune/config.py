@@ -1,0 +1,469 @@
+"""One config for every fine-tuning entry point, and the phases it resolves to.
+
+`FineTuneConfig` holds every knob with its default, documented once in its
+fields' `help`. `kr.fine_tune(config=...)`, the `kerasrecipes finetune`
+command (its options are generated from the fields) and
+`recipes/finetune_two_class.py` all read it, and `resolve_config` fills in
+what depends on the situation (the demo, weights "none", the card's native
+input size, the precision this machine runs fast) in one place. A run is a
+list of `Phase`s (`plan_phases`); the report records the resolved config.
+
+This module imports neither Keras nor TensorFlow at import time.
+"""
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+
+DEMO_MODEL = "baseline_cnn"
+DEMO_IMAGE_SIZE = 32
+DATA_MODEL = "efficientnet_b0"
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
+BALANCE = (None, "class_weight", "oversample")
+SCHEDULES = ("constant", "cosine")
+
+
+def knob(default, help, flag=None, aliases=(), choices=None, cli=True):
+    """A config field with the help text and command-line flag it is documented by."""
+    metadata = {"help": help, "flag": flag, "aliases": tuple(aliases), "choices": choices}
+    metadata["cli"] = cli
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: what trains, for how long, at which rates.
+
+    Attributes:
+        name: the phase's name, used in logs, the report and the run folder.
+        epochs: the most epochs it trains (early stopping may end it sooner).
+        trains: "head" (the backbone frozen, BatchNorm included), or which
+            backbone blocks train: "all", "k" (the top k blocks, by
+            `kr.param_groups`), or a schedule "epoch:blocks,..." counted
+            from the phase's first epoch, e.g. "0:1,2:3,4:all".
+        learning_rate: the head's rate (AdamW) at the phase's start.
+        backbone_lr_mult: the backbone's rate relative to the head's.
+        layer_decay: None, or the factor each block below the top gets on
+            top of `backbone_lr_mult` (BEiT's layer decay).
+        train_bn: whether unfrozen BatchNorm layers train.
+        schedule: "constant", or "cosine" (to 0 over the phase).
+    """
+
+    name: str
+    epochs: int
+    trains: str
+    learning_rate: float
+    backbone_lr_mult: float = 1.0
+    layer_decay: float | None = None
+    train_bn: bool = False
+    schedule: str = "constant"
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """Every setting of a fine-tuning run, with its default.
+
+    Build one and pass it to `kr.fine_tune(..., config=config)`, or pass
+    fields as keywords (`kr.fine_tune(..., head_epochs=2)`); the command
+    `kerasrecipes finetune` has one option per field (`--head-epochs 2`).
+    `resolve_config` turns the defaults that depend on the situation (None,
+    "auto") into the values used, and the run's `report.json` records them.
+    """
+
+    # what to train on
+    model: str | None = knob(
+        None, f"registered model name (default: {DATA_MODEL}; the demo: {DEMO_MODEL})"
+    )
+    weights: str | None = knob(
+        None,
+        "imagenet (default with --data), demo (default without), none (from scratch: no head "
+        "phase, backbone at the full rate, BatchNorm trains), or a .keras/.weights.h5 file",
+    )
+    image_size: int | None = knob(
+        None,
+        "input height and width, for the backbone and the data alike (default: the size "
+        "the pretrained weights were trained at, else the card's default)",
+    )
+    batch_size: int = knob(32, "images per batch")
+    validation_split: float = knob(0.2, "fraction of each class held out for validation")
+    preprocessing: str = knob(
+        "auto",
+        "input scaling put in front of the backbone (auto: what the weights expect, inside "
+        "the model)",
+        choices=PREPROCESSING,
+    )
+    # the phases
+    head_epochs: int = knob(4, "epochs of phase 1: the new head on the frozen backbone")
+    head_lr: float = knob(3e-3, "learning rate of phase 1 (AdamW)")
+    finetune_epochs: int = knob(6, "epochs of phase 2: the backbone unfrozen; 0 = head only")
+    finetune_lr: float | None = knob(
+        None, "the head's rate in phase 2, cosine-decayed to 0 (default: --head-lr)"
+    )
+    backbone_lr_mult: float = knob(0.1, "the backbone's rate in phase 2, relative to the head's")
+    layer_decay: float | None = knob(
+        None, "per-block rate factor below the top block in phase 2, e.g. 0.75"
+    )
+    unfreeze: str = knob(
+        "all",
+        "what phase 2 unfreezes: all, the top K blocks, or progressively "
+        "'EPOCH:BLOCKS,...' counted from phase 2's start, e.g. '0:1,2:3,4:all'",
+    )
+    train_bn: bool = knob(False, "let BatchNorm layers train once unfrozen")
+    phases: tuple | None = knob(
+        None, "a list of Phase to run instead of the ones the fields above make", cli=False
+    )
+    # regularization
+    weight_decay: float = knob(1e-4, "decoupled weight decay (AdamW), not on biases and norms")
+    dropout: float = knob(0.2, "dropout before the new classifier")
+    label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy")
+    augment: str | None = knob(
+        None, "augmentation preset: basic, cifar, randaugment, mixup or cutmix"
+    )
+    balance: str | None = knob(
+        None, "for imbalanced classes: class_weight or oversample", choices=BALANCE[1:]
+    )
+    pooling: str = knob("avg", "the head's pooling of the feature map", choices=("avg", "max"))
+    early_stopping_patience: int | None = knob(
+        3, "early-stopping patience of each phase; none turns it off", aliases=("--patience",)
+    )
+    monitor: str | None = knob(
+        None, "what early stopping watches (default: val_loss, or loss without validation)"
+    )
+    # speed and tracking
+    precision: str = knob(
+        "auto",
+        "float32, mixed_bfloat16 or mixed_float16; auto: bf16 where this CPU or GPU runs it "
+        "fast, else float32",
+        choices=PRECISIONS,
+    )
+    ema: bool = knob(False, "validate and save an exponential moving average of the weights")
+    grad_accumulation: int = knob(1, "batches whose gradients add up to one update")
+    tensorboard: bool = knob(False, "write TensorBoard logs to the run folder's tensorboard/")
+    linear_scaling: bool = knob(
+        True, "with several replicas, multiply the batch and the rates by their number"
+    )
+    seed: int | None = knob(0, "seed of the split, the head's initialization and augmentation")
+    # the run folder
+    out_dir: str | None = knob(
+        None,
+        "run folder (command default: runs/<data folder name>, never inside the data folder)",
+        flag="--out",
+    )
+    restart: bool = knob(False, "train again from the start in a run folder that has a run")
+    verbose: str | int = knob("auto", "fit's verbosity", cli=False)
+
+    def replace(self, **changes):
+        """A copy with `changes`; unknown names are a `TypeError` listing the fields."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(
+                f"FineTuneConfig has no field(s) {unknown}; the fields are "
+                f"{[f.name for f in dataclasses.fields(self)]}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """The fields as JSON-ready values (phases as dicts)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if values["phases"] is not None:
+            values["phases"] = [dataclasses.asdict(phase) for phase in values["phases"]]
+        return values
+
+
+# -- resolving -----------------------------------------------------------------------------------
+
+
+def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
+    """`config` with every situational default decided; the one place that decides them.
+
+    - `model`, `weights`: for the command (`demo` True or False), the
+      demo's (`baseline_cnn`, "demo") without data, else `efficientnet_b0`
+      with "imagenet"; weights "demo" means the demo's model unless one is named. For
+      `kr.fine_tune` (`demo` None) the backbone is given and they stay as set.
+    - `weights="none"` (from scratch): no head phase, the backbone at the
+      full rate (`backbone_lr_mult=1`), and BatchNorm trains.
+    - `image_size`: the size the pretrained weights were trained at
+      (the card's `pretrained[weights].input_size`), else the card's
+      default; 32 for the demo backbone; left None for a weights file,
+      whose model decides once loaded.
+    - `finetune_lr`: `head_lr`; `monitor`: "val_loss" (or "loss" when
+      there is no validation data); `precision` "auto": `auto_precision()`;
+      `unfreeze`: its canonical text ("all", "2", "0:1,2:all").
+
+    Resolving a resolved config changes nothing. Invalid values are a
+    `ValueError` naming the field.
+    """
+    config = (config or FineTuneConfig()).replace(**overrides)
+    changes = {}
+    weights, model = config.weights, config.model
+    if weights is None and demo is not None:
+        weights = "demo" if demo else "imagenet"
+    if weights == "demo" and model is None:
+        model = DEMO_MODEL
+    elif model is None and demo is not None:
+        model = DATA_MODEL
+    changes.update(model=model, weights=weights)
+    if weights == "none":
+        changes.update(head_epochs=0, backbone_lr_mult=1.0, train_bn=True)
+    if config.image_size is None and model is not None and not is_weights_file(weights):
+        changes["image_size"] = native_image_size(model, weights)
+    changes["finetune_lr"] = config.head_lr if config.finetune_lr is None else config.finetune_lr
+    changes["monitor"] = config.monitor or ("val_loss" if has_validation else "loss")
+    if config.precision == "auto":
+        changes["precision"] = auto_precision()
+    changes["unfreeze"] = unfreeze_text(parse_unfreeze(config.unfreeze))
+    if config.out_dir is not None:
+        changes["out_dir"] = os.fspath(config.out_dir)
+    if config.phases is not None:
+        changes["phases"] = tuple(_as_phase(phase) for phase in config.phases)
+    resolved = config.replace(**changes)
+    check_config(resolved)
+    return resolved
+
+
+def is_weights_file(weights):
+    """Whether `weights` names a file (the model in a `.keras` file decides its input size)."""
+    return isinstance(weights, str) and weights.endswith((".keras", ".h5"))
+
+
+def native_image_size(model, weights):
+    """The input size for `model` with `weights`: the pretrained one, else the card's default."""
+    if weights == "demo":
+        return DEMO_IMAGE_SIZE
+    from kerasrecipes.registry import model_card
+
+    card = model_card(model)
+    if weights in card.pretrained and card.pretrained[weights].input_size:
+        return int(card.pretrained[weights].input_size)
+    return int(card.default_input_shape[0])
+
+
+def auto_precision():
+    """ "mixed_bfloat16" where this machine runs bf16 fast, else "float32".
+
+    Fast bf16 means a GPU of compute capability 8.0 or newer (Ampere, Hopper)
+    or a CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
+    matrices in hardware. CPUs without it (AVX-512 or AVX2 only) convert bf16
+    in software and train slower than float32, so they keep float32.
+    """
+    if _gpu_compute_capability() >= (8, 0):
+        return "mixed_bfloat16"
+    if "amx_bf16" in _cpu_flags():
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _gpu_compute_capability():
+    import keras
+
+    try:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                capability = tf.config.experimental.get_device_details(gpus[0])
+                return tuple(capability.get("compute_capability", (0, 0)))
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "gpu":
+                return tuple(int(x) for x in device.compute_capability.split("."))
+        elif keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return tuple(torch.cuda.get_device_capability(0))
+    except Exception:  # a driver that cannot say: assume no fast bf16
+        return (0, 0)
+    return (0, 0)
+
+
+# -- unfreezing schedules ------------------------------------------------------------------------
+
+
+def parse_unfreeze(value):
+    """`{epoch: blocks}` (blocks None = all) from "all", k, "E:B,...", or a dict; ValueError else."""
+    if isinstance(value, dict):
+        steps = dict(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        steps = {0: value}
+    elif isinstance(value, str) and ":" in value:
+        steps = {}
+        for part in value.split(","):
+            epoch, _, blocks = part.partition(":")
+            steps[_integer(epoch, value)] = blocks.strip()
+    elif isinstance(value, str) or value is None:
+        steps = {0: value}
+    else:
+        steps = {0: object()}
+    schedule = {}
+    for epoch, blocks in steps.items():
+        epoch = _integer(epoch, value)
+        if blocks in (None, "all"):
+            schedule[epoch] = None
+            continue
+        count = _integer(blocks, value)
+        if count < 1 or epoch < 0:
+            raise _unfreeze_error(value)
+        schedule[epoch] = count
+    if not schedule:
+        raise _unfreeze_error(value)
+    return dict(sorted(schedule.items()))
+
+
+def unfreeze_text(schedule):
+    """The canonical text of an `{epoch: blocks}` schedule: "all", "2" or "0:1,2:all"."""
+    if list(schedule) == [0]:
+        return "all" if schedule[0] is None else str(schedule[0])
+    return ",".join(f"{e}:{'all' if b is None else b}" for e, b in schedule.items())
+
+
+def _integer(text, value):
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise _unfreeze_error(value) from None
+
+
+def _unfreeze_error(value):
+    return ValueError(
+        "unfreeze must be 'all', a number of top blocks >= 1, or a schedule "
+        f"'EPOCH:BLOCKS,...' such as '0:1,2:all'. Received: unfreeze={value!r}"
+    )
+
+
+# -- checking ------------------------------------------------------------------------------------
+
+
+def check_config(config):
+    """Raises `ValueError` naming the first field of `config` that cannot work."""
+
+    def fail(name, rule):
+        raise ValueError(f"{name} {rule}. Received: {name}={getattr(config, name)!r}")
+
+    for name in ("head_epochs", "finetune_epochs"):
+        if not isinstance(getattr(config, name), int) or getattr(config, name) < 0:
+            fail(name, "must be an integer >= 0")
+    if config.phases is None and config.head_epochs + config.finetune_epochs == 0:
+        raise ValueError(
+            "head_epochs and finetune_epochs must not both be 0: nothing would train. "
+            f"Received: head_epochs={config.head_epochs}, "
+            f"finetune_epochs={config.finetune_epochs}"
+        )
+    for name in ("head_lr", "finetune_lr", "backbone_lr_mult", "weight_decay"):
+        value = getattr(config, name)
+        if value is not None and not value >= 0:
+            fail(name, "must be >= 0")
+    if config.layer_decay is not None and not 0 < config.layer_decay <= 1:
+        fail("layer_decay", "must be in (0, 1]")
+    for name in ("dropout", "label_smoothing"):
+        if not 0 <= getattr(config, name) < 1:
+            fail(name, "must be in [0, 1)")
+    if not 0 <= config.validation_split < 1:
+        fail("validation_split", "must be in [0, 1)")
+    for name in ("batch_size", "grad_accumulation"):
+        if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
+            fail(name, "must be an integer >= 1")
+    if config.image_size is not None and (
+        not isinstance(config.image_size, int) or config.image_size < 8
+    ):
+        fail("image_size", "must be an integer >= 8")
+    patience = config.early_stopping_patience
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        fail("early_stopping_patience", "must be an integer >= 1, or None to turn it off")
+    for name, allowed in (
+        ("precision", PRECISIONS[1:]),
+        ("preprocessing", PREPROCESSING),
+        ("balance", BALANCE),
+        ("pooling", ("avg", "max")),
+    ):
+        if getattr(config, name) not in allowed:
+            fail(name, f"must be one of {list(allowed)}")
+    if config.augment is not None:
+        from kerasrecipes.data.augment import PRESETS
+
+        if isinstance(config.augment, str) and config.augment not in PRESETS:
+            fail("augment", f"must be one of {list(PRESETS)} or an augmentation layer")
+    if config.tensorboard and not config.out_dir:
+        fail("tensorboard", "needs a run folder to write to: set out_dir (--out)")
+    for phase in config.phases or ():
+        if phase.schedule not in SCHEDULES:
+            raise ValueError(
+                f"Phase {phase.name!r}: schedule must be one of {list(SCHEDULES)}. "
+                f"Received: {phase.schedule!r}"
+            )
+        if phase.trains != "head":
+            parse_unfreeze(phase.trains)
+
+
+def _as_phase(phase):
+    return phase if isinstance(phase, Phase) else Phase(**phase)
+
+
+# -- phases --------------------------------------------------------------------------------------
+
+
+def plan_phases(config):
+    """The phases a resolved config runs: the built-in recipes are just lists.
+
+    - default: `[head, finetune]`, phase 1 on the frozen backbone at
+      `head_lr`, then the backbone unfrozen at `backbone_lr_mult` of a
+      cosine-decayed `finetune_lr`;
+    - head only (`finetune_epochs=0`): `[head]`;
+    - from scratch (`weights="none"`): `[finetune]` at multiplier 1 with
+      BatchNorm training;
+    - progressive unfreezing (`unfreeze="0:1,2:all"`): `[head, finetune]`
+      with phase 2's `trains` the schedule;
+    - `config.phases`, when given, as it is.
+    """
+    if config.phases is not None:
+        return [_as_phase(phase) for phase in config.phases]
+    phases = []
+    if config.head_epochs:
+        phases.append(Phase("head", config.head_epochs, "head", config.head_lr))
+    if config.finetune_epochs:
+        phases.append(
+            Phase(
+                "finetune",
+                config.finetune_epochs,
+                trains=config.unfreeze,
+                learning_rate=config.finetune_lr,
+                backbone_lr_mult=config.backbone_lr_mult,
+                layer_decay=config.layer_decay,
+                train_bn=config.train_bn,
+                schedule="cosine",
+            )
+        )
+    return phases
+
+
+def describe_phase(phase):
+    """A short description, e.g. "head (backbone frozen)"."""
+    if phase.trains == "head":
+        return f"{phase.name} (backbone frozen)"
+    schedule = parse_unfreeze(phase.trains)
+    if list(schedule.values()) == [None]:
+        return f"{phase.name} (backbone unfrozen)"
+    if len(schedule) == 1:
+        return f"{phase.name} (top {schedule[0]} blocks unfrozen)"
+    return f"{phase.name} (unfrozen progressively: {phase.trains})"
+
+
+def cli_flag(config_field):
+    """The command-line flag of a field: `--head-epochs` for `head_epochs`."""
+    return config_field.metadata.get("flag") or "--" + re.sub("_", "-", config_field.name)

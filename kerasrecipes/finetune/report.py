@@ -1,0 +1,152 @@
+"""What a finished run leaves in its folder: the report, the figures and the model.
+
+`fine_tune(out_dir=)` and the `kerasrecipes finetune` command both write the
+run folder through `save_run`, so the same config gives the same report.
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+
+from kerasrecipes import plots
+from kerasrecipes.callbacks import TrainingCurves, phase_marks
+from kerasrecipes.finetune.config import describe_phase
+from kerasrecipes.finetune.run_folder import REPORT_FILE, write_json
+
+FILES = ("report.json", "history.csv", "curves.png", "confusion.png", "model.keras")
+
+
+def save_run(folder, model, history, config, phases, val_ds, info=None, backbone=None):
+    """Writes `model.keras` (no optimizer state), the figures and `report.json` into `folder`."""
+    finished = history.status == "finished"
+    matrix = None
+    if finished and val_ds is not None:
+        labels, predictions = predict_labels(model, val_ds)
+        matrix = plots.confusion_matrix(labels, predictions, model.output_shape[-1])
+        names = list(info.class_names) if info else [str(i) for i in range(len(matrix))]
+        plots.plot_confusion(matrix, names, folder.file("confusion.png"))
+    if finished:
+        save_inference_model(model, folder.file("model.keras"))
+    draw_curves(folder, model)
+    report = build_report(config, phases, history, matrix, info, backbone)
+    report["files"] = [
+        name for name in FILES if name == REPORT_FILE or os.path.exists(folder.file(name))
+    ]
+    write_json(folder.file(REPORT_FILE), report)
+    return report
+
+
+def save_inference_model(model, path):
+    """Saves `model` for inference, without optimizer state or compile settings, atomically.
+
+    A new functional model over the same layers shares the weights without a
+    copy and has no optimizer; `keras.saving.load_model` returns it
+    uncompiled, ready for `predict` (compile it to `evaluate` or train on).
+    """
+    inference = keras.Model(model.inputs, model.outputs, name=model.name)
+    writing = f"{os.fspath(path)[: -len('.keras')]}.writing.keras"
+    inference.save(writing)
+    os.replace(writing, path)
+
+
+def predict_labels(model, dataset):
+    """`(true labels, predicted labels)` over a dataset of `(images, labels)`, one-hot or not."""
+    labels, predictions = [], []
+    for images, batch_labels in dataset:
+        probabilities = keras.ops.convert_to_numpy(model(images, training=False))
+        batch_labels = np.asarray(batch_labels)
+        if batch_labels.ndim == 2:
+            batch_labels = batch_labels.argmax(-1)
+        labels.append(batch_labels.reshape(-1))
+        predictions.append(probabilities.argmax(-1))
+    if not labels:
+        return np.zeros(0, int), np.zeros(0, int)
+    return np.concatenate(labels), np.concatenate(predictions)
+
+
+def draw_curves(folder, model=None):
+    """`curves.png` from the folder's recorded epochs, a line at each phase's start."""
+    rows = folder.rows()
+    curves = TrainingCurves(folder.file("curves.png"))
+    curves.epochs = {
+        int(row["epoch"]): {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
+        for row in rows
+    }
+    marks = dict(phase_marks(model)) if model is not None else {}
+    for row in rows:  # the phase names win over the unfreezing marks at a phase's start
+        if _first_of_phase(rows, row):
+            marks[int(row["epoch"])] = row["phase"]
+    return curves.draw(marks=marks)
+
+
+def _first_of_phase(rows, row):
+    earlier = [r for r in rows if int(r["epoch"]) < int(row["epoch"])]
+    return not earlier or earlier[-1]["phase"] != row["phase"]
+
+
+def build_report(config, phases, history, matrix, info=None, backbone=None):
+    """The report of a run: resolved config, data, each phase's epochs and results, accuracy."""
+    by_name = {phase.name: phase for phase in phases}
+    report_phases = {}
+    for name, start in history.phases.items():
+        first, end = history.phase_range(name)
+        logs = history.phase_logs(name)
+        report_phases[name] = {
+            "description": describe_phase(by_name[name]),
+            "first_epoch": first + 1,
+            "epochs": end - first,
+            "accuracy": logs.get("accuracy"),
+            "val_accuracy": logs.get("val_accuracy"),
+            "val_loss": logs.get("val_loss"),
+            "trained_in_this_call": name in history.timings,
+            "seconds": round(history.timings[name], 1) if name in history.timings else None,
+        }
+    if info is not None:
+        data = {
+            "class_names": list(info.class_names),
+            "train_counts": dict(info.counts),
+            "val_counts": dict(info.val_counts),
+            "skipped": [[os.fspath(path), reason] for path, reason in info.skipped],
+        }
+    else:
+        data = {"num_classes": None if matrix is None else len(matrix)}
+    accuracy = None if matrix is None else float(np.trace(matrix) / max(matrix.sum(), 1))
+    return {
+        "status": history.status,
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "config": config.to_dict(),
+        "phase_plan": [
+            {"name": phase.name, "epochs": phase.epochs, "trains": phase.trains,
+             "learning_rate": phase.learning_rate, "backbone_lr_mult": phase.backbone_lr_mult,
+             "layer_decay": phase.layer_decay, "train_bn": phase.train_bn,
+             "schedule": phase.schedule}
+            for phase in phases
+        ],
+        "backbone": backbone,
+        "data": data,
+        "phases": report_phases,
+        "val_accuracy": accuracy,
+        "confusion_matrix": None if matrix is None else matrix.tolist(),
+        "seconds": {name: round(s, 1) for name, s in history.timings.items()},
+    }
+
+
+def summary_lines(report, out):
+    """The lines the command prints for a report."""
+    lines = []
+    for phase in report["phases"].values():
+        accuracy = phase["val_accuracy"]
+        shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
+        earlier = "" if phase["trained_in_this_call"] else " (trained earlier)"
+        lines.append(
+            f"Phase {phase['description']}: epochs {phase['first_epoch']}-"
+            f"{phase['first_epoch'] + phase['epochs'] - 1}, validation accuracy {shown}{earlier}"
+        )
+    if report["status"] != "finished":
+        lines.append(f"Run {report['status']}")
+    elif report["val_accuracy"] is not None:
+        lines.append(f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)")
+    lines.append(f"Saved {', '.join(report['files'])} in {out}/")
+    return lines

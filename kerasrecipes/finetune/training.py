@@ -1,0 +1,614 @@
+"""Transfer learning as a list of phases: a new head on a frozen backbone, then fine-tuning.
+
+The lecture's recipe (and the Keras guide "Transfer learning & fine-tuning"),
+with the fixes the guide misses:
+
+1. Phase 1 ("head"): the backbone is frozen, BatchNorm included, and a new
+   head (pooling, dropout, a linear classifier) trains at `head_lr`.
+2. Phase 2 ("finetune"): the backbone is unfrozen, all of it, its top k
+   blocks, or progressively, and trains with per-layer learning rates: the
+   head at the full rate, the backbone `backbone_lr_mult` times lower, and
+   optionally `layer_decay` per block further down (`kr.param_groups`).
+
+Every BatchNormalization layer stays frozen with `trainable=False` unless
+`train_bn`. The guide's other way, calling the base with `training=False`,
+no longer holds in Keras 3: once the base is unfrozen, `fit` runs its
+BatchNorm layers in training mode and their moving statistics drift
+towards the small new dataset's (keras-team/keras#20285).
+
+Settings live in `FineTuneConfig`; `plan_phases` turns them into the list
+of `Phase`s this module runs, one `fit` per phase.
+"""
+
+import contextlib
+import math
+import os
+import re
+import time
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasrecipes import _compat, distribute
+from kerasrecipes.backbones import LoadedBackbone
+from kerasrecipes.callbacks import AtomicBackupAndRestore, mark_phase
+from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
+from kerasrecipes.features import HEAD_GROUP, param_groups
+from kerasrecipes.finetune import report as reports
+from kerasrecipes.finetune.config import (
+    describe_phase,
+    parse_unfreeze,
+    plan_phases,
+    resolve_config,
+)
+from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
+from kerasrecipes.layers.preprocessing import ImagePreprocessing
+from kerasrecipes.losses import SparseCategoricalCrossentropy
+from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
+from kerasrecipes.registry import HEAD_PREFIX
+
+MIXING_PRESETS = ("mixup", "cutmix")
+FINISHED_EARLIER = "holds a run that finished earlier"
+
+
+class FineTuneHistory(keras.callbacks.History):
+    """The `History` of every phase, epochs numbered across them.
+
+    Attributes:
+        history: dict of metric name -> list of values, one per epoch; with
+            `learning_rate` (the head's) and `lr/<group>` per parameter group.
+        epoch: the epoch numbers (0-based), phase 1 first.
+        phases: dict of phase name -> the epoch it starts at.
+        timings: dict of phase name -> seconds of training in this call
+            (empty when the run had finished before this call).
+        status: "finished", or "stopped: ..." when a phase stopped on a NaN loss.
+        finished_earlier: True when nothing was trained because the run
+            folder held a finished run.
+    """
+
+    def __init__(self, rows, phases, timings, status="finished", finished_earlier=False):
+        super().__init__()
+        self.epoch = [int(row["epoch"]) for row in rows]
+        names = []
+        for row in rows:
+            names += [n for n in row if n not in ("epoch", "phase") and n not in names]
+        self.history = {n: [float(row.get(n, "nan")) for row in rows] for n in names}
+        self.phases = dict(phases)
+        self.timings = dict(timings)
+        self.status = status
+        self.finished_earlier = finished_earlier
+
+    def phase_range(self, phase):
+        """`(first, end)` epoch indices of `phase`, end excluded; None when it did not run."""
+        start = self.phases.get(phase)
+        if start is None:
+            return None
+        later = [s for s in self.phases.values() if s > start]
+        return start, min(later) if later else len(self.epoch)
+
+    def phase_logs(self, phase):
+        """The logs of the last epoch of `phase` (`{}` when it ran no epoch)."""
+        bounds = self.phase_range(phase)
+        if bounds is None or bounds[1] <= bounds[0]:
+            return {}
+        return {name: values[bounds[1] - 1] for name, values in self.history.items()}
+
+
+def fine_tune(
+    backbone,
+    train_ds,
+    val_ds=None,
+    num_classes=None,
+    config=None,
+    *,
+    info=None,
+    class_counts=None,
+    callbacks=(),
+    strategy=None,
+    **overrides,
+):
+    """Fine-tunes `backbone` on a new classification task, phase by phase; returns the model.
+
+    The phases come from `config` (`kr.FineTuneConfig`, whose fields are
+    documented there; any field may also be passed as a keyword, e.g.
+    `head_epochs=2`): by default a new head on the frozen backbone, then the
+    backbone unfrozen at per-layer rates. See `kr.finetune.plan_phases`.
+
+    With `out_dir`, the run folder holds `report.json`, `history.csv`,
+    `curves.png`, `confusion.png` and `model.keras` (no optimizer state),
+    plus the backups that make an interrupted call resume from its last
+    finished epoch when called again. A finished run is not trained again:
+    the call returns the stored model and history (`history.finished_earlier`)
+    unless `restart=True`; other settings or data are an error that says
+    what differs.
+
+    Args:
+        backbone: a Keras model without its classifier (ours, a
+            `keras.applications` model, any), a `kr.LoadedBackbone` from
+            `kr.load_backbone`, or a function that builds a model (called in
+            the strategy's scope).
+        train_ds: batched `tf.data.Dataset` of `(images, labels)`, labels as
+            class indices or one-hot, e.g. from `kr.data.image_folder`.
+        val_ds: the same for validation, or None.
+        num_classes: classes of the new classifier; taken from `info` when None.
+        config: a `kr.FineTuneConfig`, or None for the defaults.
+        info: optional `ImageFolderInfo` from `kr.data.image_folder`: class
+            names and counts for the report, counts for `balance`.
+        class_counts: images per class for `balance`, when there is no `info`
+            (counted from `train_ds` when neither is given).
+        callbacks: more Keras callbacks, given to every phase.
+        strategy: a `tf.distribute` strategy, or None for
+            `kr.distribute.default_strategy()`.
+        **overrides: `FineTuneConfig` fields, e.g. `head_epochs=2, out_dir="runs/x"`.
+
+    Returns:
+        `(model, history)`: the fine-tuned `keras.Model` (images in, class
+        probabilities out) and a `FineTuneHistory`.
+
+    >>> import kerasrecipes as kr                                       # doctest: +SKIP
+    >>> backbone = kr.load_backbone("efficientnet_b0", "imagenet")     # doctest: +SKIP
+    >>> train, val, info = kr.data.image_folder("PetImages", image_size=(224, 224))  # doctest: +SKIP
+    >>> model, history = kr.fine_tune(backbone, train, val, info=info, out_dir="runs/pets")  # doctest: +SKIP
+    """
+    config = resolve_config(config, has_validation=val_ds is not None, **overrides)
+    description = None
+    if isinstance(backbone, LoadedBackbone):
+        description = backbone.description
+        if config.preprocessing == "auto" and backbone.preprocessing:
+            config = config.replace(preprocessing=backbone.preprocessing)
+    num_classes = _num_classes(num_classes, info, train_ds)
+    phases = plan_phases(config)
+    folder = RunFolder(config.out_dir) if config.out_dir else None
+    with folder if folder else contextlib.nullcontext():
+        if folder:
+            identity = {
+                "config": config.to_dict(),
+                "data": data_fingerprint(train_ds, val_ds, num_classes, info),
+            }
+            if folder.open(identity, restart=config.restart) == "finished":
+                return _finished_run(folder, config)
+        run = _Run(config, folder, strategy, num_classes)
+        run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
+        history = run.train(phases, callbacks)
+        if folder:
+            reports.save_run(folder, run.model, history, config, phases, run.val_ds, info, description)
+    return run.model, history
+
+
+class _Run:
+    """The state one `fine_tune` call shares between its phases."""
+
+    def __init__(self, config, folder, strategy, num_classes):
+        self.config = config
+        self.folder = folder
+        self.strategy = strategy or distribute.default_strategy()
+        self.num_classes = num_classes
+
+    def prepare(self, backbone, train_ds, val_ds, class_counts):
+        """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
+        config, replicas = self.config, self.strategy.num_replicas_in_sync
+        train_ds, self.class_weight = _balance(
+            train_ds, config.balance, class_counts, self.num_classes, config.seed
+        )
+        one_hot = len(train_ds.element_spec[1].shape) == 2
+        if config.augment in MIXING_PRESETS and not one_hot:
+            # MixUp and CutMix mix the labels too, so they need them one-hot.
+            train_ds, val_ds = (_one_hot(d, self.num_classes) for d in (train_ds, val_ds))
+            one_hot = True
+        if config.augment is not None:
+            from kerasrecipes.data.augment import augment
+
+            size = tuple(train_ds.element_spec[0].shape[1:3])
+            train_ds = augment(train_ds, config.augment, image_size=size, seed=config.seed)
+        self.rate_scale = 1.0
+        if config.linear_scaling and replicas > 1:
+            train_ds, self.rate_scale = distribute.scale_for_replicas(train_ds, 1.0, replicas)
+            val_ds, _ = distribute.scale_for_replicas(val_ds, 1.0, replicas)
+        if distribute.is_multi_worker(self.strategy):
+            train_ds = distribute.shard_by_data(train_ds)
+            val_ds = val_ds if val_ds is None else distribute.shard_by_data(val_ds)
+        self.train_ds, self.val_ds = train_ds, val_ds
+        with self.strategy.scope(), _dtype_policy(config.precision):
+            backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
+            _check_image_size(backbone, train_ds)
+            if config.seed is not None:
+                keras.utils.set_random_seed(config.seed)
+            self.model = _classifier(backbone, self.num_classes, config)
+        loss_class = (
+            keras.losses.CategoricalCrossentropy if one_hot else SparseCategoricalCrossentropy
+        )
+        self.loss = loss_class(label_smoothing=config.label_smoothing)
+
+    def train(self, phases, user_callbacks):
+        """Runs `phases` in order, skipping the ones the run folder records as finished."""
+        rows, starts, timings, status = {}, {}, {}, "finished"
+        first_epoch = 0
+        for phase in phases:
+            starts[phase.name] = first_epoch
+            stored = self.folder.phase(phase.name) if self.folder else None
+            if stored is not None:
+                self._load_phase_weights(phase)
+            else:
+                started = time.perf_counter()
+                self._fit(phase, first_epoch, user_callbacks)
+                timings[phase.name] = time.perf_counter() - started
+                stored = self._finish_phase(phase, first_epoch)
+            rows.update({int(r["epoch"]): r for r in self._rows()})
+            first_epoch = stored["end_epoch"]
+            if stored["status"] != "finished":
+                status = stored["status"]
+                break
+        if self.folder:
+            self.folder.finish(status)
+        ordered = [rows[epoch] for epoch in sorted(rows)]
+        return FineTuneHistory(ordered, starts, timings, status)
+
+    # -- one phase --------------------------------------------------------------------------------
+
+    def _fit(self, phase, first_epoch, user_callbacks):
+        model, config = self.model, self.config
+        mark_phase(model, first_epoch, describe_phase(phase))
+        _compat.reset_initial_epoch(model)
+        steps = _steps(self.train_ds, phase.epochs)
+        with self.strategy.scope():
+            optimizer, self.group_multipliers = _phase_optimizer(
+                model, phase, config, self.rate_scale, steps
+            )
+            model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
+        self.recorder = _Recorder(self, phase)
+        callbacks = self._phase_callbacks(phase, first_epoch) + list(user_callbacks)
+        fixes = (
+            distribute.keras_multi_worker_fixes(model, self.train_ds)
+            if distribute.is_multi_worker(self.strategy)
+            else contextlib.nullcontext()
+        )
+        with fixes, warnings.catch_warnings():
+            # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle.
+            warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+            model.fit(
+                self.train_ds,
+                validation_data=self.val_ds,
+                initial_epoch=first_epoch,
+                epochs=first_epoch + phase.epochs,
+                class_weight=self.class_weight,
+                callbacks=callbacks,
+                verbose=config.verbose,
+            )
+
+    def _phase_callbacks(self, phase, first_epoch):
+        config = self.config
+        if phase.trains == "head":
+            schedule = {}
+        else:
+            schedule = {first_epoch + e: b for e, b in parse_unfreeze(phase.trains).items()}
+        callbacks = [
+            UnfreezeBackbone(schedule=schedule, train_bn=phase.train_bn),
+            self.recorder,
+        ]
+        if self.folder:
+            backup = self.folder.file("backup", phase.name)
+            _check_backup(self.folder, backup)
+            # Kept when the phase ends, until `_finish_phase` has saved its result.
+            callbacks.append(AtomicBackupAndRestore(backup, delete_checkpoint=False))
+        if config.ema:
+            callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        if config.early_stopping_patience is not None:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor=config.monitor,
+                    patience=config.early_stopping_patience,
+                    restore_best_weights=True,
+                )
+            )
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+        if config.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(self.folder.file("tensorboard")))
+        return callbacks
+
+    def _rows(self):
+        if self.folder:
+            return self.folder.rows()
+        return list(getattr(self, "_memory_rows", {}).values())
+
+    def _finish_phase(self, phase, first_epoch):
+        """Records where the phase ended and whether its loss stayed finite; saves its weights."""
+        phase_rows = [r for r in self._rows() if r["phase"] == phase.name]
+        end_epoch = max([int(r["epoch"]) + 1 for r in phase_rows], default=first_epoch)
+        bad = [r for r in phase_rows if not math.isfinite(float(r.get("loss", 0.0)))]
+        status = "finished"
+        if bad:
+            status = (
+                f"stopped: the loss became NaN in phase {phase.name} at epoch "
+                f"{int(bad[0]['epoch']) + 1}; lower the learning rate and train again "
+                "(--restart, restart=True)"
+            )
+        record = {"first_epoch": first_epoch, "end_epoch": end_epoch, "status": status}
+        if self.folder:
+            weights = self.folder.phase_weights(phase.name)
+            writing = weights.replace(".weights.h5", ".writing.weights.h5")
+            self.model.save_weights(writing)
+            os.replace(writing, weights)
+            self.folder.finish_phase(phase.name, record)
+            import shutil
+
+            shutil.rmtree(self.folder.file("backup", phase.name), ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder.file("backup"))  # when no other phase has a backup
+        return record
+
+    def _load_phase_weights(self, phase):
+        path = self.folder.phase_weights(phase.name)
+        try:
+            self.model.load_weights(path)
+        except Exception as error:
+            raise self.folder.corrupt(path, error) from None
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Records each epoch's logs with the learning rate of every parameter group.
+
+    The rates go to the history, `history.csv` and the curves, not into
+    `logs`, so the progress lines stay short. Internal to `fine_tune`: it
+    writes into the run folder, so it is not a callback to reuse or save.
+    """
+
+    def __init__(self, run, phase):
+        super().__init__()
+        self.run, self.phase = run, phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": int(epoch), "phase": self.phase.name}
+        row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
+        row["learning_rate"] = rate
+        for group, multiplier in self.run.group_multipliers.items():
+            row[f"lr/{group}"] = rate * multiplier
+        folder = self.run.folder
+        if folder:
+            folder.record_epoch(epoch, row)
+            reports.draw_curves(folder, self.model)
+        else:
+            self.run.__dict__.setdefault("_memory_rows", {})[int(epoch)] = row
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+def _classifier(backbone, num_classes, config):
+    """Images -> [preprocessing] -> backbone -> head_pool -> head_dropout -> head_dense."""
+    if backbone.name.startswith(HEAD_PREFIX):
+        raise ValueError(
+            f"fine_tune: the backbone is named {backbone.name!r}; names starting with "
+            f"{HEAD_PREFIX!r} are kept for the new classifier. Rename the backbone "
+            "(backbone.name = ...)."
+        )
+    inputs = keras.Input(backbone.input_shape[1:], name="images")
+    x = inputs
+    if config.preprocessing not in ("auto", "none", None):
+        x = ImagePreprocessing(config.preprocessing, name="preprocessing")(x)
+    x = backbone(x)
+    if len(x.shape) == 4:
+        pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
+        x = pool[config.pooling](name=f"{HEAD_PREFIX}pool")(x)
+    elif len(x.shape) != 2:
+        raise ValueError(
+            f"fine_tune: the backbone's output has shape {x.shape}; expected a feature map "
+            "(batch, height, width, channels) or vectors (batch, features). Build it with "
+            "include_top=False."
+        )
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name=f"{HEAD_PREFIX}dropout")(x)
+    # The classifier computes in float32 under mixed precision: a bf16 softmax loses the
+    # small probabilities the loss needs.
+    outputs = keras.layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name=f"{HEAD_PREFIX}dense"
+    )(x)
+    return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
+
+
+def _backbone_in_scope(backbone, strategy, precision):
+    """The backbone as a model, its variables created under `strategy`, computing in `precision`."""
+    if isinstance(backbone, LoadedBackbone):
+        backbone = backbone.model
+    if not isinstance(backbone, keras.Model):
+        if callable(backbone):
+            return backbone()
+        raise TypeError(
+            "fine_tune: backbone must be a keras.Model, a kr.LoadedBackbone or a function "
+            f"returning a model; got {type(backbone).__name__}."
+        )
+    if precision != "float32" and backbone.dtype_policy.name != precision:
+        return _rebuilt(backbone, precision)
+    if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+        return backbone
+    if all(isinstance(v.value, tf.distribute.DistributedValues) for v in backbone.weights):
+        return backbone
+    return _rebuilt(backbone, None)
+
+
+def _rebuilt(backbone, precision):
+    """A copy of `backbone` with its weights, built in the current scope; with `precision` set
+    as every layer's dtype policy when given (a built layer keeps the policy it was made with)."""
+    serialized = keras.saving.serialize_keras_object(backbone)
+    if precision is not None:
+        serialized = _with_policy(serialized, precision)
+    try:
+        copy = keras.saving.deserialize_keras_object(serialized)
+    except Exception as error:
+        raise ValueError(
+            f"fine_tune: backbone {backbone.name!r} cannot be rebuilt from its config for the "
+            f"strategy or precision ({error}). Pass a function that builds it instead."
+        ) from None
+    copy.set_weights(backbone.get_weights())
+    return copy
+
+
+def _with_policy(serialized, precision):
+    if isinstance(serialized, list):
+        return [_with_policy(item, precision) for item in serialized]
+    if not isinstance(serialized, dict):
+        return serialized
+    if serialized.get("class_name") == "DTypePolicy":
+        return {**serialized, "config": {**serialized["config"], "name": precision}}
+    return {key: _with_policy(value, precision) for key, value in serialized.items()}
+
+
+@contextlib.contextmanager
+def _dtype_policy(precision):
+    """Keras' global dtype policy set to `precision` while the model is built."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _check_image_size(backbone, train_ds):
+    expected = tuple(backbone.input_shape[1:3])
+    given = tuple(train_ds.element_spec[0].shape[1:3])
+    if None in expected or None in given or expected == given:
+        return
+    raise ValueError(
+        f"fine_tune: the training images are {given[0]}x{given[1]} but backbone "
+        f"{backbone.name!r} takes {expected[0]}x{expected[1]}. Read the data at the "
+        f"backbone's size (kr.data.image_folder(..., image_size={expected})) or load the "
+        f"backbone at the data's (kr.load_backbone(..., image_size={given[0]}))."
+    )
+
+
+def _num_classes(num_classes, info, train_ds):
+    if num_classes is None and info is not None:
+        num_classes = info.num_classes
+    if num_classes is None and len(train_ds.element_spec[1].shape) == 2:
+        num_classes = train_ds.element_spec[1].shape[-1]
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(
+            f"fine_tune: num_classes must be an integer >= 2 (or give info=). "
+            f"Received: {num_classes!r}"
+        )
+    return num_classes
+
+
+# -- what trains, at which rates --------------------------------------------------------------------
+
+
+def _phase_optimizer(model, phase, config, rate_scale, steps):
+    """AdamW for one phase and the multiplier of each parameter group (`kr.param_groups`).
+
+    The head trains at the phase's rate; the backbone at `backbone_lr_mult`
+    of it, and with `layer_decay` each block below the top one `layer_decay`
+    times less again (the stem last).
+    """
+    learning_rate = phase.learning_rate * rate_scale
+    if phase.schedule == "cosine" and steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    adamw = keras.optimizers.AdamW(
+        learning_rate,
+        weight_decay=config.weight_decay,
+        use_ema=config.ema,
+        gradient_accumulation_steps=config.grad_accumulation if config.grad_accumulation > 1 else None,
+    )
+    groups = param_groups(model)
+    below_head = [group for group in groups if not group.is_head][::-1]
+    multipliers = {HEAD_GROUP: 1.0}
+    if phase.trains == "head":  # the backbone is frozen: it has no rate to report
+        below_head = []
+    elif phase.layer_decay:
+        for depth, group in enumerate(below_head, start=1):
+            multipliers[group.name] = phase.backbone_lr_mult * phase.layer_decay**depth
+    elif below_head:
+        multipliers["backbone"] = phase.backbone_lr_mult
+    patterns = {}
+    for group in groups:
+        key = group.name if group.is_head or phase.layer_decay else "backbone"
+        if group.paths and key in multipliers:
+            alternatives = "|".join(re.escape(path) for path in group.paths)
+            patterns[f"(?:{alternatives})$"] = multipliers[key]
+    optimizer = with_lr_multipliers(adamw, patterns, model=model)
+    return exclude_from_decay(optimizer, model), multipliers
+
+
+def _steps(dataset, epochs):
+    batches = int(dataset.cardinality())
+    return batches * epochs if batches > 0 else None
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def _one_hot(dataset, num_classes):
+    if dataset is None:
+        return None
+    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
+
+
+def _balance(train_ds, balance, class_counts, num_classes, seed):
+    """`(dataset, class_weight)` for `balance` None, "class_weight" or "oversample"."""
+    if balance is None:
+        return train_ds, None
+    from kerasrecipes.data.imbalance import class_weights, oversample
+
+    counts = _counts(class_counts, train_ds, num_classes)
+    if balance == "class_weight":
+        return train_ds, class_weights(counts)
+    return oversample(train_ds, counts, seed=seed), None
+
+
+def _counts(class_counts, train_ds, num_classes):
+    if class_counts is not None:
+        if isinstance(class_counts, dict):
+            return [int(count) for count in class_counts.values()]
+        return [int(count) for count in class_counts]
+    counts = np.zeros(num_classes, dtype=int)
+    for _, labels in train_ds:
+        labels = np.asarray(labels)
+        labels = labels.argmax(-1) if labels.ndim == 2 else labels.reshape(-1)
+        counts += np.bincount(labels.astype(int), minlength=num_classes)[:num_classes]
+    return counts.tolist()
+
+
+# -- resuming --------------------------------------------------------------------------------------
+
+
+def _check_backup(folder, backup):
+    """A backup a kill or a disk fault damaged is named before `fit` trips over it."""
+    import json
+
+    import h5py
+
+    weights = os.path.join(backup, "latest.weights.h5")
+    metadata = os.path.join(backup, "training_metadata.json")
+    try:
+        if os.path.exists(weights):
+            h5py.File(weights, "r").close()
+    except OSError as error:
+        raise folder.corrupt(weights, error) from None
+    try:
+        if os.path.exists(metadata):
+            with open(metadata) as file:
+                int(json.load(file)["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise folder.corrupt(metadata, error) from None
+
+
+def _finished_run(folder, config):
+    """The stored model and history of a run that finished before this call."""
+    rows = folder.rows()
+    starts = {name: record["first_epoch"] for name, record in folder.state["phases"].items()}
+    history = FineTuneHistory(rows, starts, {}, folder.state["status"], finished_earlier=True)
+    path = folder.file("model.keras")
+    model = None
+    if os.path.exists(path):
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as error:
+            raise folder.corrupt(path, error) from None
+    warnings.warn(
+        f"fine_tune: {folder.path} {FINISHED_EARLIER} ({history.status}); nothing was "
+        "trained. restart=True trains again.",
+        stacklevel=3,
+    )
+    return model, history
