@@ -20,7 +20,14 @@ from kerasrecipes import (
 )
 from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
 from kerasrecipes.features import ParamGroup, feature_info, param_groups
-from kerasrecipes.finetune import FineTuneHistory, fine_tune
+from kerasrecipes.finetune import (
+    FineTuneConfig,
+    FineTuneHistory,
+    Phase,
+    fine_tune,
+    plan_phases,
+    resolve_config,
+)
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
 from kerasrecipes.registry import (
@@ -39,11 +46,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FeatureTap",
+    "FineTuneConfig",
     "FineTuneHistory",
     "LoadedBackbone",
     "ModelCard",
     "ModelInfo",
     "ParamGroup",
+    "Phase",
     "PretrainedWeights",
     "callbacks",
     "create_model",
@@ -63,8 +72,10 @@ __all__ = [
     "models",
     "optimizers",
     "param_groups",
+    "plan_phases",
     "plots",
     "port_weights",
     "register_model",
+    "resolve_config",
     "schedules",
 ]

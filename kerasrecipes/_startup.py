@@ -10,6 +10,7 @@ and `--debug` shows everything.
 """
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -40,6 +41,7 @@ def import_tensorflow_quietly():
         import absl.logging
 
         absl.logging.set_verbosity(absl.logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 if running_the_command() and "--debug" not in sys.argv:

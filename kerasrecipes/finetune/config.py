@@ -12,6 +12,7 @@ This module imports neither Keras nor TensorFlow at import time.
 """
 
 import dataclasses
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field
@@ -401,6 +402,8 @@ def check_config(config):
             fail("augment", f"must be one of {list(PRESETS)} or an augmentation layer")
     if config.tensorboard and not config.out_dir:
         fail("tensorboard", "needs a run folder to write to: set out_dir (--out)")
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        fail("tensorboard", "needs the tensorboard package: pip install tensorboard")
     for phase in config.phases or ():
         if phase.schedule not in SCHEDULES:
             raise ValueError(

@@ -370,7 +370,13 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list):
-        self.inner_optimizer.finalize_variable_values(var_list)
+        # With EMA, Keras pairs `var_list` with the averages by position, but `fit` passes the
+        # variables that train now and the wrapped optimizer is built on every variable that
+        # can (frozen ones included): hand it the list it was built on.
+        inner = self.inner_optimizer
+        if inner.built:
+            var_list = _compat.optimizer_built_variables(inner)
+        inner.finalize_variable_values(var_list)
 
     def get_config(self):
         return {

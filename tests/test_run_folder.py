@@ -1,0 +1,275 @@
+"""Run folders that never lie and never lose work: kills, reruns, locks, corrupt files, NaN."""
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasrecipes as kr
+from kerasrecipes.cli import main
+from kerasrecipes.finetune.run_folder import RunFolder, RunFolderError
+from test_finetune import tiny_backbone, toy_data
+
+RUN = dict(num_classes=2, head_epochs=3, finetune_epochs=3, early_stopping_patience=None, seed=0)
+
+# Trains the toy run of RUN in a fresh process; with a kill moment, SIGKILLs itself there.
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    import keras
+    import kerasrecipes as kr
+    from test_finetune import tiny_backbone, toy_data
+
+    out, moment = sys.argv[1], sys.argv[2]
+
+    class Kill(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            # The boundary: phase 1 is finished and recorded, phase 2 has not trained yet.
+            if moment == "boundary" and self.model.optimizer.learning_rate < 2e-3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if moment == f"epoch{epoch}":
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    keras.utils.set_random_seed(0)
+    model, history = kr.fine_tune(tiny_backbone(), toy_data(), toy_data(), out_dir=out,
+                                  callbacks=[Kill()], verbose=0, head_lr=3e-3, finetune_lr=1e-3,
+                                  **json.loads(sys.argv[3]))
+    """
+)
+
+
+def run_script(tmp_path, out, moment):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": tests}
+    return subprocess.run(
+        [sys.executable, str(script), str(out), moment, json.dumps(RUN)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("moment", ["epoch1", "boundary", "epoch4"])
+def test_a_run_killed_in_phase_one_at_the_boundary_or_in_phase_two_resumes_exactly(
+    tmp_path, moment
+):
+    out = tmp_path / "run"
+    killed = run_script(tmp_path, out, moment)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (out / "report.json").exists()
+    assert (out / "run.lock").exists()  # the dead owner's lock, taken over below
+
+    resumed = run_script(tmp_path, out, "never")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "finished"
+    head, finetune = report["phases"]["head"], report["phases"]["finetune"]
+    assert (head["first_epoch"], head["epochs"]) == (1, 3)
+    assert (finetune["first_epoch"], finetune["epochs"]) == (4, 3)
+    assert head["trained_in_this_call"] == (moment == "epoch1")
+    assert finetune["trained_in_this_call"]
+    rows = kr.finetune.run_folder.RunFolder(out).read_json("state.json")["rows"]
+    assert sorted(map(int, rows)) == [0, 1, 2, 3, 4, 5]
+    # Phase 2's cosine reaches 0 only at its last epoch; a stale start epoch ran extra
+    # epochs at rate 0 (the bug this guards against).
+    rates = [rows[str(epoch)]["learning_rate"] for epoch in range(3, 6)]
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 3)) for k in (1, 2, 3)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-5, atol=1e-9)
+    assert not (out / "run.lock").exists()
+
+
+def test_a_finished_run_is_not_retrained_and_restart_trains_again(tmp_path):
+    data = toy_data()
+    out = tmp_path / "run"
+    _, first = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    stamp = (out / "report.json").stat().st_mtime_ns
+    with pytest.warns(UserWarning, match="finished earlier"):
+        _, again = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    assert again.finished_earlier and again.timings == {}
+    assert (out / "report.json").stat().st_mtime_ns == stamp  # the report is not rewritten
+    _, restarted = kr.fine_tune(
+        tiny_backbone(), data, data, out_dir=out, verbose=0, restart=True, **RUN
+    )
+    assert not restarted.finished_earlier and set(restarted.timings) == {"head", "finetune"}
+
+
+def test_other_settings_or_other_data_say_what_differs(tmp_path):
+    data = toy_data()
+    out = tmp_path / "run"
+    kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    with pytest.raises(RunFolderError, match="head_epochs: 3 stored, 2 now.*--restart"):
+        kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **{**RUN, "head_epochs": 2})
+    three = toy_data(num_images=96, batch_size=32)
+    with pytest.raises(RunFolderError, match="data train_batches: 4 stored, 3 now"):
+        kr.fine_tune(tiny_backbone(), three, three, out_dir=out, verbose=0, **RUN)
+
+
+def test_a_three_class_folder_on_a_two_class_run_names_the_difference(tmp_path, capsys):
+    two = kr.data.make_demo_dataset(tmp_path / "two", num_images=40)
+    backbone = tmp_path / "tiny.keras"
+    tiny_backbone(size=32).save(backbone)
+    extra = tmp_path / "extra"
+    kr.data.make_demo_dataset(extra, num_images=40)
+    argv = ["finetune", "--weights", str(backbone), "--head-epochs", "1", "--finetune-epochs", "0"]
+    out = ["--out", str(tmp_path / "run")]
+    assert main([*argv, "--data", str(two), *out]) == 0
+    copy = tmp_path / "copy"  # the same images, plus a third class
+    shutil.copytree(two, copy)
+    shutil.copytree(extra / "ellipse", copy / "circle")
+    capsys.readouterr()
+    assert main([*argv, "--data", str(copy), *out]) == 1
+    error = capsys.readouterr().err
+    assert "data class_names:" in error and "circle" in error and "--restart" in error
+
+
+def test_one_run_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / "run"
+        folder.mkdir()
+        (folder / "run.lock").write_text(f"{sleeper.pid} {socket.gethostname()} 2026-12-02 10:00:00\n")
+        data = toy_data()
+        with pytest.raises(RunFolderError, match=f"in use by another run \\(process {sleeper.pid}"):
+            kr.fine_tune(tiny_backbone(), data, data, out_dir=folder, verbose=0, **RUN)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # The owner is dead now: its lock is stale and the next run takes it over.
+    model, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=folder, verbose=0, **RUN)
+    assert history.status == "finished" and not (folder / "run.lock").exists()
+
+
+def test_corrupt_state_and_backup_files_are_named_with_what_to_do(tmp_path):
+    data = toy_data()
+    out = tmp_path / "run"
+    kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    (out / "state.json").write_text('{"status": "fini')
+    with pytest.raises(RunFolderError, match=r"state\.json cannot be read.*--restart"):
+        kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+
+    # A backup truncated mid-write (by a disk fault; our own writes are atomic).
+    state = {"status": "running", "rows": {}, "phases": {}}
+    (out / "state.json").write_text(json.dumps(state))
+    backup = out / "backup" / "head"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
+    with pytest.raises(RunFolderError, match=r"latest\.weights\.h5 cannot be read.*--restart"):
+        kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    _, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, restart=True, **RUN)
+    assert history.status == "finished"
+
+
+def test_a_nan_loss_stops_the_run_and_the_report_says_so(tmp_path):
+    images = np.full((32, 16, 16, 3), np.nan, "float32")
+    labels = np.zeros(32, "int32")
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    out = tmp_path / "run"
+    _, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    assert history.status.startswith("stopped: the loss became NaN in phase head at epoch 1")
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == history.status and list(report["phases"]) == ["head"]
+    assert (out / "curves.png").stat().st_size > 0
+    assert not (out / "model.keras").exists() and "model.keras" not in report["files"]
+    with pytest.warns(UserWarning, match="finished earlier \\(stopped"):
+        kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+
+
+def test_data_dot_dot_from_a_class_folder_writes_outside_the_data(tmp_path, monkeypatch):
+    data = pathlib.Path(kr.data.make_demo_dataset(tmp_path / "shapes", num_images=40))
+    backbone = tmp_path / "tiny.keras"
+    tiny_backbone(size=32).save(backbone)
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    monkeypatch.chdir(data / "ellipse")
+    argv = ["finetune", "--data", "..", "--weights", str(backbone), "--finetune-epochs", "0",
+            "--head-epochs", "1"]
+    assert main(argv) == 0
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    assert (tmp_path / "runs" / "shapes" / "report.json").exists()
+    assert main([*argv, "--out", "../runs"]) == 1
+
+
+def test_python_out_dir_writes_the_same_folder_and_report_as_the_command(tmp_path, capsys):
+    data = kr.data.make_demo_dataset(tmp_path / "shapes", num_images=40, bad_files=True)
+    weights = tmp_path / "tiny.keras"
+    tiny_backbone(size=32).save(weights)
+    flags = ["--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16"]
+    command_out = tmp_path / "command"
+    assert main(["finetune", "--data", str(data), "--weights", str(weights),
+                 "--out", str(command_out), *flags]) == 0
+
+    config = kr.resolve_config(
+        kr.FineTuneConfig(weights=str(weights), head_epochs=1, finetune_epochs=1, batch_size=16,
+                          image_size=32, out_dir=str(tmp_path / "python")),
+        demo=False,
+    )
+    backbone = kr.load_backbone(config.model, config.weights, image_size=config.image_size)
+    train, val, info = kr.data.image_folder(
+        data, image_size=(32, 32), batch_size=16, validation_split=0.2, seed=0
+    )
+    kr.fine_tune(backbone, train, val, config=config, info=info, verbose=0)
+    python_out = tmp_path / "python"
+    for name in ("report.json", "history.csv", "curves.png", "confusion.png", "model.keras"):
+        assert (python_out / name).stat().st_size > 0, name
+    ours, theirs = (json.loads((d / "report.json").read_text()) for d in (python_out, command_out))
+    for report in (ours, theirs):
+        for changing in ("finished_at", "seconds"):
+            report.pop(changing)
+        report["config"].pop("out_dir"), report["config"].pop("verbose")
+        for phase in report["phases"].values():
+            phase.pop("seconds")
+    assert ours == theirs
+
+
+def test_checkpoints_hold_the_optimizer_state_once_and_model_keras_none(tmp_path):
+    data = toy_data()
+    model, _ = kr.fine_tune(
+        tiny_backbone(), data, data, out_dir=tmp_path / "run", verbose=0, **RUN
+    )
+    model.save(tmp_path / "checkpoint.keras")  # compiled, with the optimizer
+
+    def stored(path):
+        with zipfile.ZipFile(path) as archive:
+            archive.extract("model.weights.h5", tmp_path / path.stem)
+        sizes = {}
+        with h5py.File(tmp_path / path.stem / "model.weights.h5") as file:
+            file.visititems(
+                lambda name, item: sizes.__setitem__(name.split("/")[0], sizes.get(name.split("/")[0], 0) + item.size)
+                if isinstance(item, h5py.Dataset) else None
+            )
+        return sizes
+
+    weights = sum(int(np.prod(v.shape)) for v in model.weights)
+    checkpoint = stored(tmp_path / "checkpoint.keras")
+    # AdamW keeps two slots per trainable variable; the multiplier wrapper adds a few of its own.
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    assert 2 * trainable <= checkpoint["optimizer"] < 2 * trainable + 3 * weights // 10
+    final = stored(tmp_path / "run" / "model.keras")
+    assert "optimizer" not in final
+    loaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    images = next(iter(data))[0]
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_run_folder_never_adopts_a_folder_of_other_files(tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "report.json").write_text("{}")
+    with RunFolder(folder) as run, pytest.raises(RunFolderError, match="other than a kerasrecipes"):
+        run.open({"config": {}, "data": {}})
+    assert (folder / "report.json").read_text() == "{}"
