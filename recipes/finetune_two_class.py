@@ -29,26 +29,21 @@ import kerasrecipes as kr
 
 The lecture's advice: a few epochs for the new head at a normal rate, then a
 few more for everything with the backbone 10 times slower, so the pretrained
-features are adjusted, not overwritten.
+features are adjusted, not overwritten. The numbers are `kr.FineTuneConfig`'s
+defaults, the same ones `kr.fine_tune` and `kerasrecipes finetune` use;
+`resolve_config` picks the model, weights and input size for the data.
 """
-
-HEAD_EPOCHS = 4
-HEAD_LR = 3e-3
-FINETUNE_EPOCHS = 6
-BACKBONE_LR_MULT = 0.1  # the backbone's rate relative to the head's in phase 2
-WEIGHT_DECAY = 1e-4
-BATCH_SIZE = 32
-SEED = 0
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    defaults = kr.FineTuneConfig()
     parser.add_argument("--data", help="folder of class folders (default: the demo shapes)")
-    parser.add_argument("--model", default="efficientnet_b0", help="with --data")
+    parser.add_argument("--model", help="with --data (default: efficientnet_b0)")
     parser.add_argument("--weights", help="imagenet (default with --data), demo, or a file")
     parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--head-epochs", type=int, default=HEAD_EPOCHS)
-    parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
+    parser.add_argument("--head-epochs", type=int, default=defaults.head_epochs)
+    parser.add_argument("--finetune-epochs", type=int, default=defaults.finetune_epochs)
     parser.add_argument("--out", default="runs/finetune_two_class")
     return parser.parse_args(argv)
 
@@ -56,7 +51,17 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    keras.utils.set_random_seed(SEED)
+    config = kr.resolve_config(
+        kr.FineTuneConfig(
+            model=args.model,
+            weights=args.weights,
+            image_size=args.image_size,
+            head_epochs=args.head_epochs,
+            finetune_epochs=args.finetune_epochs,
+        ),
+        demo=args.data is None,
+    )
+    keras.utils.set_random_seed(config.seed)
 
     """
     ## The backbone
@@ -67,16 +72,14 @@ def main(argv=None):
     weights want their input scaled; that step goes inside the model, so the
     saved model takes plain [0, 255] images.
     """
-    if args.data:
-        backbone = kr.load_backbone(args.model, args.weights or "imagenet", args.image_size)
-        data = args.data
-    else:
-        backbone = kr.load_backbone(None, args.weights or "demo", args.image_size)
+    backbone = kr.load_backbone(config.model, config.weights, config.image_size)
+    data = args.data
+    if data is None:
         data = kr.data.make_demo_dataset(
             os.path.join(kr.data.verify.default_cache_dir(), "demo", "target"), bad_files=True
         )
     print(f"Backbone: {backbone.description}")
-    image_size = tuple(backbone.model.input_shape[1:3])
+    image_size = tuple(backbone.model.input_shape[1:3])  # a weights file decides its own
 
     """
     ## The data
@@ -86,7 +89,11 @@ def main(argv=None):
     image, TIFF), reporting each. The split is stratified and seeded.
     """
     train, val, info = kr.data.image_folder(
-        data, image_size=image_size, batch_size=BATCH_SIZE, validation_split=0.2, seed=SEED
+        data,
+        image_size=image_size,
+        batch_size=config.batch_size,
+        validation_split=config.validation_split,
+        seed=config.seed,
     )
     print(f"Classes {info.class_names}: {info.counts} for training, {info.val_counts} held out")
     for path, reason in info.skipped:
@@ -106,19 +113,21 @@ def main(argv=None):
     x = backbone.model(x)
     if len(x.shape) == 4:
         x = keras.layers.GlobalAveragePooling2D(name="head_pool")(x)
-    x = keras.layers.Dropout(0.2, name="head_dropout")(x)
+    x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
     outputs = keras.layers.Dense(info.num_classes, activation="softmax", name="head_dense")(x)
     model = keras.Model(inputs, outputs)
 
     backbone.model.trainable = False
     model.compile(
-        optimizer=keras.optimizers.AdamW(HEAD_LR, weight_decay=WEIGHT_DECAY),
+        optimizer=keras.optimizers.AdamW(config.head_lr, weight_decay=config.weight_decay),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     curves = kr.callbacks.TrainingCurves(os.path.join(args.out, "curves.png"))
     kr.callbacks.mark_phase(model, 0, "phase 1: head")
-    model.fit(train, validation_data=val, epochs=args.head_epochs, callbacks=[curves], verbose=2)
+    model.fit(
+        train, validation_data=val, epochs=config.head_epochs, callbacks=[curves], verbose=2
+    )
 
     """
     ## Phase 2: unfreeze, with BatchNorm still frozen, at per-layer rates
@@ -129,25 +138,28 @@ def main(argv=None):
     statistics drift towards this small dataset's. What works is to leave each
     BatchNorm layer `trainable=False`, which `UnfreezeBackbone` does for us.
 
-    `with_lr_multipliers` gives the head the full rate and the backbone a tenth
-    of it; a cosine schedule takes the rate to 0 over the phase.
+    `with_lr_multipliers` gives the head (the `head_*` layers) the full rate
+    and everything else `backbone_lr_mult` of it; a cosine schedule takes the
+    rate to 0 over the phase.
     """
-    steps = int(train.cardinality()) * args.finetune_epochs
+    steps = int(train.cardinality()) * config.finetune_epochs
     optimizer = kr.optimizers.with_lr_multipliers(
         keras.optimizers.AdamW(
-            keras.optimizers.schedules.CosineDecay(HEAD_LR, steps), weight_decay=WEIGHT_DECAY
+            keras.optimizers.schedules.CosineDecay(config.finetune_lr, steps),
+            weight_decay=config.weight_decay,
         ),
-        {"head": 1.0, f"{backbone.model.name}/": BACKBONE_LR_MULT},
+        {"head_": 1.0},
+        default=config.backbone_lr_mult,
         model=model,
     )
     kr.optimizers.exclude_from_decay(optimizer, model)  # no decay on biases and norms
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    unfreeze = kr.callbacks.UnfreezeBackbone(backbone.model, epoch=args.head_epochs)
+    unfreeze = kr.callbacks.UnfreezeBackbone(backbone.model, epoch=config.head_epochs)
     model.fit(
         train,
         validation_data=val,
-        initial_epoch=args.head_epochs,
-        epochs=args.head_epochs + args.finetune_epochs,
+        initial_epoch=config.head_epochs,
+        epochs=config.head_epochs + config.finetune_epochs,
         callbacks=[unfreeze, curves, kr.callbacks.LogLearningRates()],
         verbose=2,
     )
