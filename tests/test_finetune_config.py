@@ -118,3 +118,13 @@ def test_the_command_takes_the_switches(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "lr/" not in out  # the per-group rates go to history.csv, not the epoch lines
     assert "lr/backbone" in (tmp_path / "r" / "history.csv").read_text()
+
+
+def test_the_phase_lists_in_the_docs_run_as_written(capsys):
+    text = open("docs/fine-tuning.md").read()
+    block = text.split("## Phases as data", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "docs/fine-tuning.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "from scratch [('finetune', 6, 'all', 0.003, 1.0)]" in printed
+    assert "progressive unfreezing [('head', 4, 'head', 0.003, 1.0), " in printed
+    assert "('finetune', 6, '0:1,2:3,4:all', 0.003, 0.1)]" in printed
