@@ -155,8 +155,11 @@ def finetune(args):
     from kerasrecipes.finetune.training import FINISHED_EARLIER
 
     started = time.perf_counter()
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(FineTuneConfig)
-              if f.metadata.get("cli", True)}
+    fields = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(FineTuneConfig)
+        if f.metadata.get("cli", True)
+    }
     config = resolve_config(FineTuneConfig(**fields), demo=args.data is None)
     if args.data is not None and not os.path.isdir(args.data):
         raise FileNotFoundError(

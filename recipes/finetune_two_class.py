@@ -125,9 +125,7 @@ def main(argv=None):
     )
     curves = kr.callbacks.TrainingCurves(os.path.join(args.out, "curves.png"))
     kr.callbacks.mark_phase(model, 0, "phase 1: head")
-    model.fit(
-        train, validation_data=val, epochs=config.head_epochs, callbacks=[curves], verbose=2
-    )
+    model.fit(train, validation_data=val, epochs=config.head_epochs, callbacks=[curves], verbose=2)
 
     """
     ## Phase 2: unfreeze, with BatchNorm still frozen, at per-layer rates

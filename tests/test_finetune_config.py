@@ -49,8 +49,14 @@ def test_from_scratch_is_resolved_once_for_every_entry_point():
 def test_python_from_scratch_records_what_it_used(tmp_path):
     data = toy_data()
     _, history = kr.fine_tune(
-        tiny_backbone(), data, data, num_classes=2, weights="none", finetune_epochs=1,
-        out_dir=tmp_path, verbose=0,
+        tiny_backbone(),
+        data,
+        data,
+        num_classes=2,
+        weights="none",
+        finetune_epochs=1,
+        out_dir=tmp_path,
+        verbose=0,
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert list(report["phases"]) == ["finetune"] == list(history.phases)
@@ -83,9 +89,19 @@ def test_progressive_unfreezing_as_a_phase_list():
 def test_mixup_with_integer_labels_ema_accumulation_tensorboard_and_bf16(tmp_path):
     data = toy_data(num_images=32)
     model, history = kr.fine_tune(
-        tiny_backbone(), data, data, num_classes=2, head_epochs=1, finetune_epochs=1,
-        augment="mixup", ema=True, grad_accumulation=2, tensorboard=True,
-        precision="mixed_bfloat16", out_dir=tmp_path, verbose=0,
+        tiny_backbone(),
+        data,
+        data,
+        num_classes=2,
+        head_epochs=1,
+        finetune_epochs=1,
+        augment="mixup",
+        ema=True,
+        grad_accumulation=2,
+        tensorboard=True,
+        precision="mixed_bfloat16",
+        out_dir=tmp_path,
+        verbose=0,
     )
     assert history.status == "finished" and np.isfinite(history.history["loss"]).all()
     inner = model.optimizer.inner_optimizer
@@ -105,12 +121,35 @@ def test_the_command_takes_the_switches(tmp_path, capsys):
     data = kr.data.make_demo_dataset(tmp_path / "shapes", num_images=40)
     weights = tmp_path / "tiny.keras"
     tiny_backbone(size=32).save(weights)
-    code = main([
-        "finetune", "--data", str(data), "--weights", str(weights), "--out", str(tmp_path / "r"),
-        "--head-epochs", "1", "--finetune-epochs", "1", "--augment", "cutmix",
-        "--label-smoothing", "0.1", "--dropout", "0.3", "--weight-decay", "0.01",
-        "--unfreeze", "0:1", "--patience", "none", "--precision", "float32",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--data",
+            str(data),
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "r"),
+            "--head-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--augment",
+            "cutmix",
+            "--label-smoothing",
+            "0.1",
+            "--dropout",
+            "0.3",
+            "--weight-decay",
+            "0.01",
+            "--unfreeze",
+            "0:1",
+            "--patience",
+            "none",
+            "--precision",
+            "float32",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     config = json.loads((tmp_path / "r" / "report.json").read_text())["config"]
     assert (config["augment"], config["label_smoothing"], config["dropout"]) == ("cutmix", 0.1, 0.3)

@@ -15,11 +15,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_finetune import tiny_backbone, toy_data
 
 import kerasrecipes as kr
 from kerasrecipes.cli import main
 from kerasrecipes.finetune.run_folder import RunFolder, RunFolderError
-from test_finetune import tiny_backbone, toy_data
 
 RUN = dict(num_classes=2, head_epochs=3, finetune_epochs=3, early_stopping_patience=None, seed=0)
 
@@ -97,7 +97,7 @@ def test_a_run_killed_in_phase_one_at_the_boundary_or_in_phase_two_resumes_exact
 def test_a_finished_run_is_not_retrained_and_restart_trains_again(tmp_path):
     data = toy_data()
     out = tmp_path / "run"
-    _, first = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
     stamp = (out / "report.json").stat().st_mtime_ns
     with pytest.warns(UserWarning, match="finished earlier"):
         _, again = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
@@ -114,7 +114,9 @@ def test_other_settings_or_other_data_say_what_differs(tmp_path):
     out = tmp_path / "run"
     kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
     with pytest.raises(RunFolderError, match="head_epochs: 3 stored, 2 now.*--restart"):
-        kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **{**RUN, "head_epochs": 2})
+        kr.fine_tune(
+            tiny_backbone(), data, data, out_dir=out, verbose=0, **{**RUN, "head_epochs": 2}
+        )
     three = toy_data(num_images=96, batch_size=32)
     with pytest.raises(RunFolderError, match="data train_batches: 4 stored, 3 now"):
         kr.fine_tune(tiny_backbone(), three, three, out_dir=out, verbose=0, **RUN)
@@ -143,7 +145,9 @@ def test_one_run_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
     try:
         folder = tmp_path / "run"
         folder.mkdir()
-        (folder / "run.lock").write_text(f"{sleeper.pid} {socket.gethostname()} 2026-12-02 10:00:00\n")
+        (folder / "run.lock").write_text(
+            f"{sleeper.pid} {socket.gethostname()} 2026-12-02 10:00:00\n"
+        )
         data = toy_data()
         with pytest.raises(RunFolderError, match=f"in use by another run \\(process {sleeper.pid}"):
             kr.fine_tune(tiny_backbone(), data, data, out_dir=folder, verbose=0, **RUN)
@@ -151,7 +155,7 @@ def test_one_run_per_folder_and_a_stale_lock_is_taken_over(tmp_path):
         sleeper.kill()
         sleeper.wait()
     # The owner is dead now: its lock is stale and the next run takes it over.
-    model, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=folder, verbose=0, **RUN)
+    _, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=folder, verbose=0, **RUN)
     assert history.status == "finished" and not (folder / "run.lock").exists()
 
 
@@ -171,7 +175,9 @@ def test_corrupt_state_and_backup_files_are_named_with_what_to_do(tmp_path):
     (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
     with pytest.raises(RunFolderError, match=r"latest\.weights\.h5 cannot be read.*--restart"):
         kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
-    _, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, restart=True, **RUN)
+    _, history = kr.fine_tune(
+        tiny_backbone(), data, data, out_dir=out, verbose=0, restart=True, **RUN
+    )
     assert history.status == "finished"
 
 
@@ -196,8 +202,17 @@ def test_data_dot_dot_from_a_class_folder_writes_outside_the_data(tmp_path, monk
     tiny_backbone(size=32).save(backbone)
     before = sorted(p.relative_to(data) for p in data.rglob("*"))
     monkeypatch.chdir(data / "ellipse")
-    argv = ["finetune", "--data", "..", "--weights", str(backbone), "--finetune-epochs", "0",
-            "--head-epochs", "1"]
+    argv = [
+        "finetune",
+        "--data",
+        "..",
+        "--weights",
+        str(backbone),
+        "--finetune-epochs",
+        "0",
+        "--head-epochs",
+        "1",
+    ]
     assert main(argv) == 0
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     assert (tmp_path / "runs" / "shapes" / "report.json").exists()
@@ -210,12 +225,31 @@ def test_python_out_dir_writes_the_same_folder_and_report_as_the_command(tmp_pat
     tiny_backbone(size=32).save(weights)
     flags = ["--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "16"]
     command_out = tmp_path / "command"
-    assert main(["finetune", "--data", str(data), "--weights", str(weights),
-                 "--out", str(command_out), *flags]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--data",
+                str(data),
+                "--weights",
+                str(weights),
+                "--out",
+                str(command_out),
+                *flags,
+            ]
+        )
+        == 0
+    )
 
     config = kr.resolve_config(
-        kr.FineTuneConfig(weights=str(weights), head_epochs=1, finetune_epochs=1, batch_size=16,
-                          image_size=32, out_dir=str(tmp_path / "python")),
+        kr.FineTuneConfig(
+            weights=str(weights),
+            head_epochs=1,
+            finetune_epochs=1,
+            batch_size=16,
+            image_size=32,
+            out_dir=str(tmp_path / "python"),
+        ),
         demo=False,
     )
     backbone = kr.load_backbone(config.model, config.weights, image_size=config.image_size)
@@ -238,9 +272,7 @@ def test_python_out_dir_writes_the_same_folder_and_report_as_the_command(tmp_pat
 
 def test_checkpoints_hold_the_optimizer_state_once_and_model_keras_none(tmp_path):
     data = toy_data()
-    model, _ = kr.fine_tune(
-        tiny_backbone(), data, data, out_dir=tmp_path / "run", verbose=0, **RUN
-    )
+    model, _ = kr.fine_tune(tiny_backbone(), data, data, out_dir=tmp_path / "run", verbose=0, **RUN)
     model.save(tmp_path / "checkpoint.keras")  # compiled, with the optimizer
 
     def stored(path):
@@ -249,8 +281,13 @@ def test_checkpoints_hold_the_optimizer_state_once_and_model_keras_none(tmp_path
         sizes = {}
         with h5py.File(tmp_path / path.stem / "model.weights.h5") as file:
             file.visititems(
-                lambda name, item: sizes.__setitem__(name.split("/")[0], sizes.get(name.split("/")[0], 0) + item.size)
-                if isinstance(item, h5py.Dataset) else None
+                lambda name, item: (
+                    sizes.__setitem__(
+                        name.split("/")[0], sizes.get(name.split("/")[0], 0) + item.size
+                    )
+                    if isinstance(item, h5py.Dataset)
+                    else None
+                )
             )
         return sizes
 

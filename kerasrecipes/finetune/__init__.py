@@ -8,4 +8,11 @@ from kerasrecipes.finetune.config import (
 )
 from kerasrecipes.finetune.training import FineTuneHistory, fine_tune
 
-__all__ = ["FineTuneConfig", "FineTuneHistory", "Phase", "fine_tune", "plan_phases", "resolve_config"]
+__all__ = [
+    "FineTuneConfig",
+    "FineTuneHistory",
+    "Phase",
+    "fine_tune",
+    "plan_phases",
+    "resolve_config",
+]

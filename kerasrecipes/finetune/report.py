@@ -90,7 +90,7 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
     """The report of a run: resolved config, data, each phase's epochs and results, accuracy."""
     by_name = {phase.name: phase for phase in phases}
     report_phases = {}
-    for name, start in history.phases.items():
+    for name in history.phases:
         first, end = history.phase_range(name)
         logs = history.phase_logs(name)
         report_phases[name] = {
@@ -118,10 +118,16 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "config": config.to_dict(),
         "phase_plan": [
-            {"name": phase.name, "epochs": phase.epochs, "trains": phase.trains,
-             "learning_rate": phase.learning_rate, "backbone_lr_mult": phase.backbone_lr_mult,
-             "layer_decay": phase.layer_decay, "train_bn": phase.train_bn,
-             "schedule": phase.schedule}
+            {
+                "name": phase.name,
+                "epochs": phase.epochs,
+                "trains": phase.trains,
+                "learning_rate": phase.learning_rate,
+                "backbone_lr_mult": phase.backbone_lr_mult,
+                "layer_decay": phase.layer_decay,
+                "train_bn": phase.train_bn,
+                "schedule": phase.schedule,
+            }
             for phase in phases
         ],
         "backbone": backbone,
@@ -147,6 +153,8 @@ def summary_lines(report, out):
     if report["status"] != "finished":
         lines.append(f"Run {report['status']}")
     elif report["val_accuracy"] is not None:
-        lines.append(f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)")
+        lines.append(
+            f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"
+        )
     lines.append(f"Saved {', '.join(report['files'])} in {out}/")
     return lines

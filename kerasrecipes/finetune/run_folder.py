@@ -243,7 +243,9 @@ def describe_differences(stored, identity):
                 continue
             if old.get(key) != new.get(key):
                 label = key if section == "config" else f"data {key}"
-                differences.append(f"{label}: {_short(old.get(key))} stored, {_short(new.get(key))} now")
+                differences.append(
+                    f"{label}: {_short(old.get(key))} stored, {_short(new.get(key))} now"
+                )
     return differences
 
 

@@ -173,7 +173,9 @@ def fine_tune(
         run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
         history = run.train(phases, callbacks)
         if folder:
-            reports.save_run(folder, run.model, history, config, phases, run.val_ds, info, description)
+            reports.save_run(
+                folder, run.model, history, config, phases, run.val_ds, info, description
+            )
     return run.model, history
 
 
@@ -509,7 +511,9 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
         learning_rate,
         weight_decay=config.weight_decay,
         use_ema=config.ema,
-        gradient_accumulation_steps=config.grad_accumulation if config.grad_accumulation > 1 else None,
+        gradient_accumulation_steps=config.grad_accumulation
+        if config.grad_accumulation > 1
+        else None,
     )
     groups = param_groups(model)
     below_head = [group for group in groups if not group.is_head][::-1]
