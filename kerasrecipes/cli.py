@@ -204,7 +204,7 @@ def finetune(args):
             f"{out} holds a run that finished earlier ({report['finished_at']}); nothing was "
             "trained. Its result:"
         )
-    for line in reports.summary_lines(report, out):
+    for line in reports.summary_lines(report, out, saved_now=not history.finished_earlier):
         print(line)
     if history.finished_earlier:
         print("Run with --restart to train again there, or give another --out.")

@@ -139,8 +139,8 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
     }
 
 
-def summary_lines(report, out):
-    """The lines the command prints for a report."""
+def summary_lines(report, out, saved_now=True):
+    """The lines the command prints for a report (`saved_now`: written by this run)."""
     lines = []
     for phase in report["phases"].values():
         accuracy = phase["val_accuracy"]
@@ -156,5 +156,6 @@ def summary_lines(report, out):
         lines.append(
             f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"
         )
-    lines.append(f"Saved {', '.join(report['files'])} in {out}/")
+    verb = "Saved" if saved_now else "Its files:"
+    lines.append(f"{verb} {', '.join(report['files'])} in {out}/")
     return lines
