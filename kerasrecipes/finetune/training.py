@@ -187,6 +187,7 @@ class _Run:
         self.folder = folder
         self.strategy = strategy or distribute.default_strategy()
         self.num_classes = num_classes
+        self.memory_rows = {}  # epoch -> row, when there is no run folder to record them
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
         """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
@@ -312,7 +313,7 @@ class _Run:
     def _rows(self):
         if self.folder:
             return self.folder.rows()
-        return list(getattr(self, "_memory_rows", {}).values())
+        return list(self.memory_rows.values())
 
     def _finish_phase(self, phase, first_epoch):
         """Records where the phase ended and whether its loss stayed finite; saves its weights."""
@@ -372,7 +373,7 @@ class _Recorder(keras.callbacks.Callback):
             folder.record_epoch(epoch, row)
             reports.draw_curves(folder, self.model)
         else:
-            self.run.__dict__.setdefault("_memory_rows", {})[int(epoch)] = row
+            self.run.memory_rows[int(epoch)] = row
 
 
 # -- the model -------------------------------------------------------------------------------------
