@@ -6,76 +6,36 @@
 ['resnet20', 'resnet26']
 """
 
-from kerasrecipes import _startup  # noqa: F401  (first: the command's quiet TensorFlow import)
-from kerasrecipes import (
-    callbacks,
-    data,
-    distribute,
-    layers,
-    losses,
-    models,
-    optimizers,
-    plots,
-    schedules,
-)
-from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
-from kerasrecipes.features import ParamGroup, feature_info, param_groups
-from kerasrecipes.finetune import (
-    FineTuneConfig,
-    FineTuneHistory,
-    Phase,
-    fine_tune,
-    plan_phases,
-    resolve_config,
-)
-from kerasrecipes.info import ModelInfo, model_info
-from kerasrecipes.models.efficientnet import efficientnet_scaling
-from kerasrecipes.registry import (
-    FeatureTap,
-    ModelCard,
-    PretrainedWeights,
-    create_model,
-    get_model_entry,
-    list_models,
-    model_card,
-    register_model,
-)
-from kerasrecipes.weights import port_weights
+from kerasrecipes._startup import running_the_command
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FeatureTap",
-    "FineTuneConfig",
-    "FineTuneHistory",
-    "LoadedBackbone",
-    "ModelCard",
-    "ModelInfo",
-    "ParamGroup",
-    "Phase",
-    "PretrainedWeights",
-    "callbacks",
-    "create_model",
-    "data",
-    "demo_backbone",
-    "distribute",
-    "efficientnet_scaling",
-    "feature_info",
-    "fine_tune",
-    "get_model_entry",
-    "layers",
-    "list_models",
-    "load_backbone",
-    "losses",
-    "model_card",
-    "model_info",
-    "models",
-    "optimizers",
-    "param_groups",
-    "plan_phases",
-    "plots",
-    "port_weights",
-    "register_model",
-    "resolve_config",
-    "schedules",
-]
+
+_loading = False
+
+
+def _load_api():
+    """Puts the public API (`kerasrecipes/_api.py`) into this namespace; registers every class."""
+    global _loading
+    _loading = True
+    try:
+        from kerasrecipes import _api
+    finally:
+        _loading = False
+    globals().update({name: getattr(_api, name) for name in _api.__all__})
+    globals()["__all__"] = list(_api.__all__)
+
+
+def __getattr__(name):
+    # Reached before `_load_api` ran (in the command, which loads the API on first use), and
+    # while it runs: `from kerasrecipes import data` asks here before importing the submodule.
+    if name.startswith("__") or _loading:
+        raise AttributeError(name)
+    _load_api()
+    if name not in globals():
+        raise AttributeError(f"module 'kerasrecipes' has no attribute {name!r}")
+    return globals()[name]
+
+
+if not running_the_command():
+    _load_api()

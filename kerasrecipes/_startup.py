@@ -3,10 +3,11 @@
 TensorFlow's C++ side writes lines such as "Could not find cuda drivers" and
 "This TensorFlow binary is optimized..." while it is imported, before absl's
 logging is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not silence them.
-The package imports TensorFlow in `kerasrecipes/__init__.py`, before the
-command's `main` runs, so the command's quiet import happens here, first.
-Only the command is quieted (not `import kerasrecipes` in a user's program),
-and `--debug` shows everything.
+In the command, `kerasrecipes/__init__.py` does not import the package's
+modules (`running_the_command`), so `--help` answers without TensorFlow;
+`cli.main` imports it quietly here when a command needs it. Only the
+command is quieted (not `import kerasrecipes` in a user's program), and
+`--debug` shows everything.
 """
 
 import contextlib
@@ -43,6 +44,3 @@ def import_tensorflow_quietly():
         absl.logging.set_verbosity(absl.logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
-
-if running_the_command() and "--debug" not in sys.argv:
-    import_tensorflow_quietly()

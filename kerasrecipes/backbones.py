@@ -103,7 +103,8 @@ def load_backbone(
         path = os.fspath(weights)
         if not os.path.exists(path):
             raise FileNotFoundError(f"Weights file not found: {path}.")
-        backbone = backbone_of(keras.saving.load_model(path, compile=False))
+        saved = keras.saving.load_model(path, compile=False)
+        backbone = backbone_of(getattr(saved, "network", saved))  # a kr.ImageClassifier's network
         return LoadedBackbone(backbone, _mode(preprocessing, None), f"{backbone.name}: {path}")
 
     card = model_card(model)

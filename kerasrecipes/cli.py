@@ -1,16 +1,21 @@
-"""The `kerasrecipes` command: `finetune` a backbone on a folder of images, list the `models`.
+"""The `kerasrecipes` command: `finetune` a backbone on a folder of images, then `predict`,
+`evaluate` and `export` with the result; list the `models`.
 
     kerasrecipes finetune --data PetImages/ --model efficientnet_b0 --out runs/pets
     kerasrecipes finetune        # no --data: the built-in demo, offline
+    kerasrecipes predict runs/pets photo.jpg more_photos/ --top-k 2 --output preds.csv
+    kerasrecipes evaluate runs/pets --data PetImagesTest/ --tta
+    kerasrecipes export runs/pets --format onnx
     kerasrecipes models 'resnet*'
 
 The options of `finetune` are generated from `kr.FineTuneConfig`'s fields.
 A run folder holds `report.json` (the resolved config, accuracy per phase,
 timings, skipped files), `history.csv`, `curves.png`, `confusion.png`,
-`model.keras` and the backups that make an interrupted run resume: run the
-same command again. A finished run is not retrained (`--restart` does).
-Errors are one line on stderr and exit code 1 (`--debug` shows the
-traceback and TensorFlow's log lines).
+`model.keras` (a `kr.ImageClassifier`: it knows its class names) and the
+backups that make an interrupted run resume: run the same command again.
+A finished run is not retrained (`--restart` does). Errors are one line on
+stderr and exit code 1 (`--debug` shows the traceback and TensorFlow's log
+lines). `--help` and `models` do not import TensorFlow.
 """
 
 import argparse
@@ -50,10 +55,64 @@ def build_parser():
         "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
     )
 
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with a trained model",
+        description="Classifies image files and folders (with class subfolders or not) with "
+        "the model of a run folder or a .keras file. Unreadable files are skipped and listed.",
+    )
+    predict.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="classes per image (default: 1)")
+    predict.add_argument(
+        "--output", help="write the predictions to this .csv or .json file (else print them)"
+    )
+    _add_inference_options(predict)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="accuracy, per-class figures, confusion matrix and top losses on a test folder",
+        description="Evaluates the model on a folder of class folders named as its classes, "
+        "and writes evaluation.json, evaluation_confusion.png and evaluation_top_losses.png "
+        "into the run folder (or --out).",
+    )
+    evaluate.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
+    evaluate.add_argument("--data", required=True, help="the test folder, a subfolder per class")
+    evaluate.add_argument(
+        "--out", help="folder for the files (default: the run folder; none for a bare .keras file)"
+    )
+    _add_inference_options(evaluate)
+
+    export = commands.add_parser(
+        "export",
+        help="export the model as a SavedModel, ONNX or LiteRT file, checked against Keras",
+        description="Exports through Keras' Model.export, with the preprocessing inside; then "
+        "runs the exported artifact on a batch and fails if it differs from the Keras model "
+        "by more than 1e-4 (relative). ONNX and LiteRT need: pip install 'kerasrecipes[export]'.",
+    )
+    export.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
+    export.add_argument("--format", choices=("saved_model", "onnx", "litert"), required=True)
+    export.add_argument(
+        "--out", help="folder to write into (default: RUN/export, or MODEL_export beside a file)"
+    )
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    export.add_argument("--debug", action="store_true", help="show tracebacks")
+
     models = commands.add_parser("models", help="list the model zoo with parameters and FLOPs")
     models.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
+    models.add_argument(
+        "--exact", action="store_true", help="build each model to count it (slow; default: table)"
+    )
     models.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_inference_options(parser):
+    parser.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average flips and crops"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def add_config_options(parser):
@@ -117,19 +176,31 @@ def main(argv=None):
     # Our lines and Keras' progress lines share stdout; keep them in order when it is a file.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
+    if args.command == "models" and not args.exact:
+        return _run(args, list_zoo_table, args.pattern)
     if not args.debug:
         from kerasrecipes._startup import import_tensorflow_quietly
 
-        import_tensorflow_quietly()  # done already when this process is the command
+        import_tensorflow_quietly()
     # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle anyway.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    commands = {
+        "finetune": finetune,
+        "predict": predict,
+        "evaluate": evaluate,
+        "export": export,
+        "models": lambda args: list_zoo(args.pattern),
+    }
+    return _run(args, commands[args.command], args)
+
+
+def _run(args, command, *arguments):
+    """Runs `command(*arguments)`; an error becomes one line on stderr and exit code 1."""
     try:
-        if args.command == "finetune":
-            finetune(args)
-        else:
-            list_zoo(args.pattern)
+        command(*arguments)
     except KeyboardInterrupt:
-        print("kerasrecipes: interrupted; run the same command again to resume.", file=sys.stderr)
+        again = "; run the same command again to resume" if args.command == "finetune" else ""
+        print(f"kerasrecipes: interrupted{again}.", file=sys.stderr)
         return 130
     except Exception as error:
         if args.debug:
@@ -141,7 +212,9 @@ def main(argv=None):
 
 def _one_line(error):
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, (ValueError, FileNotFoundError, NotADirectoryError, RuntimeError)):
+    if isinstance(
+        error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
+    ):
         return text
     return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
 
@@ -241,26 +314,133 @@ def _print_data(info, folder):
         print(f"  ... and {len(info.skipped) - 10} more, listed in report.json")
 
 
-def list_zoo(pattern):
-    """The `models` command: one line per registered model, built at its default input size."""
-    import keras
+def predict(args):
+    """The `predict` command: a line per image (or the --output file), the skipped files listed."""
+    from kerasrecipes.finetune.run_folder import write_atomically, write_json
+    from kerasrecipes.inference import load_classifier
 
+    if args.output and os.path.splitext(args.output)[1] not in (".csv", ".json"):
+        raise ValueError(f"--output {args.output}: give a .csv or .json file name.")
+    classifier = load_classifier(args.model)
+    rows, read = [], 0
+    for path in args.paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file or folder.")
+        predictions = classifier.predict_images(
+            path if os.path.isdir(path) else [path],
+            top_k=args.top_k,
+            batch_size=args.batch_size,
+            tta=args.tta,
+        )
+        rows += predictions.rows()
+        read += len(predictions)
+    predicted = [row for row in rows if "label" in row]
+    skipped = [row for row in rows if "skipped" in row]
+    if args.output:
+        if args.output.endswith(".json"):
+            write_json(args.output, predicted + skipped)
+        else:
+            write_atomically(args.output, _csv_text(predicted + skipped))
+        counts = {name: 0 for name in classifier.class_names}
+        for row in predicted:
+            counts[row["label"]] += 1
+        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+        print(f"{read} images classified ({shown}); written to {args.output}")
+    else:
+        for row in predicted:
+            top = "  ".join(
+                f"{row[f'top{rank}_label']} {row[f'top{rank}_probability']:.3f}"
+                for rank in range(1, args.top_k + 1)
+                if f"top{rank}_label" in row
+            )
+            print(f"{row['path']}  {top}")
+    for row in skipped[:10]:
+        print(f"  skipped {row['path']}: {row['skipped']}")
+    if len(skipped) > 10:
+        print(f"  ... and {len(skipped) - 10} more skipped" + (" (in --output)" * bool(args.output)))
+
+
+def _csv_text(rows):
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+def evaluate(args):
+    """The `evaluate` command: prints the report and writes it to the run folder or --out."""
+    from kerasrecipes.inference import evaluate as evaluate_classifier
+    from kerasrecipes.inference import load_classifier
+    from kerasrecipes.inference.classifier import run_folder_of
+
+    out = args.out or run_folder_of(args.model)
+    if out is not None and is_inside_folder(out, args.data):
+        raise ValueError(f"--out {out} is inside the test folder {args.data}; give another --out.")
+    classifier = load_classifier(args.model)
+    evaluation = evaluate_classifier(
+        classifier, args.data, tta=args.tta, batch_size=args.batch_size, out_dir=out
+    )
+    print(evaluation.summary())
+    for path, reason in evaluation.skipped[:10]:
+        print(f"  skipped {os.path.relpath(path, args.data)}: {reason}")
+    if out is None:
+        print("Nothing written: the model is not in a run folder; give --out DIR for the files.")
+    else:
+        print(f"Wrote {', '.join(evaluation.files)} in {out}/")
+
+
+def is_inside_folder(path, folder):
+    from kerasrecipes.finetune.run_folder import is_inside
+
+    return is_inside(path, folder)
+
+
+def export(args):
+    """The `export` command: writes the artifact and prints its agreement with the Keras model."""
+    from kerasrecipes.inference import export as export_classifier
+    from kerasrecipes.inference import load_classifier
+    from kerasrecipes.inference.classifier import run_folder_of
+
+    out = args.out
+    if out is None:
+        folder = run_folder_of(args.model)
+        stem = os.path.splitext(args.model)[0]
+        out = os.path.join(folder, "export") if folder else f"{stem}_export"
+    classifier = load_classifier(args.model)
+    result = export_classifier(classifier, out, args.format, overwrite=args.overwrite)
+    print(
+        f"Exported {args.format} to {result.path}; on {result.check_images} images its output "
+        f"differs from the Keras model's by at most {result.max_abs_difference:.2e} "
+        f"({result.relative_difference:.2e} relative)"
+    )
+
+
+def list_zoo_table(pattern):
+    """The `models` command: one line per registered model, from the zoo table (nothing built)."""
+    from kerasrecipes.zoo_table import format_rows, read_table
+
+    rows = read_table(pattern)
+    if not rows:
+        raise ValueError(f"No registered model matches {pattern!r}; try 'kerasrecipes models'.")
+    print("\n".join(format_rows(rows)))
+
+
+def list_zoo(pattern):
+    """`models --exact`: one line per registered model, each built at its default input size."""
     import kerasrecipes as kr
+    from kerasrecipes.zoo_table import format_rows, table_row
 
     names = kr.list_models(pattern)
     if not names:
         raise ValueError(f"No registered model matches {pattern!r}; try 'kerasrecipes models'.")
-    print(f"{'model':<18}{'family':<14}{'input':>7}{'params':>14}{'GFLOPs':>9}  pretrained")
+    print(format_rows([])[0])
     for name in names:
-        entry = kr.model_card(name)
-        info = kr.model_info(kr.create_model(name))
-        flops = "-" if info.flops is None else f"{info.flops / 1e9:.2f}"
-        print(
-            f"{name:<18}{entry.family:<14}{entry.default_input_shape[0]:>7}"
-            f"{info.params:>14,}{flops:>9}  {', '.join(entry.pretrained) or '-'}",
-            flush=True,
-        )
-        keras.backend.clear_session()
+        print(format_rows([table_row(name)])[1], flush=True)
 
 
 def main_exit():

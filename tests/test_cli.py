@@ -146,8 +146,36 @@ def test_models_lists_the_zoo_with_parameters(capsys):
     row = [line for line in stdout.splitlines() if line.startswith("resnet20 ")]
     params = kr.model_info(kr.create_model("resnet20")).params
     assert row and f"{params:,}" in row[0] and "0.04" in row[0]
+    code, exact, _ = run_main(capsys, "models", "resnet2*", "--exact")
+    assert code == 0 and exact == stdout
     code, _, stderr = run_main(capsys, "models", "nothing*")
     assert code == 1 and "No registered model matches" in stderr
+
+
+def test_the_zoo_table_is_the_cards_and_the_builds():
+    from kerasrecipes.zoo_table import read_table, table_row
+
+    rows = read_table()
+    assert [row["name"] for row in rows] == kr.list_models()
+    for row in rows:  # what the cards say, nothing built
+        assert {k: row[k] for k in ("name", "family", "input", "pretrained")} == table_row(
+            row["name"], build=False
+        ), "run: python -m kerasrecipes.zoo_table"
+    for name in ("baseline_cnn", "resnet56", "alexnet"):
+        assert {k: row[k] for row in rows if row["name"] == name for k in row} == table_row(name)
+
+
+def test_help_and_models_do_not_import_tensorflow():
+    script = (
+        "import sys; sys.argv[0] = 'kerasrecipes'; from kerasrecipes.cli import main\n"
+        "assert main(['models', 'resnet5*']) == 0\n"
+        "try:\n    main(['finetune', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]" and "resnet50" in result.stdout
+    assert "--head-epochs" in result.stdout
 
 
 def test_a_killed_run_resumes_in_phase_two_and_finishes(tmp_path):

@@ -236,6 +236,17 @@ def image_folder(
     return train, val, info
 
 
+def read_image(path, image_size, interpolation="bilinear"):
+    """The training pipeline's image: the file decoded to RGB and resized, float32 in [0, 255].
+
+    `image_folder` and the classifier's `predict_images` and `evaluate` read
+    files through it, so a model sees its test images as it saw its
+    training images.
+    """
+    image = decode_rgb(tf.io.read_file(path))
+    return tf.image.resize(image, image_size, method=interpolation)
+
+
 def _check_image_size(image_size):
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -334,8 +345,7 @@ def _make_dataset(
     cache,
 ):
     def load(path, label):
-        image = decode_rgb(tf.io.read_file(path))
-        image = tf.image.resize(image, image_size, method=interpolation)
+        image = read_image(path, image_size, interpolation)
         if cache is not None:
             # Cached as uint8, a quarter of the memory of float32. The two conversions cost
             # about 6% more work in the first epoch (benchmarks/input_pipeline.py).

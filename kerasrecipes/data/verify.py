@@ -123,7 +123,7 @@ def verify_images(path, *, cache=True, quarantine=None, num_threads=None, files=
             "Pass the folder that holds the images."
         )
     if files is None:
-        files = _walk_files(path)
+        files = walk_files(path)
     files = sorted(os.path.abspath(f) for f in files)
 
     cache_file = _cache_file(path, cache)
@@ -176,7 +176,7 @@ def is_image_name(file):
     return extension in IMAGE_EXTENSIONS + _OTHER_IMAGE_EXTENSIONS
 
 
-def _walk_files(path):
+def walk_files(path):
     found = []
     for root, dirs, names in os.walk(path, followlinks=True):
         dirs.sort()

@@ -6,7 +6,6 @@ from kerasrecipes.finetune.config import (
     plan_phases,
     resolve_config,
 )
-from kerasrecipes.finetune.training import FineTuneHistory, fine_tune
 
 __all__ = [
     "FineTuneConfig",
@@ -16,3 +15,12 @@ __all__ = [
     "plan_phases",
     "resolve_config",
 ]
+
+
+def __getattr__(name):
+    # The training module imports Keras; the command's option parser reads the config only.
+    if name in ("FineTuneHistory", "fine_tune"):
+        from kerasrecipes.finetune import training
+
+        return getattr(training, name)
+    raise AttributeError(f"module 'kerasrecipes.finetune' has no attribute {name!r}")

@@ -28,7 +28,12 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
         names = list(info.class_names) if info else [str(i) for i in range(len(matrix))]
         plots.plot_confusion(matrix, names, folder.file("confusion.png"))
     if finished:
-        save_inference_model(model, folder.file("model.keras"))
+        save_inference_model(
+            model,
+            folder.file("model.keras"),
+            class_names=list(info.class_names) if info else None,
+            source={"model": config.model, "weights": config.weights, "backbone": backbone},
+        )
     draw_curves(folder, model)
     report = build_report(config, phases, history, matrix, info, backbone)
     report["files"] = [
@@ -38,17 +43,42 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
     return report
 
 
-def save_inference_model(model, path):
-    """Saves `model` for inference, without optimizer state or compile settings, atomically.
+def save_inference_model(model, path, class_names=None, source=None):
+    """Saves `model` as a `kr.ImageClassifier` for inference, without optimizer state, atomically.
 
     A new functional model over the same layers shares the weights without a
-    copy and has no optimizer; `keras.saving.load_model` returns it
-    uncompiled, ready for `predict` (compile it to `evaluate` or train on).
+    copy and has no optimizer; the classifier around it records the class
+    names, input size, preprocessing and `source`, so
+    `kr.load_classifier(run_folder)` needs nothing else.
     """
-    inference = keras.Model(model.inputs, model.outputs, name=model.name)
+    from kerasrecipes.inference.classifier import ImageClassifier
+
+    inputs, outputs = model.inputs, model.outputs
+    if len(inputs) == 1 and len(outputs) == 1:  # one tensor each, called with one tensor
+        inputs, outputs = inputs[0], outputs[0]
+    inference = keras.Model(inputs, outputs, name=model.name)
+    classifier = ImageClassifier(
+        inference,
+        class_names=class_names,
+        preprocessing=preprocessing_of(model, (source or {}).get("model")),
+        source=source,
+    )
     writing = f"{os.fspath(path)[: -len('.keras')]}.writing.keras"
-    inference.save(writing)
+    classifier.save(writing)
     os.replace(writing, path)
+
+
+def preprocessing_of(model, model_name=None):
+    """The input scaling inside `model`: its `ImagePreprocessing` layer's mode, else the card's."""
+    from kerasrecipes._compat import sublayers
+    from kerasrecipes.layers.preprocessing import ImagePreprocessing
+    from kerasrecipes.registry import find_card, list_models, model_card
+
+    for layer in sublayers(model, recursive=True):
+        if isinstance(layer, ImagePreprocessing):
+            return layer.mode
+    card = model_card(model_name) if model_name in list_models() else find_card(model)
+    return card.preprocessing if card else None
 
 
 def predict_labels(model, dataset):

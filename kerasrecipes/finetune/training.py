@@ -611,6 +611,7 @@ def _finished_run(folder, config):
             model = keras.saving.load_model(path)
         except Exception as error:
             raise folder.corrupt(path, error) from None
+        model = getattr(model, "network", model)  # the classifier inside the ImageClassifier
     warnings.warn(
         f"fine_tune: {folder.path} {FINISHED_EARLIER} ({history.status}); nothing was "
         "trained. restart=True trains again.",

@@ -1,0 +1,89 @@
+"""The public API of `kerasrecipes`, imported eagerly (Keras and TensorFlow with it).
+
+`kerasrecipes/__init__.py` takes its names from here: at once in a user's
+program, on first use in the `kerasrecipes` command (so `--help` does not
+import TensorFlow).
+"""
+
+from kerasrecipes import (
+    callbacks,
+    inference,
+    data,
+    distribute,
+    layers,
+    losses,
+    models,
+    optimizers,
+    plots,
+    schedules,
+)
+from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
+from kerasrecipes.features import ParamGroup, feature_info, param_groups
+from kerasrecipes.finetune import (
+    FineTuneConfig,
+    FineTuneHistory,
+    Phase,
+    fine_tune,
+    plan_phases,
+    resolve_config,
+)
+from kerasrecipes.inference import (
+    ImageClassifier,
+    evaluate,
+    export,
+    load_classifier,
+)
+from kerasrecipes.info import ModelInfo, model_info
+from kerasrecipes.models.efficientnet import efficientnet_scaling
+from kerasrecipes.registry import (
+    FeatureTap,
+    ModelCard,
+    PretrainedWeights,
+    create_model,
+    get_model_entry,
+    list_models,
+    model_card,
+    register_model,
+)
+from kerasrecipes.weights import port_weights
+
+__all__ = [
+    "FeatureTap",
+    "FineTuneConfig",
+    "FineTuneHistory",
+    "ImageClassifier",
+    "LoadedBackbone",
+    "ModelCard",
+    "ModelInfo",
+    "ParamGroup",
+    "Phase",
+    "PretrainedWeights",
+    "callbacks",
+    "create_model",
+    "data",
+    "demo_backbone",
+    "distribute",
+    "efficientnet_scaling",
+    "evaluate",
+    "export",
+    "feature_info",
+    "fine_tune",
+    "get_model_entry",
+    "inference",
+    "layers",
+    "list_models",
+    "load_backbone",
+    "load_classifier",
+    "losses",
+    "model_card",
+    "model_info",
+    "models",
+    "optimizers",
+    "param_groups",
+    "plan_phases",
+    "plots",
+    "port_weights",
+    "register_model",
+    "resolve_config",
+    "schedules",
+]

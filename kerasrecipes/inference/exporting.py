@@ -1,0 +1,150 @@
+"""`export`: a classifier as a TensorFlow SavedModel, an ONNX file or a LiteRT file, checked.
+
+The conversion is Keras' own `Model.export`; what this adds is the check a
+user would otherwise write: the exported artifact is loaded with its own
+runtime (TensorFlow, onnxruntime, LiteRT) and run on a batch, and its output
+compared with the Keras model's. Above `TOLERANCE` relative difference the
+artifact is removed and the export fails. The preprocessing and the resize
+are inside the model, so the artifact takes RGB images in [0, 255],
+float32, `(batch, height, width, 3)`; LiteRT's at the model's image size.
+"""
+
+import dataclasses
+import os
+import shutil
+import warnings
+
+import numpy as np
+
+FORMATS = {
+    # our name: (Keras' format, the file or folder written, packages it needs)
+    "saved_model": ("tf_saved_model", "saved_model", ()),
+    "onnx": ("onnx", "model.onnx", ("tf2onnx", "onnx", "onnxruntime")),
+    "litert": ("litert", "model.tflite", ("ai_edge_litert",)),
+}
+TOLERANCE = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export could not be made, or its output disagrees with the Keras model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export` wrote and how close the artifact's output is to the Keras model's.
+
+    Attributes:
+        path: the file or folder written.
+        format: "saved_model", "onnx" or "litert".
+        max_abs_difference: the largest absolute difference of the class
+            probabilities on the check batch.
+        relative_difference: `max_abs_difference` over the largest probability.
+        check_images: how many images the check ran.
+    """
+
+    path: str
+    format: str
+    max_abs_difference: float
+    relative_difference: float
+    check_images: int
+
+
+def export(classifier, out_dir, format="saved_model", overwrite=False, check_images=None):
+    """Exports `classifier` into `out_dir` with Keras' `Model.export`, then checks the artifact.
+
+    Args:
+        classifier: a `kr.ImageClassifier`.
+        out_dir: the folder to write into (created if needed): `saved_model/`,
+            `model.onnx` or `model.tflite` there.
+        format: "saved_model", "onnx" or "litert". Defaults to "saved_model".
+        overwrite: replace an existing artifact of that name. Defaults to False.
+        check_images: `(n, h, w, 3)` images in [0, 255] to compare outputs on;
+            None for 8 seeded random images at the model's size. Defaults to None.
+
+    Returns:
+        an `ExportResult`.
+
+    Raises:
+        ExportError: a missing exporter package (the message names the
+            `export` extra), or an artifact that disagrees with the model.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}. Received: {format!r}")
+    keras_format, name, packages = FORMATS[format]
+    _require(packages, format)
+    path = os.path.join(os.fspath(out_dir), name)
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(
+            f"{path} exists already; pass overwrite=True (--overwrite) to replace it, or "
+            "another output folder."
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    writing = os.path.join(os.fspath(out_dir), f".writing.{name}")
+    _remove(writing)
+    height, width = classifier.image_size
+    if check_images is None:
+        check_images = np.random.default_rng(0).uniform(0, 255, (8, height, width, 3))
+    check_images = np.asarray(check_images, "float32")
+    # Also the model's first call, which a freshly loaded model needs before `export`.
+    expected = np.asarray(classifier.predict_on_batch(check_images), "float32")
+    signature = None
+    if format == "litert":  # LiteRT runs one static size best: the one the model was trained at
+        import keras
+
+        signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
+    with warnings.catch_warnings():  # Keras' tf2onnx patch probes numpy's removed `np.object`
+        warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+        classifier.export(writing, format=keras_format, verbose=False, input_signature=signature)
+    actual = run_exported(writing, format, check_images)
+    difference = float(np.max(np.abs(actual - expected)))
+    relative = difference / max(float(np.max(np.abs(expected))), 1e-12)
+    if relative > TOLERANCE:
+        _remove(writing)
+        raise ExportError(
+            f"The {format} export disagrees with the Keras model: max difference {difference:.3g} "
+            f"({relative:.3g} relative, above {TOLERANCE:g}); nothing was written."
+        )
+    _remove(path)
+    os.replace(writing, path)
+    return ExportResult(path, format, difference, relative, len(check_images))
+
+
+def run_exported(path, format, images):
+    """Runs an exported artifact on `images` with its own runtime; returns its output."""
+    images = np.asarray(images, "float32")
+    if format == "saved_model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(path)  # kept: its functions need the object alive
+        return np.asarray(loaded.serve(tf.constant(images)))
+    if format == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: images})[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _require(packages, format):
+    import importlib.util
+
+    missing = [name for name in packages if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(
+            f"Exporting to {format} needs {', '.join(missing)}: "
+            'pip install "kerasrecipes[export]".'
+        )
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
