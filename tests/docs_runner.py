@@ -1,0 +1,73 @@
+"""Runs the Python blocks of one markdown page in order: `python tests/docs_runner.py PAGE`.
+
+keras.applications' ImageNet downloads are replaced by local `.weights.h5`
+files of the right shapes (random values), made on first use, so the blocks
+that download run here without network. Used by tests/test_docs.py.
+"""
+
+import hashlib
+import pathlib
+import re
+import sys
+
+DOWNLOAD_MARK = "# Downloads ImageNet weights"
+# The keras.applications functions our cards port from (`kr.model_card(name).pretrained`),
+# listed here so that patching them needs no TensorFlow call before the page's first block.
+TWINS = (
+    "ConvNeXtBase",
+    "ConvNeXtLarge",
+    "ConvNeXtSmall",
+    "ConvNeXtTiny",
+    "ConvNeXtXLarge",
+    "EfficientNetB0",
+    "EfficientNetB1",
+    "EfficientNetB2",
+    "EfficientNetB3",
+    "EfficientNetB4",
+    "EfficientNetB5",
+    "EfficientNetB6",
+    "EfficientNetB7",
+    "InceptionV3",
+    "MobileNetV2",
+    "ResNet101",
+    "ResNet152",
+    "ResNet50",
+    "VGG16",
+    "VGG19",
+)
+
+
+def python_blocks(page):
+    return re.findall(r"```python\n(.*?)```", pathlib.Path(page).read_text(), flags=re.DOTALL)
+
+
+def use_local_imagenet_weights(folder):
+    import keras
+
+    folder.mkdir(exist_ok=True)
+    for name in TWINS:
+        original = getattr(keras.applications, name)
+
+        def twin(*args, weights="imagenet", _original=original, _name=name, **kwargs):
+            if weights != "imagenet":
+                return _original(*args, weights=weights, **kwargs)
+            key = hashlib.sha1(repr(sorted(kwargs.items())).encode()).hexdigest()[:12]
+            path = folder / f"{_name}_{key}.weights.h5"
+            if not path.exists():
+                _original(*args, weights=None, **kwargs).save_weights(path)
+            return _original(*args, weights=str(path), **kwargs)
+
+        setattr(keras.applications, name, twin)
+
+
+def main(page):
+    use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
+    namespace = {"__name__": "__main__"}
+    blocks = python_blocks(page)
+    for index, block in enumerate(blocks, start=1):
+        exec(compile(block, f"{pathlib.Path(page).name} (block {index})", "exec"), namespace)
+    print(f"ran {len(blocks)} blocks of {pathlib.Path(page).name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,63 @@
+"""Every Python code block of README.md and docs/*.md runs as written.
+
+The blocks of one page run in order in one namespace, as a reader goes
+through the page, in a new Python process (a `MultiWorkerMirroredStrategy`
+must come before any other TensorFlow call) and a fresh working folder (the
+blocks write `demo/`, `runs/`, ... there). A block that downloads ImageNet
+weights says so in its first line, `# Downloads ImageNet weights`; here
+those weights are local files of the right shapes, made by
+`tests/docs_runner.py`, since the test machines have no network.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+from docs_runner import DOWNLOAD_MARK, python_blocks
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+RUNNER = pathlib.Path(__file__).with_name("docs_runner.py")
+
+
+def test_every_page_with_code_is_run_here():
+    counts = {page.name: len(python_blocks(page)) for page in PAGES}
+    assert sum(counts.values()) >= 28, counts
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_a_block_with_imagenet_weights_says_it_downloads(page):
+    for index, block in enumerate(python_blocks(page), start=1):
+        assert ('"imagenet"' in block) == block.startswith(DOWNLOAD_MARK), (
+            f"{page.name} block {index}: a block that uses ImageNet weights starts with "
+            f"{DOWNLOAD_MARK!r}, and only such a block"
+        )
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
+def test_the_blocks_of_a_page_run_in_order(page, tmp_path):
+    env = dict(os.environ, KERASRECIPES_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
+    env["KERAS_HOME"] = str(tmp_path / "keras")
+    result = subprocess.run(
+        [sys.executable, str(RUNNER), str(page)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"{page.name}:\n{result.stderr[-4000:]}"
+    assert result.stdout.splitlines()[-1] == f"ran {len(python_blocks(page))} blocks of {page.name}"
+
+
+def test_the_runner_replaces_the_download_of_every_twin_the_cards_name():
+    import kerasrecipes as kr
+    from docs_runner import TWINS
+
+    twins = {
+        source.twin
+        for name in kr.list_models(pretrained=True)
+        for source in kr.model_card(name).pretrained.values()
+    }
+    assert twins <= set(TWINS), twins - set(TWINS)
