@@ -9,6 +9,7 @@ import hashlib
 import pathlib
 import re
 import sys
+import time
 
 DOWNLOAD_MARK = "# Downloads ImageNet weights"
 # The keras.applications functions our cards port from (`kr.model_card(name).pretrained`),
@@ -65,7 +66,9 @@ def main(page):
     namespace = {"__name__": "__main__"}
     blocks = python_blocks(page)
     for index, block in enumerate(blocks, start=1):
+        started = time.perf_counter()
         exec(compile(block, f"{pathlib.Path(page).name} (block {index})", "exec"), namespace)
+        print(f"block {index}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     print(f"ran {len(blocks)} blocks of {pathlib.Path(page).name}")
 
 

@@ -55,6 +55,22 @@ def test_the_saved_model_knows_its_classes_size_preprocessing_and_origin(run, cl
     assert kr.load_classifier(out / "model.keras").image_size == (16, 16)
 
 
+def test_an_image_classifier_round_trips_through_a_keras_file(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = kr.layers.ImagePreprocessing("caffe")(inputs)
+    x = keras.layers.Dropout(0.5)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x)))
+    network = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    classifier = kr.ImageClassifier(network, ["a", "b", "c"], preprocessing="caffe", source={"x": 1})
+    classifier.save(tmp_path / "c.keras")
+    loaded = keras.saving.load_model(tmp_path / "c.keras")
+    assert loaded.get_config() == classifier.get_config()
+    images = np.random.default_rng(0).uniform(0, 255, (2, 30, 20, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded(images), classifier(images))  # no dropout when called
+    with pytest.raises(ValueError, match="2 class_names for a network with 3 outputs"):
+        kr.ImageClassifier(network, ["a", "b"])
+
+
 def test_the_classifier_resizes_any_input_as_training_does(classifier, tmp_path):
     image = np.random.default_rng(0).integers(0, 256, (37, 23, 3), dtype="uint8")
     path = tmp_path / "odd.png"
