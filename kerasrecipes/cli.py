@@ -19,6 +19,7 @@ lines). `--help` and `models` do not import TensorFlow.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -182,6 +183,9 @@ def main(argv=None):
         from kerasrecipes._startup import import_tensorflow_quietly
 
         import_tensorflow_quietly()
+    import kerasrecipes
+
+    kerasrecipes._load_api()  # registers every layer a saved model may hold, before loading one
     # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle anyway.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     commands = {
@@ -287,10 +291,7 @@ def finetune(args):
 
 
 def _read_data(kr, data, config):
-    data_logger = logging.getLogger("kerasrecipes.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)  # the skipped files are listed below instead
-    try:
+    with _skipped_files_listed_by_us():
         return kr.data.image_folder(
             data,
             image_size=(config.image_size, config.image_size),
@@ -298,6 +299,16 @@ def _read_data(kr, data, config):
             validation_split=config.validation_split,
             seed=config.seed,
         )
+
+
+@contextlib.contextmanager
+def _skipped_files_listed_by_us():
+    """Keeps the scan's warning off the terminal: the command lists the skipped files itself."""
+    data_logger = logging.getLogger("kerasrecipes.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
+    try:
+        yield
     finally:
         data_logger.setLevel(level)
 
@@ -326,12 +337,13 @@ def predict(args):
     for path in args.paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder.")
-        predictions = classifier.predict_images(
-            path if os.path.isdir(path) else [path],
-            top_k=args.top_k,
-            batch_size=args.batch_size,
-            tta=args.tta,
-        )
+        with _skipped_files_listed_by_us():
+            predictions = classifier.predict_images(
+                path if os.path.isdir(path) else [path],
+                top_k=args.top_k,
+                batch_size=args.batch_size,
+                tta=args.tta,
+            )
         rows += predictions.rows()
         read += len(predictions)
     predicted = [row for row in rows if "label" in row]
@@ -382,9 +394,10 @@ def evaluate(args):
     if out is not None and is_inside_folder(out, args.data):
         raise ValueError(f"--out {out} is inside the test folder {args.data}; give another --out.")
     classifier = load_classifier(args.model)
-    evaluation = evaluate_classifier(
-        classifier, args.data, tta=args.tta, batch_size=args.batch_size, out_dir=out
-    )
+    with _skipped_files_listed_by_us():
+        evaluation = evaluate_classifier(
+            classifier, args.data, tta=args.tta, batch_size=args.batch_size, out_dir=out
+        )
     print(evaluation.summary())
     for path, reason in evaluation.skipped[:10]:
         print(f"  skipped {os.path.relpath(path, args.data)}: {reason}")

@@ -187,6 +187,16 @@ def test_predict_command_prints_and_writes_csv_and_json(run, capsys, tmp_path):
     assert code == 0 and len(written) == len(scan.valid) + len(scan.skipped)
 
 
+def test_the_command_loads_a_run_as_a_user_runs_it(run):
+    out, data = run
+    image = os.path.join(data, "ellipse", "ellipse_00000.jpg")
+    command = [sys.executable, "-m", "kerasrecipes", "predict", str(out), image, "--top-k", "2"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith(f"{image}  ") and "ellipse" in result.stdout
+    assert result.stderr == ""
+
+
 def test_evaluate_command_writes_into_the_run_folder(run, test_folder, capsys, tmp_path):
     out, _ = run
     code, stdout, stderr = run_main(capsys, "evaluate", str(out), "--data", str(test_folder), "--tta")
