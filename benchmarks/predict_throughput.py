@@ -32,10 +32,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from input_pipeline import read_all  # noqa: E402
-from train_step import describe_machine  # noqa: E402
+from input_pipeline import read_all
+from train_step import describe_machine
 
-import kerasrecipes as kr  # noqa: E402
+import kerasrecipes as kr
 
 
 def parse_args():
@@ -64,8 +64,12 @@ def main():
 
     def keras_alone():
         dataset = keras.utils.image_dataset_from_directory(
-            folder, image_size=(size, size), batch_size=args.batch_size, shuffle=False,
-            labels=None, verbose=False,
+            folder,
+            image_size=(size, size),
+            batch_size=args.batch_size,
+            shuffle=False,
+            labels=None,
+            verbose=False,
         )
         return len(network.predict(dataset, verbose=0))
 
@@ -78,9 +82,13 @@ def main():
             count = run()
             rates[name].append(count / (time.perf_counter() - started))
     print(describe_machine())
-    print(f"{args.images} demo JPEGs (64x64) -> {args.model} at {size}x{size}, batch {args.batch_size}")
+    print(
+        f"{args.images} demo JPEGs (64x64) -> {args.model} at {size}x{size}, batch {args.batch_size}"
+    )
     for name, label in (("ours", "predict_images (scan + tf.data)"), ("keras", "keras alone")):
-        print(f"{label:<34} {statistics.median(rates[name]):8.0f} images/s (median of {args.repeats})")
+        print(
+            f"{label:<34} {statistics.median(rates[name]):8.0f} images/s (median of {args.repeats})"
+        )
     ratio = statistics.median(rates["ours"]) / statistics.median(rates["keras"])
     print(f"ratio ours/keras: {ratio:.2f}")
     shutil.rmtree(work, ignore_errors=True)

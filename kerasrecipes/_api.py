@@ -7,9 +7,9 @@ import TensorFlow).
 
 from kerasrecipes import (
     callbacks,
-    inference,
     data,
     distribute,
+    inference,
     layers,
     losses,
     models,

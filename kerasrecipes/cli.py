@@ -369,7 +369,9 @@ def predict(args):
     for row in skipped[:10]:
         print(f"  skipped {row['path']}: {row['skipped']}")
     if len(skipped) > 10:
-        print(f"  ... and {len(skipped) - 10} more skipped" + (" (in --output)" * bool(args.output)))
+        print(
+            f"  ... and {len(skipped) - 10} more skipped" + (" (in --output)" * bool(args.output))
+        )
 
 
 def _csv_text(rows):

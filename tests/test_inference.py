@@ -59,9 +59,13 @@ def test_an_image_classifier_round_trips_through_a_keras_file(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((12, 12, 3))
     x = kr.layers.ImagePreprocessing("caffe")(inputs)
-    x = keras.layers.Dropout(0.5)(keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x)))
+    x = keras.layers.Dropout(0.5)(
+        keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
+    )
     network = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-    classifier = kr.ImageClassifier(network, ["a", "b", "c"], preprocessing="caffe", source={"x": 1})
+    classifier = kr.ImageClassifier(
+        network, ["a", "b", "c"], preprocessing="caffe", source={"x": 1}
+    )
     classifier.save(tmp_path / "c.keras")
     loaded = keras.saving.load_model(tmp_path / "c.keras")
     own = lambda config: {key: value for key, value in config.items() if key != "network"}
@@ -80,8 +84,9 @@ def test_the_classifier_resizes_any_input_as_training_does(classifier, tmp_path)
     Image.fromarray(image).save(path)
     resized = keras.ops.convert_to_numpy(read_image(str(path), (16, 16)))
     expected = classifier.network.predict_on_batch(resized[None])
-    np.testing.assert_allclose(classifier.predict_on_batch(image[None].astype("float32")), expected,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        classifier.predict_on_batch(image[None].astype("float32")), expected, atol=1e-6
+    )
     prediction = classifier.predict_images(str(path))
     assert prediction.label == classifier.class_names[int(expected.argmax())]
     assert prediction.path == str(path) and prediction.probability == pytest.approx(
@@ -94,7 +99,9 @@ def test_predict_images_takes_files_folders_arrays_and_pil_images(run, classifie
     folder = classifier.predict_images(data, top_k=2)
     report = json.loads((out / "report.json").read_text())
     assert sorted(folder.skipped) == sorted(map(tuple, report["data"]["skipped"]))
-    images = sum(report["data"]["train_counts"].values()) + sum(report["data"]["val_counts"].values())
+    images = sum(report["data"]["train_counts"].values()) + sum(
+        report["data"]["val_counts"].values()
+    )
     assert len(folder) == images and all(len(p.top_k) == 2 for p in folder)
     assert set(folder.labels) <= {"ellipse", "pentagon"}
     first = folder[0]
@@ -144,7 +151,9 @@ def test_classification_metrics_follow_the_definitions():
     ]
 
 
-def test_evaluate_reports_with_and_without_tta_and_the_top_losses(classifier, test_folder, tmp_path):
+def test_evaluate_reports_with_and_without_tta_and_the_top_losses(
+    classifier, test_folder, tmp_path
+):
     evaluation = kr.evaluate(classifier, test_folder, tta=True, out_dir=tmp_path, top_losses=4)
     images = len(kr.data.verify_images(test_folder, cache=False).valid)
     assert evaluation.metrics["images"] == images and len(evaluation.skipped) == 4
@@ -182,7 +191,9 @@ def test_predict_command_prints_and_writes_csv_and_json(run, capsys, tmp_path):
     rows = list(csv.DictReader(table.open()))
     assert sum(1 for row in rows if row["label"]) == readable
     assert sum(1 for row in rows if row["skipped"]) == 4
-    code, _, _ = run_main(capsys, "predict", str(out), ellipses, "--output", str(tmp_path / "p.json"))
+    code, _, _ = run_main(
+        capsys, "predict", str(out), ellipses, "--output", str(tmp_path / "p.json")
+    )
     written = json.loads((tmp_path / "p.json").read_text())
     assert code == 0 and len(written) == len(scan.valid) + len(scan.skipped)
 
@@ -191,7 +202,7 @@ def test_the_command_loads_a_run_as_a_user_runs_it(run):
     out, data = run
     image = os.path.join(data, "ellipse", "ellipse_00000.jpg")
     command = [sys.executable, "-m", "kerasrecipes", "predict", str(out), image, "--top-k", "2"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, check=False, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith(f"{image}  ") and "ellipse" in result.stdout
     assert result.stderr == ""
@@ -199,7 +210,9 @@ def test_the_command_loads_a_run_as_a_user_runs_it(run):
 
 def test_evaluate_command_writes_into_the_run_folder(run, test_folder, capsys, tmp_path):
     out, _ = run
-    code, stdout, stderr = run_main(capsys, "evaluate", str(out), "--data", str(test_folder), "--tta")
+    code, stdout, stderr = run_main(
+        capsys, "evaluate", str(out), "--data", str(test_folder), "--tta"
+    )
     assert code == 0, stderr
     assert "(without TTA)" in stdout and "(with TTA)" in stdout and "precision" in stdout
     written = json.loads((out / "evaluation.json").read_text())
@@ -207,7 +220,9 @@ def test_evaluate_command_writes_into_the_run_folder(run, test_folder, capsys, t
     assert (out / "evaluation_confusion.png").stat().st_size > 0
     (tmp_path / "triangle").mkdir()
     code, _, stderr = run_main(capsys, "evaluate", str(out), "--data", str(tmp_path))
-    assert code == 1 and "folder(s) ['triangle']" in stderr and "not classes of this model" in stderr
+    assert (
+        code == 1 and "folder(s) ['triangle']" in stderr and "not classes of this model" in stderr
+    )
     code, _, stderr = run_main(capsys, "evaluate", str(out), "--data", str(out))
     assert code == 1 and "is inside the test folder" in stderr
 
@@ -242,7 +257,8 @@ RUN_WITHOUT_KERASRECIPES = textwrap.dedent(
 
 
 @pytest.mark.parametrize(
-    "kind, artifact", [("saved_model", "saved_model"), ("onnx", "model.onnx"), ("litert", "model.tflite")]
+    "kind, artifact",
+    [("saved_model", "saved_model"), ("onnx", "model.onnx"), ("litert", "model.tflite")],
 )
 def test_export_command_writes_artifacts_that_run_without_kerasrecipes(
     run, classifier, capsys, tmp_path, kind, artifact
@@ -258,9 +274,16 @@ def test_export_command_writes_artifacts_that_run_without_kerasrecipes(
     np.save(tmp_path / "images.npy", images)
     (tmp_path / "run_artifact.py").write_text(RUN_WITHOUT_KERASRECIPES)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, str(tmp_path / "run_artifact.py"), kind, str(tmp_path / "images.npy")]
+    command = [
+        sys.executable,
+        str(tmp_path / "run_artifact.py"),
+        kind,
+        str(tmp_path / "images.npy"),
+    ]
     command += [str(target / artifact), str(tmp_path / "outputs.npy")]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = np.load(tmp_path / "outputs.npy")
     np.testing.assert_allclose(outputs, classifier.predict_on_batch(images), rtol=1e-4, atol=1e-5)
@@ -282,7 +305,9 @@ def test_a_missing_exporter_names_the_extra(classifier, tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else real(name, *a),
     )
     with pytest.raises(kr.inference.ExportError, match=r"kerasrecipes\[export\]"):
         kr.export(classifier, tmp_path, "onnx")

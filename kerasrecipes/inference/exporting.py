@@ -138,8 +138,7 @@ def _require(packages, format):
     missing = [name for name in packages if importlib.util.find_spec(name) is None]
     if missing:
         raise ExportError(
-            f"Exporting to {format} needs {', '.join(missing)}: "
-            'pip install "kerasrecipes[export]".'
+            f'Exporting to {format} needs {", ".join(missing)}: pip install "kerasrecipes[export]".'
         )
 
 
