@@ -6,8 +6,6 @@
 ['resnet20', 'resnet26']
 """
 
-import importlib
-
 from kerasrecipes._startup import running_the_command
 
 __version__ = "0.1.0"
@@ -30,15 +28,9 @@ def _load_api():
 
 def __getattr__(name):
     # Reached before `_load_api` ran (in the command, which loads the API on first use), and
-    # while it runs. `from kerasrecipes import plots` asks here first: a submodule is
-    # imported on its own, so a module the command imports early does not pull in the rest.
+    # while it runs: `from kerasrecipes import data` asks here before importing the submodule.
     if name.startswith("__") or _loading:
         raise AttributeError(name)
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"{__name__}.{name}":
-            raise
     _load_api()
     if name not in globals():
         raise AttributeError(f"module 'kerasrecipes' has no attribute {name!r}")

@@ -337,15 +337,16 @@ def predict(args):
     for path in args.paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder.")
-        with _skipped_files_listed_by_us():
+    with _skipped_files_listed_by_us():
+        for path in args.paths:
             predictions = classifier.predict_images(
                 path if os.path.isdir(path) else [path],
                 top_k=args.top_k,
                 batch_size=args.batch_size,
                 tta=args.tta,
             )
-        rows += predictions.rows()
-        read += len(predictions)
+            rows += predictions.rows()
+            read += len(predictions)
     predicted = [row for row in rows if "label" in row]
     skipped = [row for row in rows if "skipped" in row]
     if args.output:
@@ -388,12 +389,13 @@ def _csv_text(rows):
 
 def evaluate(args):
     """The `evaluate` command: prints the report and writes it to the run folder or --out."""
+    from kerasrecipes.finetune.run_folder import is_inside
     from kerasrecipes.inference import evaluate as evaluate_classifier
     from kerasrecipes.inference import load_classifier
     from kerasrecipes.inference.classifier import run_folder_of
 
     out = args.out or run_folder_of(args.model)
-    if out is not None and is_inside_folder(out, args.data):
+    if out is not None and is_inside(out, args.data):
         raise ValueError(f"--out {out} is inside the test folder {args.data}; give another --out.")
     classifier = load_classifier(args.model)
     with _skipped_files_listed_by_us():
@@ -407,12 +409,6 @@ def evaluate(args):
         print("Nothing written: the model is not in a run folder; give --out DIR for the files.")
     else:
         print(f"Wrote {', '.join(evaluation.files)} in {out}/")
-
-
-def is_inside_folder(path, folder):
-    from kerasrecipes.finetune.run_folder import is_inside
-
-    return is_inside(path, folder)
 
 
 def export(args):
