@@ -11,6 +11,7 @@ from conftest import classifier_on_keras_mobilenet_v2, marked_slow_if_heavy, tin
 from porting import check_port, fake_imagenet_files, max_relative_difference
 
 import kerasrecipes as kr
+from kerasrecipes import _compat
 from kerasrecipes.layers.preprocessing import MODES
 from kerasrecipes.registry import COMMON_ARGS
 
@@ -244,3 +245,27 @@ def test_param_groups_of_a_nested_keras_applications_backbone():
     prefix = backbone.name
     assert names[0] == f"{prefix}/stem" and names[-1] == "head"
     assert names[1:-1] == [f"{prefix}/block_{i}" for i in range(1, 17)]
+
+
+@pytest.mark.parametrize("name", one_per_family(ALL_MODELS))
+def test_a_mixed_precision_model_reloads_with_every_sublayer_in_its_policy(name, tmp_path):
+    """A model trained under `mixed_bfloat16` (`precision="auto"` on AMX CPUs) and loaded in a
+    float32 process: a sublayer made without the parent's policy would compute in float32 and
+    break the block's residual sum (bfloat16 + float32)."""
+    shape = tiny_input_shape(name)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kr.create_model(name, num_classes=2, input_shape=shape)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    model.save(tmp_path / "mixed.keras")
+    loaded = keras.saving.load_model(tmp_path / "mixed.keras")
+    policies = {
+        layer.path: layer.dtype_policy.name
+        for layer in _compat.sublayers(loaded, recursive=True)
+        if not isinstance(layer, keras.layers.InputLayer)
+    }
+    assert {path for path, policy in policies.items() if policy != "mixed_bfloat16"} == set()
+    images = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
+    assert loaded.predict(images, verbose=0).shape == (1, 2)

@@ -71,7 +71,9 @@ class ConvNeXtBlock(keras.layers.Layer):
         self.norm_epsilon = norm_epsilon
         self.kernel_initializer = kernel_initializer or CONVNEXT_INITIALIZER
         self.seed = seed
-        self.drop_path = DropPath(drop_path_rate, seed=seed, name="drop_path")
+        self.drop_path = DropPath(
+            drop_path_rate, seed=seed, dtype=self.dtype_policy, name="drop_path"
+        )
 
     def build(self, input_shape):
         channels = input_shape[-1]

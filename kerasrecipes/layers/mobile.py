@@ -212,7 +212,9 @@ class InvertedResidual(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.kernel_initializer = kernel_initializer or CONV_INITIALIZER
         self.seed = seed
-        self.drop_path = DropPath(drop_path_rate, seed=seed, name="drop_path")
+        self.drop_path = DropPath(
+            drop_path_rate, seed=seed, dtype=self.dtype_policy, name="drop_path"
+        )
 
     def _conv(self, filters, name):
         return keras.layers.Conv2D(

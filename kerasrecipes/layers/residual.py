@@ -270,7 +270,9 @@ class BasicBlock(_ResidualBlock):
             self.bn2 = self._bn("bn2", last=True)
         self._make_shortcut_layers()
         self._make_shortcut_bn()
-        self.drop_path = DropPath(self.drop_path_rate, seed=self.seed, name="drop_path")
+        self.drop_path = DropPath(
+            self.drop_path_rate, seed=self.seed, dtype=self.dtype_policy, name="drop_path"
+        )
 
     def _branch_layers(self):
         layers = [self.conv1, self.bn1, self.conv2]
@@ -325,7 +327,9 @@ class BottleneckBlock(_ResidualBlock):
         self._make_shortcut_bn()
         if not self.preact:
             self.bn3 = self._bn("bn3", last=True)
-        self.drop_path = DropPath(self.drop_path_rate, seed=self.seed, name="drop_path")
+        self.drop_path = DropPath(
+            self.drop_path_rate, seed=self.seed, dtype=self.dtype_policy, name="drop_path"
+        )
 
     def _branch_layers(self):
         layers = [self.conv1, self.bn1, self.conv2, self.bn2, self.conv3]

@@ -230,8 +230,12 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.norm_epsilon = norm_epsilon
         self.kernel_initializer = kernel_initializer or VIT_INITIALIZER
         self.seed = seed
-        self.output_dropout = keras.layers.Dropout(dropout, seed=seed, name="output_dropout")
-        self.drop_path = DropPath(drop_path_rate, seed=seed, name="drop_path")
+        self.output_dropout = keras.layers.Dropout(
+            dropout, seed=seed, dtype=self.dtype_policy, name="output_dropout"
+        )
+        self.drop_path = DropPath(
+            drop_path_rate, seed=seed, dtype=self.dtype_policy, name="drop_path"
+        )
 
     def build(self, input_shape):
         width = input_shape[-1]
