@@ -286,7 +286,9 @@ def test_export_command_writes_artifacts_that_run_without_kerasrecipes(
     )
     assert result.returncode == 0, result.stderr[-2000:]
     outputs = np.load(tmp_path / "outputs.npy")
-    np.testing.assert_allclose(outputs, classifier.predict_on_batch(images), rtol=1e-4, atol=1e-5)
+    # The artifact computes in float32 even where the run trained in mixed_bfloat16 (AMX CPUs).
+    in_float32 = kr.inference.exporting.computing_in_float32(classifier)
+    np.testing.assert_allclose(outputs, in_float32.predict_on_batch(images), rtol=1e-4, atol=1e-5)
     code, _, stderr = run_main(capsys, "export", str(out), "--format", kind, "--out", str(target))
     assert code == 1 and "exists already" in stderr and "--overwrite" in stderr
 
@@ -311,3 +313,19 @@ def test_a_missing_exporter_names_the_extra(classifier, tmp_path, monkeypatch):
     )
     with pytest.raises(kr.inference.ExportError, match=r"kerasrecipes\[export\]"):
         kr.export(classifier, tmp_path, "onnx")
+
+
+def test_a_mixed_precision_classifier_exports_computing_in_float32(classifier, tmp_path):
+    from kerasrecipes._compat import sublayers
+    from kerasrecipes.finetune.training import rebuilt
+    from kerasrecipes.inference.exporting import computing_in_float32
+
+    mixed = rebuilt(classifier, "mixed_bfloat16")  # as precision="auto" trains on AMX CPUs
+    plain = computing_in_float32(mixed)
+    assert isinstance(plain, kr.ImageClassifier) and plain.class_names == classifier.class_names
+    assert {layer.dtype_policy.name for layer in sublayers(plain, recursive=True)} == {"float32"}
+    images = np.random.default_rng(3).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
+    reference = computing_in_float32(classifier).predict_on_batch(images)
+    np.testing.assert_allclose(plain.predict_on_batch(images), reference, atol=1e-6)
+    result = kr.export(mixed, tmp_path, "onnx")
+    assert result.relative_difference < 1e-4

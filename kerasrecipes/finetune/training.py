@@ -423,15 +423,15 @@ def _backbone_in_scope(backbone, strategy, precision):
             f"returning a model; got {type(backbone).__name__}."
         )
     if precision != "float32" and backbone.dtype_policy.name != precision:
-        return _rebuilt(backbone, precision)
+        return rebuilt(backbone, precision)
     if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
         return backbone
     if all(isinstance(v.value, tf.distribute.DistributedValues) for v in backbone.weights):
         return backbone
-    return _rebuilt(backbone, None)
+    return rebuilt(backbone, None)
 
 
-def _rebuilt(backbone, precision):
+def rebuilt(backbone, precision):
     """A copy of `backbone` with its weights, built in the current scope; with `precision` set
     as every layer's dtype policy when given (a built layer keeps the policy it was made with)."""
     serialized = keras.saving.serialize_keras_object(backbone)

@@ -16,6 +16,9 @@ import warnings
 
 import numpy as np
 
+from kerasrecipes._compat import sublayers
+from kerasrecipes.finetune.training import rebuilt
+
 FORMATS = {
     # our name: (Keras' format, the file or folder written, packages it needs)
     "saved_model": ("tf_saved_model", "saved_model", ()),
@@ -85,6 +88,7 @@ def export(classifier, out_dir, format="saved_model", overwrite=False, check_ima
     if check_images is None:
         check_images = np.random.default_rng(0).uniform(0, 255, (8, height, width, 3))
     check_images = np.asarray(check_images, "float32")
+    classifier = computing_in_float32(classifier)
     # Also the model's first call, which a freshly loaded model needs before `export`.
     expected = np.asarray(classifier.predict_on_batch(check_images), "float32")
     signature = None
@@ -107,6 +111,20 @@ def export(classifier, out_dir, format="saved_model", overwrite=False, check_ima
     _remove(path)
     os.replace(writing, path)
     return ExportResult(path, format, difference, relative, len(check_images))
+
+
+def computing_in_float32(model):
+    """`model`, or a copy with its weights computing in float32 if any layer computes otherwise.
+
+    A model trained with `precision="mixed_bfloat16"` (`"auto"` on AMX CPUs
+    and recent GPUs) keeps that policy in its `.keras` file. Its exports
+    break: tf2onnx mixes float16 and bfloat16 types in one node, and LiteRT
+    has no bfloat16 division kernel. Mixed precision is a training setting;
+    the exported artifact computes in float32, as servers expect.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in sublayers(model, recursive=True)):
+        return model
+    return rebuilt(model, "float32")
 
 
 def run_exported(path, format, images):
