@@ -13,8 +13,16 @@ It also prints the time our scan of bad files takes, uncached and cached.
 Keras stops at the first unreadable file, so the folder must be clean: the
 default is a generated demo folder.
 
+With `--presets` it measures the augmentation presets instead: images/s of
+the cached training pipeline with each preset (per-image draws, as now),
+beside the batch-wide layers the presets used before (Keras' `RandomCrop`
+and `RandAugment`, keras-cv's `RandomCropAndResize`; keras-cv must be
+installed for those: `pip install keras-cv`), and beside
+`image_dataset_from_directory` without augmentation.
+
 Run:
     python benchmarks/input_pipeline.py                     # 2,000 generated 320x320 JPEGs
+    python benchmarks/input_pipeline.py --presets --image-size 160
     python benchmarks/input_pipeline.py --image-size 160 --batch-size 64
     python benchmarks/input_pipeline.py --no-cache           # ours without its cache
     python benchmarks/input_pipeline.py --data PetImages/   # your folder, without bad files
@@ -30,6 +38,9 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
+import tensorflow as tf
+
+tf.get_logger().setLevel("ERROR")  # keras-cv's per-image while_loop warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_step import describe_machine  # noqa: E402
@@ -48,6 +59,9 @@ def parse_args():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--no-cache", action="store_true", help="run ours with cache=False, as keras runs"
+    )
+    parser.add_argument(
+        "--presets", action="store_true", help="measure the augmentation presets, before and after"
     )
     return parser.parse_args()
 
@@ -93,6 +107,91 @@ def theirs(folder, args):
     )
 
 
+def batch_wide_preset(preset, image_size, seed=0):
+    """The preset as it was before it drew per image: one crop and one RandAugment choice a batch.
+
+    None when keras-cv, which the old presets used for their crop, is not installed.
+    """
+    try:
+        import keras_cv
+    except ImportError:
+        return None
+    flip = keras.layers.RandomFlip("horizontal", seed=seed + 1)
+    if preset == "cifar":
+        crop = keras.layers.RandomCrop(*image_size, seed=seed)
+        layers = [lambda x: crop(keras.ops.pad(x, [[0, 0], [4, 4], [4, 4], [0, 0]])), flip]
+    else:
+        layers = [
+            keras_cv.layers.RandomCropAndResize(
+                target_size=image_size,
+                crop_area_factor=(0.08 if preset == "randaugment" else 0.25, 1.0),
+                aspect_ratio_factor=(3 / 4, 4 / 3),
+                seed=seed,
+            ),
+            flip,
+        ]
+        if preset == "randaugment":
+            layers.append(keras.layers.RandAugment(seed=seed + 2))
+    mixer = {"mixup": keras.layers.MixUp(alpha=0.2, seed=seed + 10)}.get(preset)
+    if preset == "cutmix":
+        mixer = keras.layers.CutMix(factor=1.0, seed=seed + 10)
+
+    def augment(images, labels):
+        for layer in layers:
+            images = layer(images, training=True) if hasattr(layer, "built") else layer(images)
+        if mixer is not None:
+            mixed = mixer({"images": images, "labels": labels}, training=True)
+            images, labels = mixed["images"], mixed["labels"]
+        return images, labels
+
+    return augment
+
+
+def preset_rates(folder, args):
+    """Images/s of the cached pipeline with each preset, before (batch-wide) and after (per image)."""
+    size = (args.image_size,) * 2
+    plain, _, _ = kr.data.image_folder(
+        folder, image_size=size, batch_size=args.batch_size, label_mode="categorical", cache=True
+    )
+    for _ in plain:  # fills the cache of decoded images
+        pass
+
+    def rate(dataset):
+        counts = []
+        for _ in range(args.epochs):
+            start, count = time.perf_counter(), 0
+            for images, _ in dataset:
+                count += int(images.shape[0])
+            counts.append(count / (time.perf_counter() - start))
+        return statistics.median(counts)
+
+    keras_plain = theirs(folder, args)
+    rate(keras_plain.take(2))
+    print(f"image_dataset_from_directory, no augmentation: {rate(keras_plain):.0f} img/s")
+    print(f"cached image_folder, no augmentation: {rate(plain):.0f} img/s")
+    print("preset: before (batch-wide) img/s, after (per image) img/s, after / before")
+    for preset in kr.data.PRESETS[1:]:
+        after_layer = kr.data.augmentation(preset, image_size=size, seed=0)
+        variants = {"after": lambda x, y, layer=after_layer: layer((x, y), training=True)}
+        before = batch_wide_preset(preset, size)
+        if before is not None:
+            variants["before"] = before
+        rates = {name: [] for name in variants}
+        for repeat in range(args.repeats):
+            order = list(variants.items())
+            if repeat % 2:
+                order.reverse()
+            for name, function in order:
+                dataset = plain.map(function, num_parallel_calls=tf.data.AUTOTUNE)
+                rates[name].append(rate(dataset.prefetch(tf.data.AUTOTUNE)))
+        after = statistics.median(rates["after"])
+        if "before" in rates:
+            before = statistics.median(rates["before"])
+            print(f"  {preset}: {before:.0f}, {after:.0f}, {after / before:.2f}")
+        else:
+            print(f"  {preset}: (keras-cv not installed), {after:.0f}")
+
+
 def main():
     args = parse_args()
     folder = args.data
@@ -108,6 +207,10 @@ def main():
         )
     os.environ["KERASRECIPES_CACHE"] = tempfile.mkdtemp()
     print(describe_machine())
+    if args.presets:
+        print(f"batch {args.batch_size} at {args.image_size}x{args.image_size}")
+        preset_rates(folder, args)
+        return
     for label, cache in (("uncached", False), ("cached", True), ("cached", True)):
         start = time.perf_counter()
         report = kr.data.verify_images(folder, cache=cache)

@@ -468,4 +468,26 @@ def keras_file_utils():
     return file_utils
 
 
+# -- augmentation layers in tf.data ------------------------------------------------------------
+
+# Keras' base of preprocessing layers that run in `tf.data` on every backend. Our per-image
+# augmentation layers (kerasrecipes/layers/augmentation.py) subclass it as Keras' own
+# `RandomFlip` and `RandAugment` do: in a `tf.data` map it switches `self.backend` to
+# TensorFlow, so the layer runs in the input pipeline whichever Keras backend is set, and in a
+# model it uses the model's backend. Why private: `DataLayer` is not exported (its docstring's
+# examples import it from `keras.src`). Retired by a public `keras.layers.DataLayer`.
+from keras.src.layers.preprocessing.data_layer import DataLayer  # noqa: E402, F401
+
+
+def data_layer_seed(layer):
+    """The seed generator of a `DataLayer` for the backend it runs on now.
+
+    Why private: `DataLayer._get_seed_generator` and `DynamicBackend._backend`
+    (keras/src/layers/preprocessing/data_layer.py) are how Keras' own
+    augmentation layers pick a TensorFlow seed generator inside `tf.data`
+    and the backend's own in a model; there is no public equivalent.
+    """
+    return layer._get_seed_generator(layer.backend._backend)
+
+
 check_keras_version()

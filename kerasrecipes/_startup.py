@@ -43,4 +43,3 @@ def import_tensorflow_quietly():
 
         absl.logging.set_verbosity(absl.logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
-

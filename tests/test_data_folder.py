@@ -183,8 +183,8 @@ def test_quarantine_moves_bad_images_and_writes_a_manifest(tmp_path):
     assert os.path.exists(tmp_path / "data" / "a" / "Thumbs.db")
     assert not os.path.exists(tmp_path / "data" / "a" / "scan.tiff")
     assert os.path.exists(tmp_path / "quarantine" / "a" / "scan.tiff")
-    with open(tmp_path / "quarantine" / "manifest.json") as f:
-        manifest = json.load(f)
+    with open(tmp_path / "quarantine" / "kerasrecipes-quarantine.json") as f:
+        manifest = json.load(f)["moves"]
     assert {os.path.basename(m["source"]) for m in manifest} == {
         "empty.jpg",
         "notes.jpg",
@@ -197,8 +197,8 @@ def test_quarantine_moves_bad_images_and_writes_a_manifest(tmp_path):
     again = kr.data.verify_images(tmp_path / "data", quarantine=tmp_path / "quarantine")
     assert [os.path.basename(new) for _, new in again.quarantined] == ["empty.1.jpg"]
     assert os.path.exists(tmp_path / "quarantine" / "a" / "empty.jpg")
-    with open(tmp_path / "quarantine" / "manifest.json") as f:
-        assert len(json.load(f)) == 5
+    with open(tmp_path / "quarantine" / "kerasrecipes-quarantine.json") as f:
+        assert len(json.load(f)["moves"]) == 5
     with pytest.raises(ValueError, match="inside the data folder"):
         kr.data.verify_images(tmp_path / "data", quarantine=tmp_path / "data" / "bad")
 

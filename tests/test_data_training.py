@@ -59,6 +59,102 @@ def test_preset_is_seeded_in_tf_data_and_a_no_op_at_inference(preset, demo_folde
     assert same[0] is images and same[1] is labels
 
 
+def identical_images(n=16):
+    image = np.random.default_rng(0).uniform(0, 255, (1, *SIZE, 3)).astype("float32")
+    return tf.constant(np.repeat(image, n, axis=0))
+
+
+def distinct(images):
+    return len({image.tobytes() for image in np.asarray(images)})
+
+
+@pytest.mark.parametrize("where", ["model", "tf.data"])
+@pytest.mark.parametrize("preset", [p for p in kr.data.PRESETS if p != "none"])
+def test_every_image_of_a_batch_is_augmented_on_its_own(preset, where):
+    images = identical_images()
+    labels = tf.one_hot(np.arange(16) % 4, 4)
+    layer = kr.data.augmentation(preset, image_size=SIZE, seed=0)
+    if where == "model":
+        out = layer((images, labels), training=True)[0]
+    else:
+        dataset = tf.data.Dataset.from_tensors((images, labels))
+        out = next(iter(dataset.map(lambda x, y: layer((x, y), training=True))))[0]
+    # One draw per batch gives at most 2 distinct images (flipped or not); per-image draws
+    # collide only by chance (the cifar preset has 9 x 9 shifts x 2 flips).
+    assert distinct(out) >= 14
+    np.testing.assert_array_equal(layer((images, labels), training=False)[0], images)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        kr.layers.RandomPaddedCrop(padding=4, seed=0),
+        kr.layers.RandomResizedCrop(seed=0),
+        kr.layers.RandAugment(seed=0),
+    ],
+    ids=lambda layer: type(layer).__name__,
+)
+def test_each_random_layer_draws_per_image_and_is_the_identity_at_inference(layer, tmp_path):
+    images = identical_images()
+    assert distinct(layer(images, training=True)) >= 14
+    np.testing.assert_array_equal(layer(images, training=False), images)
+    model = keras.Sequential([keras.Input((*SIZE, 3)), layer])
+    model.save(tmp_path / "layer.keras")
+    loaded = keras.models.load_model(tmp_path / "layer.keras")
+    assert type(loaded.layers[0]) is type(layer)
+    assert loaded.layers[0].get_config() == layer.get_config()
+
+
+def coordinate_images(n, height=32, width=48):
+    """Images whose channel 0 is x + 1 and channel 1 is y + 1, to read a transform back."""
+    y, x = np.mgrid[:height, :width].astype("float32")
+    image = np.stack([x + 1, y + 1, np.zeros_like(x)], axis=-1)
+    return np.repeat(image[None], n, axis=0)
+
+
+def test_random_padded_crop_shifts_by_whole_pixels_up_to_the_padding_with_zero_fill():
+    images = coordinate_images(256)
+    out = np.asarray(kr.layers.RandomPaddedCrop(padding=4, seed=1)(images))
+    shift_x = out[:, 16, 24, 0] - images[:, 16, 24, 0]
+    shift_y = out[:, 16, 24, 1] - images[:, 16, 24, 1]
+    assert set(shift_x.tolist()) == set(range(-4, 5)) == set(shift_y.tolist())
+    # Pixels shifted in from outside the image are zero, as after zero padding.
+    for image, dx in zip(out[:20], shift_x[:20].astype(int)):
+        rows = image[:, 24, 1] > 0  # the rows not shifted in from above or below
+        if dx > 0:
+            assert (image[:, -dx:] == 0).all() and (image[rows, :-dx, 0] > 0).all()
+
+
+def test_random_resized_crop_draws_area_and_aspect_ratio_in_range_per_image():
+    height, width = 32, 48
+    images = coordinate_images(512, height, width)
+    out = np.asarray(kr.layers.RandomResizedCrop(scale=(0.08, 1.0), seed=2)(images))
+    # Inside the image, output column j reads input x = left + (j + 0.5) * sx - 0.5.
+    sx = (out[:, 16, width - 2, 0] - out[:, 16, 1, 0]) / (width - 3)
+    sy = (out[:, height - 2, 24, 1] - out[:, 1, 24, 1]) / (height - 3)
+    area, ratio = sx * sy, (sx * width) / (sy * height)
+    assert area.min() >= 0.08 - 1e-3 and area.max() <= 1 + 1e-3
+    assert ratio.min() >= 3 / 4 - 1e-3 and ratio.max() <= 4 / 3 + 1e-3
+    # The whole range is drawn; at 3:2 a crop of ratio <= 4/3 covers at most 8/9 of the area.
+    assert area.min() < 0.2 and area.max() > 0.8
+    left = out[:, 16, 1, 0] - 1 - 1.5 * sx + 0.5
+    assert left.min() >= -1e-3 and (left + sx * width).max() <= width + 1e-3
+    with pytest.raises(ValueError, match="scale must be"):
+        kr.layers.RandomResizedCrop(scale=(0.5, 0.2))
+
+
+@pytest.mark.parametrize("preset", ["mixup", "cutmix"])
+def test_mixing_presets_draw_a_weight_and_a_partner_per_image(preset):
+    images = tf.constant(np.random.default_rng(1).uniform(0, 255, (16, *SIZE, 3)), "float32")
+    labels = tf.one_hot(np.arange(16), 16)
+    _, mixed = kr.data.augmentation(preset, image_size=SIZE, seed=0)((images, labels))
+    mixed = np.asarray(mixed)
+    own = mixed[np.arange(16), np.arange(16)]
+    assert len(set(np.round(own, 4).tolist())) >= 12  # one weight per image
+    partners = {int(np.argsort(row)[-2]) for row, weight in zip(mixed, own) if weight < 0.999}
+    assert len(partners) >= 10  # a permutation of the batch, not one partner for all
+
+
 @pytest.mark.parametrize("preset", ["cifar", "randaugment"])
 def test_preset_inside_a_model_augments_in_fit_only_and_round_trips(preset, tmp_path):
     keras.utils.set_random_seed(0)

@@ -1,29 +1,37 @@
 """Augmentation presets, usable in the model (on the GPU) and in a `tf.data` pipeline."""
 
 import keras
-from keras import ops
+
+from kerasrecipes.layers.augmentation import RandAugment, RandomPaddedCrop, RandomResizedCrop
 
 PRESETS = ("none", "basic", "cifar", "randaugment", "mixup", "cutmix")
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
 class Augmentation(keras.layers.Layer):
-    """A training-time augmentation preset made of Keras (and keras-cv) layers.
+    """A training-time augmentation preset; every image of a batch is augmented on its own.
 
     - `"none"`: nothing.
     - `"basic"`: Inception-style random resized crop of 25% to 100% of the
-      area, aspect ratio 3/4 to 4/3, resized back to `image_size` (keras-cv's
-      `RandomCropAndResize`; core Keras has no such layer), and a horizontal
-      flip. The milder area range suits fine-tuning on small datasets, where
-      an 8% crop often cuts the object out.
-    - `"cifar"`: 4-pixel zero padding, a random crop back to `image_size`
-      and a horizontal flip, as He et al. 2015 (Sec. 4.2) train on CIFAR-10.
+      area, aspect ratio 3/4 to 4/3, resized back to `image_size`
+      (`RandomResizedCrop`), and a horizontal flip. The milder area range
+      suits fine-tuning on small datasets, where an 8% crop often cuts the
+      object out.
+    - `"cifar"`: 4-pixel zero padding and a random crop back to
+      `image_size` (`RandomPaddedCrop`), and a horizontal flip, as He et al.
+      2015 (Sec. 4.2) train on CIFAR-10.
     - `"randaugment"`: a random resized crop of 8% to 100% (Szegedy et al.
-      2015), a flip and `keras.layers.RandAugment` (2 operations, factor
-      0.5; Cubuk et al. 2020).
+      2015), a flip and `RandAugment` (2 operations, factor 0.5; Cubuk et
+      al. 2020), the operations of `keras.layers.RandAugment` drawn per image.
     - `"mixup"`: `"basic"`, then `keras.layers.MixUp` (alpha 0.2;
-      Zhang et al. 2018).
-    - `"cutmix"`: `"basic"`, then `keras.layers.CutMix` (Yun et al. 2019).
+      Zhang et al. 2018): each image draws its own weight and partner.
+    - `"cutmix"`: `"basic"`, then `keras.layers.CutMix` (Yun et al. 2019,
+      area ratio ~ Beta(1, 1) as in the paper): each image draws its own
+      box and partner.
+
+    Crops, flips, RandAugment's operations and magnitudes, and the mixing
+    partners are all drawn per image (Keras' `RandomCrop` and `RandAugment`
+    draw one choice per batch, so this package does not use them).
 
     Call it on images, on an `(images, labels)` tuple or on an
     `{"images", "labels"}` dict; it returns the same structure. The two mixing
@@ -75,7 +83,9 @@ class Augmentation(keras.layers.Layer):
         if preset == "mixup":
             self.mixer = keras.layers.MixUp(alpha=0.2, seed=self._layer_seed(10))
         elif preset == "cutmix":
-            self.mixer = keras.layers.CutMix(factor=1.0, seed=self._layer_seed(10))
+            # factor=(1, 1) is the paper's lambda ~ Beta(1, 1); Keras' default (factor=1.0)
+            # draws Beta's alpha from U(0, 1), so most images are left whole or fully replaced.
+            self.mixer = keras.layers.CutMix(factor=(1.0, 1.0), seed=self._layer_seed(10))
 
     def _layer_seed(self, offset):
         return None if self.seed is None else self.seed + offset
@@ -85,24 +95,11 @@ class Augmentation(keras.layers.Layer):
             return []
         flip = keras.layers.RandomFlip("horizontal", seed=self._layer_seed(1))
         if self.preset == "cifar":
-            height, width = self.image_size
-            return [keras.layers.RandomCrop(height, width, seed=self._layer_seed(0)), flip]
-        import keras_cv
-
+            return [RandomPaddedCrop(padding=4, seed=self._layer_seed(0)), flip]
         smallest_area = 0.08 if self.preset == "randaugment" else 0.25
-        layers = [
-            keras_cv.layers.RandomCropAndResize(
-                target_size=self.image_size,
-                crop_area_factor=(smallest_area, 1.0),
-                aspect_ratio_factor=(3 / 4, 4 / 3),
-                seed=self._layer_seed(0),
-            ),
-            flip,
-        ]
+        layers = [RandomResizedCrop(scale=(smallest_area, 1.0), seed=self._layer_seed(0)), flip]
         if self.preset == "randaugment":
-            layers.append(
-                keras.layers.RandAugment(value_range=self.value_range, seed=self._layer_seed(2))
-            )
+            layers.append(RandAugment(value_range=self.value_range, seed=self._layer_seed(2)))
         return layers
 
     def build(self, input_shape):
@@ -119,8 +116,6 @@ class Augmentation(keras.layers.Layer):
         else:
             images, labels = inputs, None
         self._check_size(images)
-        if self.preset == "cifar":
-            images = ops.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
         for layer in self.image_layers:
             images = layer(images, training=True)
         if self.mixer is not None:
@@ -181,7 +176,7 @@ def augment(dataset, preset, image_size=None, seed=None):
     every time the dataset is iterated from a fresh layer.
 
     Args:
-        dataset: a batched `tf.data.Dataset` of `(images, labels)`.
+        dataset: a batched `tf.data.Dataset` of `(images, labels)` or of images.
         preset: a preset name or an augmentation layer.
         image_size: the images' `(height, width)`; read from the dataset when
             None. Defaults to None.
@@ -190,9 +185,13 @@ def augment(dataset, preset, image_size=None, seed=None):
     Returns:
         The augmented dataset.
     """
+    labelled = isinstance(dataset.element_spec, tuple)
     if image_size is None:
-        image_size = tuple(dataset.element_spec[0].shape[1:3])
+        spec = dataset.element_spec[0] if labelled else dataset.element_spec
+        image_size = tuple(spec.shape[1:3])
     layer = as_augmentation(preset, image_size, seed)
+    if not labelled:  # image batches only (image_folder(labels=None))
+        return dataset.map(lambda images: layer(images, training=True))
     return dataset.map(lambda images, labels: layer((images, labels), training=True))
 
 

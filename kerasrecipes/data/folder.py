@@ -7,7 +7,15 @@ import numpy as np
 import tensorflow as tf
 
 from kerasrecipes.data.augment import augment as augment_batches
-from kerasrecipes.data.verify import decode_rgb, logger, verify_images
+from kerasrecipes.data.verify import (
+    DEFAULT_MAX_PIXELS,
+    decode_rgb,
+    is_utf8,
+    logger,
+    shown_path,
+    verify_images,
+    walk_images,
+)
 
 LABEL_MODES = ("int", "categorical", "binary")
 # `cache="auto"` keeps the decoded images in memory when they take at most this share of the
@@ -30,6 +38,7 @@ class FolderInfo:
         train_labels, val_labels: int arrays, the class index of each path.
         cached: whether the decoded images are cached (in memory, or in the
             file given as `cache`).
+        ignored: hidden files and folders (names starting with "."), not read.
     """
 
     class_names: list
@@ -41,6 +50,7 @@ class FolderInfo:
     val_paths: list
     val_labels: np.ndarray
     cached: bool
+    ignored: list = dataclasses.field(default_factory=list)
 
     @property
     def num_classes(self):
@@ -61,8 +71,10 @@ def image_folder(
     verify=True,
     quarantine=None,
     scan_cache=True,
+    labels="inferred",
+    max_pixels=DEFAULT_MAX_PIXELS,
 ):
-    """Reads a folder of class folders into batched `tf.data` datasets.
+    """Reads a folder of class folders (or of unlabelled images) into batched `tf.data` datasets.
 
     `path/<class>/<image>` is the layout of cats-vs-dogs and of
     `keras.utils.image_dataset_from_directory`, which this replaces with
@@ -110,6 +122,13 @@ def image_folder(
         quarantine: None, or a folder outside `path` to move unreadable
             image files to (see `verify_images`). Defaults to None.
         scan_cache: the `cache` argument of `verify_images`. Defaults to True.
+        labels: `"inferred"` (from the class folders) or None: read every
+            image under `path`, flat or in subfolders, without labels (the
+            unlabelled data of `FixMatch`, or images to predict); the
+            datasets then hold image batches only, and `info.class_names`
+            is empty. Defaults to `"inferred"`.
+        max_pixels: images with more pixels are skipped before decoding
+            (see `verify_images`); None for no limit. Defaults to 89,478,485.
 
     Returns:
         `(train, val, info)`: batched datasets of `(images, labels)` (`val`
@@ -130,63 +149,32 @@ def image_folder(
     (TensorShape([8, 32, 32, 3]), 'float32', TensorShape([8]))
     """
     height, width = _check_image_size(image_size)
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}. Received: {label_mode!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
-    if validation_split is not None and not 0 < validation_split < 1:
-        raise ValueError(
-            f"validation_split must be None or in (0, 1). Received: {validation_split!r}"
-        )
-
-    class_names, files_per_class, stray = _list_classes(path)
-    if label_mode == "binary" and len(class_names) != 2:
-        raise ValueError(
-            f"label_mode='binary' needs exactly 2 classes; {path} has {len(class_names)}: "
-            f"{class_names}. Use label_mode='int' or 'categorical'."
-        )
-    all_files = [f for files in files_per_class for f in files]
-    skipped = [(f, "not in a class folder") for f in stray]
-    if verify:
-        report = verify_images(path, files=all_files, cache=scan_cache, quarantine=quarantine)
-        bad = {f for f, _ in report.skipped}
-        files_per_class = [
-            [f for f in files if os.path.abspath(f) not in bad] for files in files_per_class
-        ]
-        skipped = sorted(skipped + report.skipped)
-    elif stray:
-        logger.warning(
-            "Skipped %d files under %s that are not in a class folder: %s",
-            len(stray),
-            path,
-            ", ".join(stray[:5]),
-        )
-    for name, files in zip(class_names, files_per_class):
+    _check_arguments(labels, label_mode, batch_size, validation_split, augment)
+    if labels is None:
+        class_names, files_per_class, skipped, ignored = [], *_unlabelled_files(path)
+    else:
+        class_names, files_per_class, stray, skipped, ignored = _list_classes(path)
+        if label_mode == "binary" and len(class_names) != 2:
+            raise ValueError(
+                f"label_mode='binary' needs exactly 2 classes; {path} has {len(class_names)}: "
+                f"{class_names}. Use label_mode='int' or 'categorical'."
+            )
+        skipped += [(f, "not in a class folder") for f in stray]
+    scan = dict(cache=scan_cache, quarantine=quarantine, max_pixels=max_pixels)
+    files_per_class, skipped = _readable(path, files_per_class, skipped, verify, scan)
+    for name, files in zip(class_names or [None], files_per_class):
         if not files:
             raise ValueError(
-                f"Class folder {os.path.join(path, name)} has no readable images"
+                f"{'Class folder ' + os.path.join(path, name) if name else 'Folder ' + path} has "
+                "no readable images"
                 + (" (every file in it was skipped; see the log)" if verify else "")
                 + ". Add images to it or remove the folder."
             )
-
-    rng = np.random.default_rng(seed)
-    train_paths, train_labels, val_paths, val_labels = [], [], [], []
-    for label, files in enumerate(files_per_class):
-        files = list(files)
-        rng.shuffle(files)
-        num_val = 0
-        if validation_split is not None:
-            num_val = min(int(round(len(files) * validation_split)), len(files) - 1)
-        # Sorted again within each split, so an unshuffled dataset lists files as keras does.
-        val_paths += sorted(files[:num_val])
-        val_labels += [label] * num_val
-        train_paths += sorted(files[num_val:])
-        train_labels += [label] * (len(files) - num_val)
-    if validation_split is not None and not val_paths:
-        raise ValueError(
-            f"validation_split={validation_split} leaves no validation images in {path} "
-            f"({len(train_paths)} images). Use a larger split or add images."
-        )
+    train_paths, train_labels, val_paths, val_labels = _split(
+        files_per_class, validation_split, seed, path
+    )
+    if class_names:
+        _warn_small_classes(path, class_names, train_labels, val_labels, validation_split)
 
     num_images = len(train_paths) + len(val_paths)
     decoded_bytes = num_images * height * width * 3
@@ -199,18 +187,19 @@ def image_folder(
         class_names=class_names,
         counts=_count(train_labels, class_names),
         val_counts=_count(val_labels, class_names) if validation_split is not None else {},
-        skipped=skipped,
+        skipped=sorted(skipped),
         train_paths=train_paths,
         train_labels=np.asarray(train_labels, "int32"),
         val_paths=val_paths,
         val_labels=np.asarray(val_labels, "int32"),
         cached=bool(use_cache),
+        ignored=ignored,
     )
 
     make = dict(
         image_size=(height, width),
         batch_size=batch_size,
-        label_mode=label_mode,
+        label_mode=label_mode if labels is not None else None,
         num_classes=len(class_names),
         interpolation=interpolation,
         seed=seed,
@@ -236,6 +225,101 @@ def image_folder(
     return train, val, info
 
 
+def _check_arguments(labels, label_mode, batch_size, validation_split, augment):
+    if labels not in ("inferred", None):
+        raise ValueError(
+            f"labels must be 'inferred' (from the class folders) or None (no labels). "
+            f"Received: labels={labels!r}"
+        )
+    if label_mode not in LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {LABEL_MODES}. Received: {label_mode!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int. Received: batch_size={batch_size!r}")
+    if validation_split is not None and not 0 < validation_split < 1:
+        raise ValueError(
+            f"validation_split must be None or in (0, 1). Received: {validation_split!r}"
+        )
+    if labels is None and augment in ("mixup", "cutmix"):
+        raise ValueError(
+            f"augment={augment!r} mixes labels, and labels=None reads images without labels. "
+            "Use an image-only preset (basic, cifar, randaugment)."
+        )
+
+
+def _unlabelled_files(path):
+    """`([files], skipped, ignored)` of every image under `path`, flat or nested, as one group."""
+    path = _check_folder(path)
+    walk = walk_images(path)
+    if not walk.files and not walk.skipped:
+        raise ValueError(f"Data folder {path} has no files. Add images to it.")
+    return [walk.files], walk.skipped, walk.ignored
+
+
+def _readable(path, files_per_class, skipped, verify, scan):
+    """The files of each class that the scan passes, and all skipped entries.
+
+    The entries the walk skipped (links, FIFOs, odd names, stray files) are
+    logged here; `verify_images` logs the files it could not decode.
+    """
+    if skipped:
+        logger.warning(
+            "Skipped %d entries under %s before reading any image:\n%s",
+            len(skipped),
+            path,
+            "\n".join(f"  {os.path.relpath(f, path)}: {reason}" for f, reason in skipped[:20]),
+        )
+    if not verify:
+        return files_per_class, skipped
+    all_files = [f for files in files_per_class for f in files]
+    report = verify_images(path, files=all_files, **scan)
+    bad = {f for f, _ in report.skipped}
+    files_per_class = [[f for f in files if f not in bad] for files in files_per_class]
+    return files_per_class, skipped + report.skipped
+
+
+def _split(files_per_class, validation_split, seed, path):
+    """Stratified split: `(train paths, train labels, val paths, val labels)`."""
+    rng = np.random.default_rng(seed)
+    train_paths, train_labels, val_paths, val_labels = [], [], [], []
+    for label, files in enumerate(files_per_class):
+        files = list(files)
+        rng.shuffle(files)
+        num_val = 0
+        if validation_split is not None:
+            num_val = min(int(round(len(files) * validation_split)), len(files) - 1)
+        # Sorted again within each split, so an unshuffled dataset lists files as keras does.
+        val_paths += sorted(files[:num_val])
+        val_labels += [label] * num_val
+        train_paths += sorted(files[num_val:])
+        train_labels += [label] * (len(files) - num_val)
+    if validation_split is not None and not val_paths:
+        raise ValueError(
+            f"validation_split={validation_split} leaves no validation images in {path} "
+            f"({len(train_paths)} images). Use a larger split or add images."
+        )
+    return train_paths, train_labels, val_paths, val_labels
+
+
+def _warn_small_classes(path, class_names, train_labels, val_labels, validation_split):
+    """Warns about classes with fewer than 2 images in a split: their metrics mean little."""
+    splits = {"training": _count(train_labels, class_names)}
+    if validation_split is not None:
+        splits["validation"] = _count(val_labels, class_names)
+    small = [
+        f"{name!r} ({count} {split})"
+        for split, counts in splits.items()
+        for name, count in counts.items()
+        if count < 2
+    ]
+    if small:
+        logger.warning(
+            "Classes of %s with fewer than 2 images in a split: %s. Their accuracy and recall "
+            "rest on one image or none; add images to these classes.",
+            path,
+            ", ".join(small),
+        )
+
+
 def read_image(path, image_size, interpolation="bilinear"):
     """The training pipeline's image: the file decoded to RGB and resized, float32 in [0, 255].
 
@@ -257,8 +341,7 @@ def _check_image_size(image_size):
     return tuple(image_size)
 
 
-def _list_classes(path):
-    """Class names, the files of each class (sorted), and files outside any class folder."""
+def _check_folder(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -269,28 +352,68 @@ def _list_classes(path):
         raise NotADirectoryError(
             f"Data path {path} is a file; pass the folder that holds the class folders."
         )
-    entries = sorted(os.listdir(path))
-    class_names = [e for e in entries if os.path.isdir(os.path.join(path, e))]
-    stray = [os.path.abspath(os.path.join(path, e)) for e in entries if e not in class_names]
+    return path
+
+
+def class_folders(path):
+    """`(class names, files directly in path, skipped, ignored)` of a folder of class folders.
+
+    Hidden entries (`.git`, `.ipynb_checkpoints`) are ignored; entries whose
+    names are not UTF-8 are skipped.
+    """
+    class_names, stray, skipped, ignored = [], [], [], []
+    for name in sorted(os.listdir(path)):
+        full = os.path.abspath(os.path.join(path, name))
+        if name.startswith("."):
+            ignored.append(full)
+        elif not is_utf8(name):
+            skipped.append((shown_path(full), "name is not valid UTF-8; rename it"))
+        elif os.path.isdir(full):
+            class_names.append(name)
+        else:
+            stray.append(full)
+    return class_names, stray, skipped, ignored
+
+
+def walk_classes(path, class_names):
+    """The `Walk` of each class folder; a file reached under two classes is an error."""
+    seen_files, owner, walks = {}, {}, []
+    for name in class_names:
+        walk = walk_images(os.path.join(path, name), seen_files)
+        for file, first in walk.duplicates:
+            if owner.get(first, name) != name:
+                raise ValueError(
+                    f"The same image is in two classes: {first} and {file} are one file "
+                    f"(a link or hard link), under class {owner[first]!r} and class {name!r}. "
+                    "Its label is ambiguous: remove one of the two paths."
+                )
+        owner.update((file, name) for file in walk.files)
+        walks.append(walk)
+    return walks
+
+
+def _list_classes(path):
+    """Class names, the files of each class (sorted), files outside any class folder, skipped
+    entries and ignored (hidden) ones."""
+    path = _check_folder(path)
+    class_names, stray, skipped, ignored = class_folders(path)
     if not class_names:
         raise ValueError(
             f"Data folder {path} has no class folders"
             + (f" ({len(stray)} files directly in it)" if stray else " (it is empty)")
             + ". Put each class's images in its own subfolder: "
-            f"{path}/<class name>/<image>.jpg."
+            f"{path}/<class name>/<image>.jpg. For images without labels, pass labels=None."
         )
     if len(class_names) == 1:
         raise ValueError(
             f"Data folder {path} has one class folder ({class_names[0]!r}); classification "
             "needs at least two. Add a folder per class."
         )
-    files_per_class = []
-    for name in class_names:
-        files = []
-        for root, dirs, names in os.walk(os.path.join(path, name), followlinks=True):
-            dirs.sort()
-            files.extend(os.path.abspath(os.path.join(root, n)) for n in sorted(names))
-        files_per_class.append(files)
+    walks = walk_classes(path, class_names)
+    files_per_class = [walk.files for walk in walks]
+    for walk in walks:
+        skipped += walk.skipped
+        ignored += walk.ignored
     if not any(files_per_class):
         raise ValueError(
             f"Data folder {path} has no images: its class folders {class_names} are all empty."
@@ -300,7 +423,7 @@ def _list_classes(path):
             raise ValueError(
                 f"Class folder {os.path.join(path, name)} is empty. Add its images or remove it."
             )
-    return class_names, files_per_class, stray
+    return class_names, files_per_class, stray, skipped, ignored
 
 
 def _count(labels, class_names):
@@ -344,27 +467,31 @@ def _make_dataset(
     augment,
     cache,
 ):
-    def load(path, label):
+    def load(path, *label):
         image = read_image(path, image_size, interpolation)
         if cache is not None:
             # Cached as uint8, a quarter of the memory of float32. The two conversions cost
             # about 6% more work in the first epoch (benchmarks/input_pipeline.py).
             image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
         image.set_shape((*image_size, 3))
-        return image, label
+        return (image, *label)
 
-    def to_model_input(images, labels):
+    def to_model_input(images, *labels):
         if images.dtype != tf.float32:
             images = tf.cast(images, tf.float32)
+        if label_mode is None:  # labels=None: image batches only
+            return images
+        (labels,) = labels
         if label_mode == "categorical":
             labels = tf.one_hot(labels, num_classes)
         elif label_mode == "binary":
             labels = tf.cast(labels, tf.float32)[:, None]
         return images, labels
 
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
-    )
+    elements = tf.constant(paths, tf.string)
+    if label_mode is not None:
+        elements = (elements, tf.constant(labels, tf.int32))
+    dataset = tf.data.Dataset.from_tensor_slices(elements)
     if shuffle and cache is None:
         # Without a cache, shuffle the paths: a full shuffle that costs no image memory.
         dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)

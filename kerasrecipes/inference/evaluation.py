@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from kerasrecipes import plots
-from kerasrecipes.data.verify import walk_files
+from kerasrecipes.data.folder import class_folders, walk_classes
 from kerasrecipes.inference.inputs import file_batches
 from kerasrecipes.inference.tta import tta_probabilities
 
@@ -109,11 +109,11 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
     Returns:
         an `Evaluation`.
     """
-    files, labels, stray = _labelled_files(data, classifier.class_names)
+    files, labels, not_read = _labelled_files(data, classifier.class_names)
     dataset, paths, skipped = file_batches(
         files, classifier.image_size, batch_size, root=os.fspath(data), labels=labels
     )
-    skipped = [(path, "not in a class folder") for path in stray] + list(skipped)
+    skipped = not_read + list(skipped)
     if not paths:
         raise ValueError(f"evaluate: no readable image in {data}; {len(skipped)} files skipped.")
     truth, plain, augmented = [], [], []
@@ -144,15 +144,13 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
 
 
 def _labelled_files(data, class_names):
-    """Every file under the class folders of `data`, its label, and the files outside them."""
+    """Every file under the class folders of `data`, its label, and `(path, reason)` of the rest."""
     data = os.fspath(data)
     if not os.path.isdir(data):
         raise FileNotFoundError(
             f"evaluate: {data} is not a folder. Give a folder with one subfolder per class."
         )
-    entries = sorted(os.listdir(data))
-    folders = [e for e in entries if os.path.isdir(os.path.join(data, e))]
-    stray = [os.path.abspath(os.path.join(data, e)) for e in entries if e not in folders]
+    folders, stray, skipped, _ = class_folders(data)
     if not folders:
         raise ValueError(
             f"evaluate: {data} has no class folders. Put each class's images in a subfolder "
@@ -165,11 +163,11 @@ def _labelled_files(data, class_names):
             f"which knows {list(class_names)}. Rename or remove them."
         )
     files, labels = [], []
-    for name in folders:
-        found = walk_files(os.path.join(data, name))
-        files += found
-        labels += [class_names.index(name)] * len(found)
-    return files, labels, stray
+    for name, walk in zip(folders, walk_classes(data, folders)):
+        files += walk.files
+        labels += [class_names.index(name)] * len(walk.files)
+        skipped += walk.skipped
+    return files, labels, [(path, "not in a class folder") for path in stray] + skipped
 
 
 def classification_metrics(labels, predictions, class_names):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasrecipes.data.folder import read_image
-from kerasrecipes.data.verify import verify_images, walk_files
+from kerasrecipes.data.verify import verify_images, walk_images
 
 
 def image_batches(images, image_size, batch_size=32):
@@ -24,7 +24,9 @@ def image_batches(images, image_size, batch_size=32):
     if isinstance(images, (str, os.PathLike)):
         path = os.fspath(images)
         if os.path.isdir(path):
-            return (*file_batches(walk_files(path), image_size, batch_size, root=path), False)
+            walk = walk_images(path)
+            batches, paths, skipped = file_batches(walk.files, image_size, batch_size, root=path)
+            return batches, paths, sorted(skipped + walk.skipped), False
         return (*file_batches([path], image_size, batch_size), True)
     if _is_pil(images):
         return [_pil_array(images, image_size)[None]], None, [], True

@@ -1,5 +1,6 @@
 """Reusable blocks, each written once and imported by the model files."""
 
+from kerasrecipes.layers.augmentation import RandAugment, RandomPaddedCrop, RandomResizedCrop
 from kerasrecipes.layers.convnext import ConvNeXtBlock
 from kerasrecipes.layers.inception import (
     InceptionModule,
@@ -39,6 +40,9 @@ __all__ = [
     "MBConv",
     "PatchEmbedding",
     "PatchTokensToGrid",
+    "RandAugment",
+    "RandomPaddedCrop",
+    "RandomResizedCrop",
     "SqueezeExcite",
     "TransformerEncoderBlock",
     "ZeroPadShortcut",
