@@ -60,9 +60,31 @@ def describe_machine():
         gpus = tf.config.list_physical_devices("GPU")
         devices = f"{len(gpus)} GPU(s)" if gpus else "CPU only"
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{cpu_model()}, {os.cpu_count()} CPU cores, "
         f"devices: {devices}; Keras {keras.__version__}, backend {backend}"
     )
+
+
+# The CPU flags that decide the speed of float32 and bf16 kernels.
+_SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_model():
+    """The CPU's model name and its speed-relevant flags, from /proc/cpuinfo where there is one."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    present = [flag for flag in _SPEED_FLAGS if flag in flags]
+    return f"{name} ({' '.join(present) or 'no AVX2'})"
 
 
 def compiled(model):
