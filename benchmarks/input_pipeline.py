@@ -148,7 +148,7 @@ def batch_wide_preset(preset, image_size, seed=0):
 
 
 def preset_rates(folder, args):
-    """Images/s of the cached pipeline with each preset, before (batch-wide) and after (per image)."""
+    """Images/s of the cached pipeline with each preset: batch-wide (before), per image (now)."""
     size = (args.image_size,) * 2
     plain, _, _ = kr.data.image_folder(
         folder, image_size=size, batch_size=args.batch_size, label_mode="categorical", cache=True
