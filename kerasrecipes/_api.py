@@ -6,6 +6,7 @@ import TensorFlow).
 """
 
 from kerasrecipes import (
+    ablation,
     callbacks,
     data,
     distribute,
@@ -17,6 +18,7 @@ from kerasrecipes import (
     plots,
     schedules,
 )
+from kerasrecipes.ablation import ablate
 from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
 from kerasrecipes.features import ParamGroup, feature_info, param_groups
 from kerasrecipes.finetune import (
@@ -58,6 +60,8 @@ __all__ = [
     "ParamGroup",
     "Phase",
     "PretrainedWeights",
+    "ablate",
+    "ablation",
     "callbacks",
     "create_model",
     "data",

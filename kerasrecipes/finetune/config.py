@@ -21,6 +21,7 @@ DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
 DATA_MODEL = "efficientnet_b0"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+OPTIMIZERS = ("adamw", "sgd")
 PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
 BALANCE = (None, "class_weight", "oversample")
 SCHEDULES = ("constant", "cosine")
@@ -97,12 +98,17 @@ class FineTuneConfig:
     )
     # the phases
     head_epochs: int = knob(4, "epochs of phase 1: the new head on the frozen backbone")
-    head_lr: float = knob(3e-3, "learning rate of phase 1 (AdamW)")
+    head_lr: float = knob(3e-3, "learning rate of phase 1")
     finetune_epochs: int = knob(6, "epochs of phase 2: the backbone unfrozen; 0 = head only")
     finetune_lr: float | None = knob(
         None, "the head's rate in phase 2, cosine-decayed to 0 (default: --head-lr)"
     )
     backbone_lr_mult: float = knob(0.1, "the backbone's rate in phase 2, relative to the head's")
+    optimizer: str = knob(
+        "adamw",
+        "adamw, or sgd (momentum 0.9); both with the decoupled weight decay below",
+        choices=OPTIMIZERS,
+    )
     layer_decay: float | None = knob(
         None, "per-block rate factor below the top block in phase 2, e.g. 0.75"
     )
@@ -116,7 +122,7 @@ class FineTuneConfig:
         None, "a list of Phase to run instead of the ones the fields above make", cli=False
     )
     # regularization
-    weight_decay: float = knob(1e-4, "decoupled weight decay (AdamW), not on biases and norms")
+    weight_decay: float = knob(1e-4, "decoupled weight decay, not on biases and norms")
     dropout: float = knob(0.2, "dropout before the new classifier")
     label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy")
     augment: str | None = knob(
@@ -392,6 +398,7 @@ def check_config(config):
         ("preprocessing", PREPROCESSING),
         ("balance", BALANCE),
         ("pooling", ("avg", "max")),
+        ("optimizer", OPTIMIZERS),
     ):
         if getattr(config, name) not in allowed:
             fail(name, f"must be one of {list(allowed)}")

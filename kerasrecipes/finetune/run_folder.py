@@ -12,6 +12,7 @@
 """
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -241,12 +242,21 @@ def describe_differences(stored, identity):
         for key in sorted(set(old) | set(new)):
             if section == "config" and key in NOT_IDENTITY:
                 continue
+            if section == "config" and key not in old and new.get(key) == _default(key):
+                continue  # a field added after the run was made, at its default
             if old.get(key) != new.get(key):
                 label = key if section == "config" else f"data {key}"
                 differences.append(
                     f"{label}: {_short(old.get(key))} stored, {_short(new.get(key))} now"
                 )
     return differences
+
+
+def _default(field_name):
+    from kerasrecipes.finetune.config import FineTuneConfig
+
+    fields = {f.name: f for f in dataclasses.fields(FineTuneConfig)}
+    return fields[field_name].default if field_name in fields else None
 
 
 def _short(value):

@@ -499,7 +499,8 @@ def _num_classes(num_classes, info, train_ds):
 
 
 def _phase_optimizer(model, phase, config, rate_scale, steps):
-    """AdamW for one phase and the multiplier of each parameter group (`kr.param_groups`).
+    """The optimizer of one phase (AdamW, or SGD with momentum; decoupled weight decay either
+    way) and the multiplier of each parameter group (`kr.param_groups`).
 
     The head trains at the phase's rate; the backbone at `backbone_lr_mult`
     of it, and with `layer_decay` each block below the top one `layer_decay`
@@ -508,14 +509,17 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
     learning_rate = phase.learning_rate * rate_scale
     if phase.schedule == "cosine" and steps:
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    adamw = keras.optimizers.AdamW(
-        learning_rate,
-        weight_decay=config.weight_decay,
-        use_ema=config.ema,
-        gradient_accumulation_steps=config.grad_accumulation
+    common = {
+        "weight_decay": config.weight_decay,
+        "use_ema": config.ema,
+        "gradient_accumulation_steps": config.grad_accumulation
         if config.grad_accumulation > 1
         else None,
-    )
+    }
+    if config.optimizer == "sgd":
+        base = keras.optimizers.SGD(learning_rate, momentum=0.9, **common)
+    else:
+        base = keras.optimizers.AdamW(learning_rate, **common)
     groups = param_groups(model)
     below_head = [group for group in groups if not group.is_head][::-1]
     multipliers = {HEAD_GROUP: 1.0}
@@ -532,7 +536,7 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
         if group.paths and key in multipliers:
             alternatives = "|".join(re.escape(path) for path in group.paths)
             patterns[f"(?:{alternatives})$"] = multipliers[key]
-    optimizer = with_lr_multipliers(adamw, patterns, model=model)
+    optimizer = with_lr_multipliers(base, patterns, model=model)
     return exclude_from_decay(optimizer, model), multipliers
 
 
