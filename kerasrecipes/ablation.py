@@ -16,15 +16,14 @@ was killed: finished runs are read back, an interrupted one resumes from
 its last epoch.
 """
 
-import contextlib
 import dataclasses
 import json
-import logging
 import os
 import statistics
 
 import numpy as np
 
+from kerasrecipes.cli import quiet_scan_log
 from kerasrecipes.finetune.config import FineTuneConfig, resolve_config
 
 BUCKETS = ("architecture", "data", "regularization", "optimization")
@@ -195,7 +194,7 @@ def ablate(
                 out_dir=_run_folder(out_dir, variant, seed),
                 verbose=verbose,
             )
-            with _quiet_scan():
+            with quiet_scan_log():
                 _train(config, data)
     result = summarize(out_dir, changes, seeds)
     write_reports(result, baseline, changes)
@@ -301,17 +300,6 @@ def _scan_once(data):
     from kerasrecipes.data.verify import verify_images
 
     verify_images(data)
-
-
-@contextlib.contextmanager
-def _quiet_scan():
-    data_logger = logging.getLogger("kerasrecipes.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        data_logger.setLevel(level)
 
 
 def _train(config, data):

@@ -326,7 +326,7 @@ def finetune(args):
 
 
 def _read_data(kr, data, config):
-    with _skipped_files_listed_by_us():
+    with quiet_scan_log():
         return kr.data.image_folder(
             data,
             image_size=(config.image_size, config.image_size),
@@ -337,8 +337,9 @@ def _read_data(kr, data, config):
 
 
 @contextlib.contextmanager
-def _skipped_files_listed_by_us():
-    """Keeps the scan's warning off the terminal: the command lists the skipped files itself."""
+def quiet_scan_log():
+    """Keeps the scan's warning off the terminal: the commands list the skipped files
+    themselves, and `kr.ablate` lists them once before its runs scan the same folder."""
     data_logger = logging.getLogger("kerasrecipes.data")
     level = data_logger.level
     data_logger.setLevel(logging.ERROR)
@@ -372,7 +373,7 @@ def predict(args):
     for path in args.paths:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no such file or folder.")
-    with _skipped_files_listed_by_us():
+    with quiet_scan_log():
         for path in args.paths:
             predictions = classifier.predict_images(
                 path if os.path.isdir(path) else [path],
@@ -433,7 +434,7 @@ def evaluate(args):
     if out is not None and is_inside(out, args.data):
         raise ValueError(f"--out {out} is inside the test folder {args.data}; give another --out.")
     classifier = load_classifier(args.model)
-    with _skipped_files_listed_by_us():
+    with quiet_scan_log():
         evaluation = evaluate_classifier(
             classifier, args.data, tta=args.tta, batch_size=args.batch_size, out_dir=out
         )
