@@ -82,3 +82,13 @@ def test_finetune_two_class_recipe_writes_its_figures_and_model(tmp_path):
     for old, new in zip(statistics, after):
         np.testing.assert_array_equal(old, new)
     assert kr.callbacks.phase_marks(model) == {0: "phase 1: head", 1: "unfreeze backbone"}
+
+
+def test_weight_decay_recipe_shows_l2_equals_decay_for_sgd_only(tmp_path):
+    recipe = load_recipe("weight_decay_vs_l2")
+    differences, results = recipe.main(["--quick", "--out", str(tmp_path)])
+    # One step from the same weights: the same update for SGD (float32 rounding), not for Adam.
+    assert differences["sgd"] < 1e-6
+    assert differences["adam"] > 100 * max(differences["sgd"], 1e-7)
+    assert [(r["optimizer"], r["regularizer"]) for r in results] == recipe.SETUPS
+    assert (tmp_path / "weight_decay_vs_l2.json").exists()
