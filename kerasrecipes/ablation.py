@@ -23,7 +23,7 @@ import statistics
 
 import numpy as np
 
-from kerasrecipes.cli import quiet_scan_log
+from kerasrecipes.cli import read_config_data
 from kerasrecipes.finetune.config import FineTuneConfig, resolve_config
 
 BUCKETS = ("architecture", "data", "regularization", "optimization")
@@ -194,8 +194,7 @@ def ablate(
                 out_dir=_run_folder(out_dir, variant, seed),
                 verbose=verbose,
             )
-            with quiet_scan_log():
-                _train(config, data)
+            _train(config, data)
     result = summarize(out_dir, changes, seeds)
     write_reports(result, baseline, changes)
     return result
@@ -317,14 +316,7 @@ def _train(config, data):
         preprocessing=config.preprocessing,
         verbose=0,
     )
-    size = (config.image_size, config.image_size)
-    train, val, info = kr.data.image_folder(
-        data,
-        image_size=size,
-        batch_size=config.batch_size,
-        validation_split=config.validation_split,
-        seed=config.seed,
-    )
+    train, val, info = read_config_data(data, config)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")
         kr.fine_tune(backbone, train, val, config=config, info=info)

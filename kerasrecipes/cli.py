@@ -304,7 +304,7 @@ def finetune(args):
     if config.image_size is None:  # a weights file: its model's input size, else the card's
         size = backbone.model.input_shape[1] or kr.model_card(config.model).default_input_shape[0]
         config = config.replace(image_size=int(size))
-    train, val, info = _read_data(kr, data, config)
+    train, val, info = read_config_data(data, config)
     _print_data(info, data)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
@@ -325,7 +325,11 @@ def finetune(args):
     return report
 
 
-def _read_data(kr, data, config):
+def read_config_data(data, config):
+    """`image_folder` of `data` at the config's size, batch, split and seed, as a run reads it;
+    the scan's warning kept off the terminal (see `quiet_scan_log`)."""
+    import kerasrecipes as kr
+
     with quiet_scan_log():
         return kr.data.image_folder(
             data,
