@@ -82,6 +82,31 @@ def test_option_b_projection_adds_parameters_over_option_a():
     assert projected == ["stage2_block1", "stage3_block1"]
 
 
+def test_plain_network_is_the_resnet_without_its_shortcuts(tmp_path):
+    # He et al.'s plain-20 (Fig. 6): the same layers and parameters as ResNet-20 with
+    # option A, no shortcut in any block, and no block starting at zero.
+    plain = cifar_resnet(depth=20, input_shape=(16, 16, 3), shortcut="none")
+    residual = cifar_resnet(depth=20, input_shape=(16, 16, 3))
+    assert plain.name == "plain20"
+    assert plain.count_params() == residual.count_params()
+    blocks = [layer for layer in plain.layers if layer.name.startswith("stage")]
+    assert len(blocks) == 9 and all(block.shortcut == "none" for block in blocks)
+    assert all(np.all(np.array(block.bn2.gamma) == 1.0) for block in blocks)
+    # A plain block's output is its branch alone, through the ReLU.
+    features = np.random.default_rng(1).normal(size=(2, 8, 8, 16)).astype("float32")
+    block = plain.get_layer("stage1_block2")
+    np.testing.assert_allclose(
+        block(features), keras.ops.relu(block._residual_branch(features, False)), atol=1e-6
+    )
+    images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 3)).astype("float32")
+    out = plain(images)
+    path = tmp_path / "plain20.keras"
+    plain.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path)(images), out, atol=1e-6)
+    with pytest.raises(ValueError, match="drop_path_rate=0.1 needs a shortcut"):
+        cifar_resnet(depth=20, shortcut="none", drop_path_rate=0.1)
+
+
 def test_preactivation_variant_builds_and_ends_with_post_norm():
     model = cifar_resnet(depth=20, input_shape=(16, 16, 3), preact=True)
     names = [layer.name for layer in model.layers]

@@ -14,7 +14,8 @@ from kerasrecipes.layers.building import build_sequentially, serialize_initializ
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.regularization import DropPath
 
-SHORTCUTS = ("identity", "projection", "zero_pad")
+# "none" drops the shortcut: the plain network the paper compares against (Sec. 4.1, Fig. 6).
+SHORTCUTS = ("identity", "projection", "zero_pad", "none")
 # The CIFAR paper's names for the shortcut options (Sec. 4.2): A pads zeros, B projects.
 SHORTCUT_ALIASES = {"A": "zero_pad", "B": "projection"}
 
@@ -117,6 +118,11 @@ class _ResidualBlock(keras.layers.Layer):
         self.zero_init_residual = zero_init_residual
         self.seed = seed
         self.out_channels = filters * self.expansion
+        if self.shortcut == "none" and drop_path_rate:
+            raise ValueError(
+                f"Block '{self.name}': drop_path_rate={drop_path_rate} needs a shortcut; "
+                "with shortcut='none' dropping the branch drops the whole signal."
+            )
 
     def _conv(self, filters, kernel_size, strides, name):
         return keras.layers.Conv2D(
@@ -133,7 +139,9 @@ class _ResidualBlock(keras.layers.Layer):
     def _bn(self, name, last=False):
         # The branch's last BatchNorm starts at zero (gamma = 0) so each block
         # starts as the identity (Goyal et al. 2017, Sec. 5.1; timm's zero_init_last).
-        return batch_norm(name, zero_init=last and self.zero_init_residual, dtype=self.dtype_policy)
+        # Without a shortcut that would zero the block's output, so plain blocks never do it.
+        zero_init = last and self.zero_init_residual and self.shortcut != "none"
+        return batch_norm(name, zero_init=zero_init, dtype=self.dtype_policy)
 
     def _make_shortcut_layers(self):
         """Creates shortcut_conv or the zero-pad (shortcut_bn later, in Keras' variable order)."""
@@ -198,6 +206,8 @@ class _ResidualBlock(keras.layers.Layer):
                 shortcut = self.shortcut_bn(shortcut, training=training)
         elif self.shortcut == "zero_pad":
             shortcut = self.shortcut_pad(inputs)
+        elif self.shortcut == "none":
+            shortcut = 0.0
         else:
             shortcut = inputs
         residual = self.drop_path(self._residual_branch(x, training), training=training)

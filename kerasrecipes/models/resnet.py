@@ -83,7 +83,7 @@ def residual_stages(
             x = block_class(
                 filters,
                 strides=strides,
-                shortcut=shortcut if changes_shape else "identity",
+                shortcut=shortcut if changes_shape or shortcut == "none" else "identity",
                 preact=preact,
                 drop_path_rate=rates[block_index],
                 use_bias=use_bias,
@@ -133,7 +133,9 @@ def cifar_resnet(
         drop_path_rate: float, stochastic depth of the deepest block. Defaults to 0.0.
         weights: None or the path of a .weights.h5 / .keras file. Defaults to None.
         shortcut: "zero_pad" (option A, alias "A") or "projection" (option B,
-            alias "B") for the blocks that change shape. Defaults to "zero_pad".
+            alias "B") for the blocks that change shape, or "none" for the
+            paper's plain network of the same depth (no shortcut in any block;
+            the plain-20 to plain-56 of Fig. 6). Defaults to "zero_pad".
         preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
         zero_init_residual: bool, start each block's last BatchNorm at gamma = 0
             so every block starts as the identity (Goyal et al. 2017; timm's
@@ -142,20 +144,29 @@ def cifar_resnet(
         include_preprocessing: bool, take RGB images in [0, 255] and apply
             `preprocessing` inside the model. Defaults to True.
         preprocessing: the `ImagePreprocessing` mode. Defaults to "unit" ([0, 1]).
-        name: model name. Defaults to f"resnet{depth}".
+        name: model name. Defaults to f"resnet{depth}", or f"plain{depth}"
+            without shortcuts.
 
     Example:
 
     >>> model = cifar_resnet(depth=20)
     >>> round(model.count_params() / 1e6, 2)
     0.27
+    >>> cifar_resnet(depth=20, shortcut="none").name
+    'plain20'
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(
             "cifar_resnet: depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110, 1202, ...). "
             f"Received: depth={depth!r}"
         )
-    name = name or f"resnet{depth}"
+    shortcut = resolve_shortcut(shortcut)
+    if shortcut == "none" and drop_path_rate:
+        raise ValueError(
+            f"cifar_resnet: drop_path_rate={drop_path_rate} needs a shortcut; a plain network "
+            "(shortcut='none') would drop whole blocks' output. Pass drop_path_rate=0."
+        )
+    name = name or (f"plain{depth}" if shortcut == "none" else f"resnet{depth}")
     input_shape = check_common_args(
         name,
         num_classes=num_classes,
@@ -166,7 +177,6 @@ def cifar_resnet(
         drop_path_rate=drop_path_rate,
         min_input_size=4,
     )
-    shortcut = resolve_shortcut(shortcut)
     inputs, x = model_inputs(
         input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
     )
