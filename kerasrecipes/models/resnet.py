@@ -66,8 +66,8 @@ def residual_stages(
     """Stacks the residual stages: `stage{i}_block{j}` layers, then `post_*` if pre-activation.
 
     The first block of every stage after the first halves the resolution;
-    a block whose shape changes gets the `shortcut` kind, the others identity.
-    Stochastic-depth rates rise linearly over all blocks (`drop_path_schedule`).
+    a block whose shape changes gets the `shortcut` kind, the others identity
+    ("none": no block has a shortcut). Stochastic-depth rates rise linearly over all blocks (`drop_path_schedule`).
     """
     block_class = BLOCKS[block]
     rates = drop_path_schedule(drop_path_rate, sum(blocks_per_stage))
@@ -258,7 +258,8 @@ def resnet(
         weights: None, "imagenet" (needs `keras_twin`) or the path of a
             .weights.h5 / .keras file. Defaults to None.
         shortcut: "projection" (option B) or "zero_pad" (option A) for the
-            blocks that change shape. Defaults to "projection".
+            blocks that change shape, or "none" for the plain network of the
+            same depth (the paper's plain-18/34, Table 2). Defaults to "projection".
         preact: bool, pre-activation blocks (He et al. 2016). Defaults to False.
         zero_init_residual: bool, start each block's last BatchNorm at gamma = 0
             so every block starts as the identity (Goyal et al. 2017; timm's
