@@ -15,7 +15,8 @@ Reaches: on the generated shapes (ellipses vs pentagons at 16x16, 600 common
     weights with augmentation 46%, and oversampling with augmentation 91%
     (balanced accuracy 0.52, 0.57, 0.58, 0.85). Oversampling alone finds 13%:
     it shows the same 30 images about 10 times per epoch, unchanged. An epoch
-    with oversampling took 1.0-1.1 s, 0.8 s without. Full output in docs/experiments.md; about 2 minutes on 2 cores.
+    with oversampling took 1.0-1.1 s, 0.8 s without. Full output in
+    docs/experiments.md.
 """
 
 import argparse

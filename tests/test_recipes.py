@@ -92,3 +92,56 @@ def test_weight_decay_recipe_shows_l2_equals_decay_for_sgd_only(tmp_path):
     assert differences["adam"] > 100 * max(differences["sgd"], 1e-7)
     assert [(r["optimizer"], r["regularizer"]) for r in results] == recipe.SETUPS
     assert (tmp_path / "weight_decay_vs_l2.json").exists()
+
+
+def test_imbalanced_recipe_class_weights_raise_rare_class_recall(tmp_path):
+    recipe = load_recipe("imbalanced")
+    results = {r["method"]: r for r in recipe.main(["--quick", "--out", str(tmp_path)])}
+    assert list(results) == list(recipe.METHODS)
+    # Weighting the loss moves the decision towards the rare class: it finds more of it.
+    assert (
+        results["class weights"]["minority_recall"]
+        > results["no correction"]["minority_recall"]
+    )
+    for r in results.values():
+        assert r["balanced_accuracy"] == pytest.approx(
+            (r["minority_recall"] + r["majority_recall"]) / 2
+        )
+    assert (tmp_path / "imbalanced.json").exists()
+
+
+def test_depth_recipe_trains_plain_and_residual_nets_and_plots(tmp_path):
+    recipe = load_recipe("depth_plain_vs_residual")
+    results = recipe.main(["--quick", "--out", str(tmp_path)])
+    assert [(r["depth"], r["kind"]) for r in results] == [
+        (8, "plain"),
+        (8, "ResNet"),
+        (32, "plain"),
+        (32, "ResNet"),
+    ]
+    errors = {(r["depth"], r["kind"]): r["train_error"] for r in results}
+    # At this budget the robust effect is that depth makes training harder without
+    # shortcuts: plain-32 ends far above plain-8 in training error.
+    assert errors[32, "plain"] > errors[8, "plain"] + 0.2
+    assert (tmp_path / "depth_plain_vs_residual.png").stat().st_size > 0
+
+
+def test_finetune_vs_scratch_recipe_fine_tuning_wins_on_few_images(tmp_path):
+    recipe = load_recipe("finetune_vs_scratch")
+    results = recipe.main(["--quick", "--out", str(tmp_path)])
+    assert [r["images_per_class"] for r in results] == [5, 50]
+    # 5 images per class: from scratch stays near chance, the pre-trained backbone does not.
+    assert results[0]["fine-tuned"] > results[0]["from scratch"] + 0.1
+    assert (tmp_path / "finetune_vs_scratch.png").stat().st_size > 0
+
+
+def test_regularization_recipe_runs_the_two_by_two(tmp_path):
+    recipe = load_recipe("regularization_on_resnets")
+    results = recipe.main(["--quick", "--out", str(tmp_path)])
+    assert [(r["network"], r["recipe"]) for r in results] == [
+        (network, recipe_name)
+        for network in recipe.NETWORKS
+        for recipe_name in ("baseline", "modern")
+    ]
+    assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in results)
+    assert (tmp_path / "regularization_on_resnets.json").exists()
