@@ -6,7 +6,7 @@ Shows: the experiment behind residual connections (He et al. 2015, Sec. 4.2,
     "up to a depth of around 20", then get worse, and not from overfitting: their
     training error rises too. ResNets keep improving with depth.
 Run:
-    python recipes/depth_plain_vs_residual.py                  # generated stripes, ~17 min on 2 cores
+    python recipes/depth_plain_vs_residual.py                  # stripes, ~17 min on 2 cores
     python recipes/depth_plain_vs_residual.py --data my_images/ --depths 20 32 44 56
     python recipes/depth_plain_vs_residual.py --quick          # the test suite's run
 Reaches: on the demo's stripes (10 classes, 3,200 training images at 32x32,
@@ -14,7 +14,8 @@ Reaches: on the demo's stripes (10 classes, 3,200 training images at 32x32,
     optimization alone), plain-56 ends at 5.7% training error and 5.6%
     validation error (11.5% training error during its last epoch), ResNet-56
     at 0.0% and 0.0% (0.3%); at depths 8 and 20 both kinds reach 0. During
-    training, plain-20 needed 8 epochs to get under 1% error, ResNet-20 three. The plot is in docs/experiments.md.
+    training, plain-20 needed 8 epochs to get under 1% error, ResNet-20 three.
+    The plot is in docs/experiments.md.
     With CIFAR-10 and the full schedule the paper reports 8.75% test error for
     ResNet-20 and 6.97% for ResNet-56 (Table 6), and plain-56 above plain-20 in
     both training and test error (Fig. 6).

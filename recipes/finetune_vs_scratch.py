@@ -7,7 +7,8 @@ Shows: the lecture's "fine-tuning almost always helps", measured: the same
     held-out images, and the plot of accuracy against the number of images.
 Run:
     python recipes/finetune_vs_scratch.py                  # generated shapes, ~3 min on 2 cores
-    python recipes/finetune_vs_scratch.py --data PetImages/ --model efficientnet_b0 --weights imagenet
+    python recipes/finetune_vs_scratch.py --data PetImages/ --model efficientnet_b0 \
+        --weights imagenet --image-size 224
     python recipes/finetune_vs_scratch.py --quick          # the test suite's run
 Reaches: on the demo (ellipses vs pentagons at 32x32, 150 test images; the
     backbone pre-trained on the ten other shapes of the demo's source task),
@@ -161,14 +162,18 @@ def main(argv=None):
         for start in ("from scratch", "fine-tuned"):
             row[start] = train(start, train_ds, test_ds, num_classes, args)
         results.append(row)
-        print(f"{n:4d} images per class: from scratch {row['from scratch']:.3f}, "
-              f"fine-tuned {row['fine-tuned']:.3f}")
+        print(
+            f"{n:4d} images per class: from scratch {row['from scratch']:.3f}, "
+            f"fine-tuned {row['fine-tuned']:.3f}"
+        )
     print("| images per class | from scratch | fine-tuned | gain |")
     print("|---|---|---|---|")
     for r in results:
         gain = r["fine-tuned"] - r["from scratch"]
-        print(f"| {r['images_per_class']} | {r['from scratch']:.3f} | {r['fine-tuned']:.3f} | "
-              f"{gain:+.3f} |")
+        print(
+            f"| {r['images_per_class']} | {r['from scratch']:.3f} | {r['fine-tuned']:.3f} | "
+            f"{gain:+.3f} |"
+        )
     os.makedirs(args.out, exist_ok=True)
     plot(results, os.path.join(args.out, "finetune_vs_scratch.png"))
     with open(os.path.join(args.out, "finetune_vs_scratch.json"), "w") as file:

@@ -99,10 +99,7 @@ def test_imbalanced_recipe_class_weights_raise_rare_class_recall(tmp_path):
     results = {r["method"]: r for r in recipe.main(["--quick", "--out", str(tmp_path)])}
     assert list(results) == list(recipe.METHODS)
     # Weighting the loss moves the decision towards the rare class: it finds more of it.
-    assert (
-        results["class weights"]["minority_recall"]
-        > results["no correction"]["minority_recall"]
-    )
+    assert results["class weights"]["minority_recall"] > results["no correction"]["minority_recall"]
     for r in results.values():
         assert r["balanced_accuracy"] == pytest.approx(
             (r["minority_recall"] + r["majority_recall"]) / 2

@@ -67,7 +67,8 @@ def residual_stages(
 
     The first block of every stage after the first halves the resolution;
     a block whose shape changes gets the `shortcut` kind, the others identity
-    ("none": no block has a shortcut). Stochastic-depth rates rise linearly over all blocks (`drop_path_schedule`).
+    ("none": no block has a shortcut). Stochastic-depth rates rise linearly
+    over all blocks (`drop_path_schedule`).
     """
     block_class = BLOCKS[block]
     rates = drop_path_schedule(drop_path_rate, sum(blocks_per_stage))
