@@ -8,13 +8,15 @@ Shows: the point of Bello et al. 2021 ("Revisiting ResNets: Improved Training
     decoupled weight decay, stochastic depth and an EMA of the weights), at
     the same number of epochs; validation accuracy, mean over seeds.
 Run:
-    python recipes/regularization_on_resnets.py                # shapes, ~10 min on 2 cores
+    python recipes/regularization_on_resnets.py                # shapes, ~20 min on 2 cores
     python recipes/regularization_on_resnets.py --data my_images/ --image-size 64
     python recipes/regularization_on_resnets.py --quick        # the test suite's run
-Reaches: the figures of a full run are in docs/experiments.md, with which of
-    the two changes paid more at this scale. The quick run asserts nothing
-    about the direction: at its size the gaps are within the seed-to-seed
-    spread.
+Reaches: on the demo's shapes (10 classes, 800 training images at 32x32, 15
+    epochs, 2 seeds; 20 minutes on 2 cores), the opposite of Bello et al.:
+    ResNet-20 0.348 -> 0.218 with the modern training, ResNet-56 0.570 ->
+    0.400. At this budget the networks still underfit, so the deeper network
+    gains and the regularization costs. Full output and discussion in
+    docs/experiments.md. The quick run asserts no direction.
 """
 
 import argparse
@@ -62,7 +64,7 @@ def read_data(args, seed):
     """`(train_ds, val_ds, num_classes)`; the seed draws the split and the training order."""
     folder = args.data
     if folder is None:
-        # The demo's source task: 10 shapes. (Its stripes are too easy: every
+        # The demo's source task: 10 shapes. (The demo's stripes are too easy: every
         # recipe reaches 100% and there is nothing to compare.)
         folder = kr.data.make_demo_dataset(
             os.path.join(args.out, f"shapes_{args.images}_{args.image_size}px"),
