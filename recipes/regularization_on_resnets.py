@@ -12,7 +12,7 @@ Run:
     python recipes/regularization_on_resnets.py --data my_images/ --image-size 64
     python recipes/regularization_on_resnets.py --quick        # the test suite's run
 Reaches: on the demo's shapes (10 classes, 800 training images at 32x32, 15
-    epochs, 2 seeds; 20 minutes on 2 cores), the opposite of Bello et al.:
+    epochs, 2 seeds; 20 minutes on 2 shared cores), the opposite of Bello et al.:
     ResNet-20 0.348 -> 0.218 with the modern training, ResNet-56 0.570 ->
     0.400. At this budget the networks still underfit, so the deeper network
     gains and the regularization costs. Full output and discussion in
@@ -36,8 +36,8 @@ import kerasrecipes as kr
 Both train from random weights with `kr.fine_tune` (`weights="none"`: one
 phase, the whole network at the full rate), SGD with momentum 0.9 and the
 rate cosine-decayed to 0, for the same number of epochs. The modern recipe
-adds Bello et al.'s regularization, at the strengths of their CIFAR-sized
-settings; each line is a `kr.FineTuneConfig` field, except stochastic
+adds Bello et al.'s kinds of regularization, at strengths common for
+small images (not tuned here); each line is a `kr.FineTuneConfig` field, except stochastic
 depth, which is the network's own `drop_path_rate`.
 """
 
