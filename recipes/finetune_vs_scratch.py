@@ -93,7 +93,7 @@ def read_pool(args):
             f"{folder}: after holding out 30% for testing, these classes have fewer than "
             f"{max(args.sizes)} images: {too_small}. Pass smaller --sizes."
         )
-    return images, labels, test, info.num_classes
+    return images, labels, test, info
 
 
 def first_per_class(images, labels, n, seed):
@@ -153,14 +153,14 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         args.sizes, args.steps = [5, 50], 60
-    images, labels, test_ds, num_classes = read_pool(args)
-    print(f"Test set: {sum(int(len(y)) for _, y in test_ds)} images; {args.steps} steps per run")
+    images, labels, test_ds, info = read_pool(args)
+    print(f"Test set: {sum(info.val_counts.values())} images; {args.steps} steps per run")
     results = []
     for n in args.sizes:
         train_ds = first_per_class(images, labels, n, seed=0)
         row = {"images_per_class": n}
         for start in ("from scratch", "fine-tuned"):
-            row[start] = train(start, train_ds, test_ds, num_classes, args)
+            row[start] = train(start, train_ds, test_ds, info.num_classes, args)
         results.append(row)
         print(
             f"{n:4d} images per class: from scratch {row['from scratch']:.3f}, "

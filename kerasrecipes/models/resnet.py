@@ -70,6 +70,12 @@ def residual_stages(
     ("none": no block has a shortcut). Stochastic-depth rates rise linearly
     over all blocks (`drop_path_schedule`).
     """
+    if shortcut == "none" and drop_path_rate:
+        # Checked here, once for the model, before a deep block names its scheduled share.
+        raise ValueError(
+            f"drop_path_rate={drop_path_rate} needs a shortcut; a plain network "
+            "(shortcut='none') would drop whole blocks' output. Pass drop_path_rate=0."
+        )
     block_class = BLOCKS[block]
     rates = drop_path_schedule(drop_path_rate, sum(blocks_per_stage))
     in_channels = x.shape[-1]
@@ -162,11 +168,6 @@ def cifar_resnet(
             f"Received: depth={depth!r}"
         )
     shortcut = resolve_shortcut(shortcut)
-    if shortcut == "none" and drop_path_rate:
-        raise ValueError(
-            f"cifar_resnet: drop_path_rate={drop_path_rate} needs a shortcut; a plain network "
-            "(shortcut='none') would drop whole blocks' output. Pass drop_path_rate=0."
-        )
     name = name or (f"plain{depth}" if shortcut == "none" else f"resnet{depth}")
     input_shape = check_common_args(
         name,
