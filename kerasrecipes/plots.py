@@ -1,4 +1,4 @@
-"""Figures of a finished run: the confusion matrix and a grid of predictions."""
+"""Figures of a finished run: the confusion matrix, a grid of predictions, segmentation overlays."""
 
 import os
 
@@ -83,4 +83,51 @@ def plot_predictions(images, labels, probabilities, class_names, path, columns=4
             title += f" -> {class_names[truth]}"
         axis.set_title(title, fontsize=9, color="black" if predicted == truth else "red")
     figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def blend_mask(image, mask, alpha=0.5):
+    """`image` ([0, 255] RGB) with `mask`'s classes painted over it in the VOC colours;
+    background (0) and void (255) pixels are left as they are."""
+    from kerasrecipes.data.scenes import VOID_INDEX, voc_palette
+
+    image = np.clip(np.asarray(image, "float32"), 0, 255)
+    mask = np.asarray(mask).astype(int)
+    colours = voc_palette()[mask].astype("float32")
+    painted = (mask > 0) & (mask != VOID_INDEX)
+    image[painted] = (1 - alpha) * image[painted] + alpha * colours[painted]
+    return image.astype("uint8")
+
+
+def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
+    """Writes rows of image | true mask over it | predicted mask over it, with a colour legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    from kerasrecipes.data.scenes import voc_palette
+
+    count = len(images)
+    figure, axes = plt.subplots(count, 3, figsize=(6.6, 2.2 * count + 0.5), squeeze=False)
+    for row in range(count):
+        panels = (
+            np.clip(images[row], 0, 255).astype("uint8"),
+            blend_mask(images[row], true_masks[row]),
+            blend_mask(images[row], predicted_masks[row]),
+        )
+        for axis, panel, title in zip(axes[row], panels, ("image", "true", "predicted")):
+            axis.imshow(panel)
+            axis.axis("off")
+            if row == 0:
+                axis.set_title(title, fontsize=9)
+    palette = voc_palette() / 255.0
+    handles = [
+        patches.Patch(color=palette[index], label=name)
+        for index, name in enumerate(class_names)
+        if index > 0
+    ]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8)
+    figure.tight_layout(rect=(0, 0.5 / (2.2 * count + 0.5), 1, 1))
     return save_figure(figure, path)

@@ -181,6 +181,31 @@ def register_model(
     return decorator
 
 
+# Task heads built on a backbone: name -> builder (`register_head`).
+_HEADS = {}
+
+
+def register_head(name):
+    """Decorator that registers a dense-prediction head (U-Net, detector) under `name`.
+
+    `create_model(name, backbone=..., ...)` calls the builder; heads have no
+    model card of their own, they read their backbone's.
+    """
+
+    def decorator(builder):
+        if name in _HEADS or name in _REGISTRY:
+            raise ValueError(f"A model or head named '{name}' is already registered.")
+        _HEADS[name] = builder
+        return builder
+
+    return decorator
+
+
+def list_heads():
+    """The registered task heads, e.g. `['unet', ...]`; they take any CNN of `list_models()`."""
+    return sorted(_HEADS)
+
+
 def _natural_key(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
@@ -245,7 +270,8 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
     images in [0, 255] and applies the card's preprocessing itself),
     `pooling`, `dropout`, `drop_path_rate`, `weights`,
     `classifier_activation`. One a model cannot use (e.g. `drop_path_rate`
-    on VGG) raises `ValueError`.
+    on VGG) raises `ValueError`. A task head (`list_heads()`, e.g. "unet")
+    takes its own arguments, `backbone=` among them.
 
     Args:
         name: a registered name (`list_models()`).
@@ -263,6 +289,13 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
     >>> model.output_shape
     (None, 10)
     """
+    if name in _HEADS:
+        if features_only or out_indices is not None:
+            raise ValueError(
+                f"{name} is a task head; features_only and out_indices apply to its backbone. "
+                f"Build it with kr.create_model({name!r}, backbone=...)."
+            )
+        return _HEADS[name](**kwargs)
     card = model_card(name)
     _check_card_arguments(card, kwargs)
     if not features_only:

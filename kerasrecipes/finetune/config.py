@@ -25,6 +25,9 @@ OPTIMIZERS = ("adamw", "sgd")
 PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
 BALANCE = (None, "class_weight", "oversample")
 SCHEDULES = ("constant", "cosine")
+TASKS = ("classification", "segmentation")
+# The augmentation of the dense tasks: Keras' box- and mask-aware layers (`kerasrecipes.finetune.tasks`).
+DENSE_AUGMENT = ("flip", "basic")
 
 
 def knob(default, help, flag=None, aliases=(), choices=None, cli=True):
@@ -75,6 +78,12 @@ class FineTuneConfig:
     """
 
     # what to train on
+    task: str = knob(
+        "classification",
+        "classification (a head on the pooled features) or segmentation (a U-Net decoder on "
+        "the backbone's feature pyramid)",
+        choices=TASKS,
+    )
     model: str | None = knob(
         None, f"registered model name (default: {DATA_MODEL}; the demo: {DEMO_MODEL})"
     )
@@ -399,10 +408,20 @@ def check_config(config):
         ("balance", BALANCE),
         ("pooling", ("avg", "max")),
         ("optimizer", OPTIMIZERS),
+        ("task", TASKS),
     ):
         if getattr(config, name) not in allowed:
             fail(name, f"must be one of {list(allowed)}")
-    if config.augment is not None:
+    if config.task != "classification":
+        if config.balance is not None:
+            fail("balance", f"is for classification; the {config.task} task has none")
+        if config.augment is not None and config.augment not in DENSE_AUGMENT:
+            fail(
+                "augment",
+                f"must be one of {list(DENSE_AUGMENT)} for {config.task} (they move the masks "
+                "with the images)",
+            )
+    elif config.augment is not None:
         from kerasrecipes.data.augment import PRESETS
 
         if isinstance(config.augment, str) and config.augment not in PRESETS:

@@ -21,6 +21,8 @@ FILES = ("report.json", "history.csv", "curves.png", "confusion.png", "model.ker
 def save_run(folder, model, history, config, phases, val_ds, info=None, backbone=None):
     """Writes `model.keras` (no optimizer state), the figures and `report.json` into `folder`."""
     finished = history.status == "finished"
+    if config.task != "classification":
+        return _save_dense_run(folder, model, history, config, phases, val_ds, info, backbone)
     matrix = None
     if finished and val_ds is not None:
         labels, predictions = predict_labels(model, val_ds)
@@ -38,6 +40,27 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
     report = build_report(config, phases, history, matrix, info, backbone)
     report["files"] = [
         name for name in FILES if name == REPORT_FILE or os.path.exists(folder.file(name))
+    ]
+    write_json(folder.file(REPORT_FILE), report)
+    return report
+
+
+def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbone):
+    """`save_run` for segmentation: `model.keras`, `overlays.png` and the IoU in the report."""
+    from kerasrecipes.finetune import tasks
+
+    class_names = list(info.class_names) if info else [str(i) for i in range(model.output_shape[-1])]
+    results = {}
+    if history.status == "finished":
+        results = tasks.save_dense_run(folder, model, config.task, val_ds, class_names)
+    draw_curves(folder, model)
+    report = build_report(config, phases, history, None, info, backbone)
+    report["data"]["class_names"] = class_names
+    report.update(results)
+    report["files"] = [
+        name
+        for name in (REPORT_FILE, "history.csv", "curves.png", "overlays.png", "model.keras")
+        if name == REPORT_FILE or os.path.exists(folder.file(name))
     ]
     write_json(folder.file(REPORT_FILE), report)
     return report
@@ -118,6 +141,9 @@ def _first_of_phase(rows, row):
 
 def build_report(config, phases, history, matrix, info=None, backbone=None):
     """The report of a run: resolved config, data, each phase's epochs and results, accuracy."""
+    from kerasrecipes.finetune.tasks import MAIN_METRIC
+
+    metric = MAIN_METRIC[config.task]
     by_name = {phase.name: phase for phase in phases}
     report_phases = {}
     for name in history.phases:
@@ -127,8 +153,8 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
             "description": describe_phase(by_name[name]),
             "first_epoch": first + 1,
             "epochs": end - first,
-            "accuracy": logs.get("accuracy"),
-            "val_accuracy": logs.get("val_accuracy"),
+            metric: logs.get(metric),
+            f"val_{metric}": logs.get(f"val_{metric}"),
             "val_loss": logs.get("val_loss"),
             "trained_in_this_call": name in history.timings,
             "seconds": round(history.timings[name], 1) if name in history.timings else None,
@@ -140,6 +166,8 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
             "val_counts": dict(info.val_counts),
             "skipped": [[os.fspath(path), reason] for path, reason in info.skipped],
         }
+        if config.task == "segmentation":
+            data["counts_are"] = "labelled pixels"
     else:
         data = {"num_classes": None if matrix is None else len(matrix)}
     accuracy = None if matrix is None else float(np.trace(matrix) / max(matrix.sum(), 1))
@@ -171,17 +199,26 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
 
 def summary_lines(report, out, saved_now=True):
     """The lines the command prints for a report (`saved_now`: written by this run)."""
+    from kerasrecipes.finetune.tasks import MAIN_METRIC
+
+    metric = MAIN_METRIC[report["config"].get("task", "classification")]
+    words = metric.replace("_", " ").replace("mean iou", "mean IoU")
     lines = []
     for phase in report["phases"].values():
-        accuracy = phase["val_accuracy"]
-        shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
+        value = phase[f"val_{metric}"]
+        shown = "n/a" if value is None else f"{value:.3f}"
         earlier = "" if phase["trained_in_this_call"] else " (trained earlier)"
         lines.append(
             f"Phase {phase['description']}: epochs {phase['first_epoch']}-"
-            f"{phase['first_epoch'] + phase['epochs'] - 1}, validation accuracy {shown}{earlier}"
+            f"{phase['first_epoch'] + phase['epochs'] - 1}, validation {words} {shown}{earlier}"
         )
     if report["status"] != "finished":
         lines.append(f"Run {report['status']}")
+    elif report.get("mean_iou") is not None:
+        per_class = ", ".join(
+            f"{name} {value:.3f}" for name, value in report["per_class_iou"].items()
+        )
+        lines.append(f"Final validation mean IoU {report['mean_iou']:.3f} ({per_class})")
     elif report["val_accuracy"] is not None:
         lines.append(
             f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"

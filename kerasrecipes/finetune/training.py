@@ -37,6 +37,7 @@ from kerasrecipes.callbacks import AtomicBackupAndRestore, mark_phase
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
+from kerasrecipes.finetune import tasks
 from kerasrecipes.finetune.config import (
     describe_phase,
     parse_unfreeze,
@@ -191,7 +192,9 @@ class _Run:
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
         """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
-        config, replicas = self.config, self.strategy.num_replicas_in_sync
+        config = self.config
+        if config.task != "classification":
+            return self._prepare_dense(backbone, train_ds, val_ds)
         train_ds, self.class_weight = _balance(
             train_ds, config.balance, class_counts, self.num_classes, config.seed
         )
@@ -205,14 +208,7 @@ class _Run:
 
             size = tuple(train_ds.element_spec[0].shape[1:3])
             train_ds = augment(train_ds, config.augment, image_size=size, seed=config.seed)
-        self.rate_scale = 1.0
-        if config.linear_scaling and replicas > 1:
-            train_ds, self.rate_scale = distribute.scale_for_replicas(train_ds, 1.0, replicas)
-            val_ds, _ = distribute.scale_for_replicas(val_ds, 1.0, replicas)
-        if distribute.is_multi_worker(self.strategy):
-            train_ds = distribute.shard_by_data(train_ds)
-            val_ds = val_ds if val_ds is None else distribute.shard_by_data(val_ds)
-        self.train_ds, self.val_ds = train_ds, val_ds
+        self._set_datasets(train_ds, val_ds)
         with self.strategy.scope(), _dtype_policy(config.precision):
             backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
             _check_image_size(backbone, train_ds)
@@ -223,6 +219,35 @@ class _Run:
             keras.losses.CategoricalCrossentropy if one_hot else SparseCategoricalCrossentropy
         )
         self.loss = loss_class(label_smoothing=config.label_smoothing)
+        self.metrics = ["accuracy"]
+
+    def _prepare_dense(self, backbone, train_ds, val_ds):
+        """`prepare` for segmentation: mask-aware augmentation, a U-Net on the backbone."""
+        config = self.config
+        self.class_weight = None
+        if config.augment is not None:
+            train_ds = tasks.augment(train_ds, config.augment, seed=config.seed)
+        self._set_datasets(train_ds, val_ds)
+        image_shape = tuple(train_ds.element_spec[0].shape[1:])
+        with self.strategy.scope(), _dtype_policy(config.precision):
+            backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
+            if config.seed is not None:
+                keras.utils.set_random_seed(config.seed)
+            self.model = tasks.build_model(config.task, backbone, self.num_classes, image_shape)
+        self.loss = tasks.loss(config.task, config.label_smoothing)
+        self.metrics = tasks.metrics(config.task, self.num_classes)
+
+    def _set_datasets(self, train_ds, val_ds):
+        """The datasets scaled for the replicas (`linear_scaling`) and sharded across workers."""
+        replicas = self.strategy.num_replicas_in_sync
+        self.rate_scale = 1.0
+        if self.config.linear_scaling and replicas > 1:
+            train_ds, self.rate_scale = distribute.scale_for_replicas(train_ds, 1.0, replicas)
+            val_ds, _ = distribute.scale_for_replicas(val_ds, 1.0, replicas)
+        if distribute.is_multi_worker(self.strategy):
+            train_ds = distribute.shard_by_data(train_ds)
+            val_ds = val_ds if val_ds is None else distribute.shard_by_data(val_ds)
+        self.train_ds, self.val_ds = train_ds, val_ds
 
     def train(self, phases, user_callbacks):
         """Runs `phases` in order, skipping the ones the run folder records as finished."""
@@ -259,7 +284,7 @@ class _Run:
             optimizer, self.group_multipliers = _phase_optimizer(
                 model, phase, config, self.rate_scale, steps
             )
-            model.compile(optimizer=optimizer, loss=self.loss, metrics=["accuracy"])
+            model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         self.recorder = _Recorder(self, phase)
         callbacks = self._phase_callbacks(phase, first_epoch) + list(user_callbacks)
         fixes = (

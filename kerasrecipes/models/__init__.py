@@ -8,6 +8,7 @@ from kerasrecipes.models import (
     inception,
     mobilenet_v2,
     resnet,
+    unet,
     vgg,
     vit,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "inception",
     "mobilenet_v2",
     "resnet",
+    "unet",
     "vgg",
     "vit",
 ]
