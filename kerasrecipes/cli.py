@@ -275,7 +275,8 @@ def finetune(args):
     config = resolve_config(FineTuneConfig(**fields), demo=args.data is None)
     if args.data is not None and not os.path.isdir(args.data):
         raise FileNotFoundError(
-            f"--data {args.data}: no such folder. Give a folder with one subfolder per class."
+            f"--data {args.data}: no such folder. Give a folder with one subfolder per class"
+            + (" (segmentation: images/, masks/ and classes.txt)." if config.task != "classification" else ".")
         )
     out = config.out_dir or (DEMO_OUT if args.data is None else default_out_dir(args.data))
     if args.data is not None and is_inside(out, args.data):
@@ -285,7 +286,15 @@ def finetune(args):
         )
     config = config.replace(out_dir=out, verbose=1 if sys.stdout.isatty() else 2)
     data = args.data
-    if data is None:
+    dense = config.task != "classification"
+    if data is None and dense:
+        from kerasrecipes.data.verify import default_cache_dir
+
+        data = kr.data.make_demo_dataset(
+            os.path.join(default_cache_dir(), "demo", "scenes"), task=config.task
+        )
+        print(f"Demo data: {data} (scenes of 1-4 shapes of 3 classes, VOC masks, COCO boxes)")
+    elif data is None:
         from kerasrecipes.data.verify import default_cache_dir
 
         data = kr.data.make_demo_dataset(
@@ -296,7 +305,8 @@ def finetune(args):
     backbone = kr.load_backbone(
         config.model,
         config.weights,
-        image_size=config.image_size,
+        # The demo backbone is pre-trained at its own size; a dense head rebuilds it at the data's.
+        image_size=None if dense and config.weights == "demo" else config.image_size,
         preprocessing=config.preprocessing,
         verbose=config.verbose,
     )
@@ -330,6 +340,15 @@ def read_config_data(data, config):
     the scan's warning kept off the terminal (see `quiet_scan_log`)."""
     import kerasrecipes as kr
 
+    if config.task == "segmentation":
+        with quiet_scan_log():
+            return kr.data.mask_folder(
+                data,
+                image_size=(config.image_size, config.image_size),
+                batch_size=config.batch_size,
+                validation_split=config.validation_split or None,
+                seed=config.seed,
+            )
     with quiet_scan_log():
         return kr.data.image_folder(
             data,
@@ -355,10 +374,18 @@ def quiet_scan_log():
 
 def _print_data(info, folder):
     counts = ", ".join(f"{name} {count}" for name, count in info.counts.items())
-    print(
-        f"Data: {sum(info.counts.values())} training images ({counts}), "
-        f"{sum(info.val_counts.values())} validation images; {len(info.skipped)} files skipped"
-    )
+    if hasattr(info, "train_pairs"):
+        print(
+            f"Data: {len(info.train_pairs)} training and {len(info.val_pairs)} validation "
+            f"image/mask pairs, classes {', '.join(info.class_names)}; {len(info.skipped)} "
+            "files skipped"
+        )
+    else:
+        print(
+            f"Data: {sum(info.counts.values())} training images ({counts}), "
+            f"{sum(info.val_counts.values())} validation images; {len(info.skipped)} files "
+            "skipped"
+        )
     for path, reason in info.skipped[:10]:
         print(f"  skipped {os.path.relpath(path, folder)}: {reason}")
     if len(info.skipped) > 10:

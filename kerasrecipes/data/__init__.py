@@ -1,4 +1,4 @@
-"""Data: image folders, bad-file scans, augmentation presets, class imbalance,
+"""Data: image folders, segmentation mask folders, bad-file scans, augmentation presets, class imbalance,
 semi-supervised training and built-in demo datasets."""
 
 from kerasrecipes.data.augment import (
@@ -11,6 +11,7 @@ from kerasrecipes.data.augment import (
 from kerasrecipes.data.demo import DEMO_TASKS, demo_images, make_demo_dataset
 from kerasrecipes.data.folder import FolderInfo, image_folder
 from kerasrecipes.data.imbalance import class_weights, oversample
+from kerasrecipes.data.masks import MaskFolderInfo, mask_folder
 from kerasrecipes.data.semi_supervised import FixMatch, semi_supervised_dataset
 from kerasrecipes.data.verify import ScanReport, decode_rgb, verify_images
 
@@ -21,6 +22,7 @@ __all__ = [
     "AugmentedModel",
     "FixMatch",
     "FolderInfo",
+    "MaskFolderInfo",
     "ScanReport",
     "augment",
     "augmentation",
@@ -29,6 +31,7 @@ __all__ = [
     "demo_images",
     "image_folder",
     "make_demo_dataset",
+    "mask_folder",
     "oversample",
     "semi_supervised_dataset",
     "verify_images",

@@ -91,6 +91,8 @@ DEMO_TASKS = {
     ),
 }
 DEMO_SIZES = {"target": 400, "source": 3000}
+# The tasks whose demo is a set of scenes with masks and boxes (`kerasrecipes.data.scenes`).
+SCENE_TASKS = ("segmentation", "detection")
 
 
 def _polygon(x, y, sides, apothem=0.8):
@@ -153,7 +155,7 @@ def _render(shape, size, rng):
     return np.clip(image * 255, 0, 255).astype("uint8")
 
 
-def make_demo_dataset(path, task="target", num_images=None, image_size=64, bad_files=False, seed=0):
+def make_demo_dataset(path, task="target", num_images=None, image_size=None, bad_files=False, seed=0):
     """Writes a folder of JPEG class folders of generated shapes, for demos and tests offline.
 
     The layout is the one `image_folder` and
@@ -168,6 +170,11 @@ def make_demo_dataset(path, task="target", num_images=None, image_size=64, bad_f
     - `task="source"`: ten classes (`disk`, `ring`, `square`, `frame`,
       `triangle`, `hexagon`, `star`, `cross`, `bar`, `crescent`; 3,000
       images by default), a related task to pre-train a backbone on.
+    - `task="segmentation"` or `"detection"`: 600 scenes (by default, 96 px)
+      of one to four shapes of three classes (`ellipse`, `pentagon`,
+      `star`) in `images/`, with VOC-style palette masks in `masks/`,
+      `classes.txt` and COCO boxes in `annotations.json` (both tasks write
+      the same set; see `kerasrecipes.data.scenes`). `bad_files` does not apply.
 
     Args:
         path: folder to write into; created if missing. When it already holds
@@ -177,7 +184,7 @@ def make_demo_dataset(path, task="target", num_images=None, image_size=64, bad_f
         num_images: total number of images, split evenly between the
             classes. Defaults to 400 for the target task, 3,000 for the
             source task.
-        image_size: height and width in pixels. Defaults to 64.
+        image_size: height and width in pixels. Defaults to 64 (96 for scenes).
         bad_files: if True, also writes files a pipeline must cope with: an
             empty file, a truncated JPEG, a text file named `.jpg` and a
             TIFF (TensorFlow cannot decode it), which `image_folder` skips
@@ -196,8 +203,17 @@ def make_demo_dataset(path, task="target", num_images=None, image_size=64, bad_f
     >>> sorted(os.listdir(folder)), len(os.listdir(os.path.join(folder, "ellipse")))
     (['ellipse', 'pentagon'], 5)
     """
+    if task in SCENE_TASKS:
+        from kerasrecipes.data.scenes import make_scenes
+
+        if bad_files:
+            raise ValueError(f"bad_files applies to the class-folder tasks, not {task!r}.")
+        return make_scenes(path, num_images=num_images or 600, image_size=image_size or 96, seed=seed)
     if task not in DEMO_TASKS:
-        raise ValueError(f"task must be one of {sorted(DEMO_TASKS)}. Received: task={task!r}")
+        raise ValueError(
+            f"task must be one of {sorted(DEMO_TASKS) + list(SCENE_TASKS)}. Received: task={task!r}"
+        )
+    image_size = image_size or 64
     if image_size < 16:
         raise ValueError(f"image_size must be >= 16. Received: image_size={image_size}")
     class_names = DEMO_TASKS[task]

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 
 DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
+# The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
+# pre-trained at 32 px, is rebuilt at it under the U-Net.
+DEMO_SCENE_SIZE = 96
 DATA_MODEL = "efficientnet_b0"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -202,7 +205,8 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
       full rate (`backbone_lr_mult=1`), and BatchNorm trains.
     - `image_size`: the size the pretrained weights were trained at
       (the card's `pretrained[weights].input_size`), else the card's
-      default; 32 for the demo backbone; left None for a weights file,
+      default; 32 for the demo backbone (96, the demo scenes' size, for
+      segmentation); left None for a weights file,
       whose model decides once loaded.
     - `finetune_lr`: `head_lr`; `monitor`: "val_loss" (or "loss" when
       there is no validation data); `precision` "auto": `auto_precision()`;
@@ -225,6 +229,8 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
         changes.update(head_epochs=0, backbone_lr_mult=1.0, train_bn=True)
     if config.image_size is None and model is not None and not is_weights_file(weights):
         changes["image_size"] = native_image_size(model, weights)
+        if weights == "demo" and config.task == "segmentation":
+            changes["image_size"] = DEMO_SCENE_SIZE
     changes["finetune_lr"] = config.head_lr if config.finetune_lr is None else config.finetune_lr
     changes["monitor"] = config.monitor or ("val_loss" if has_validation else "loss")
     if config.precision == "auto":

@@ -116,7 +116,9 @@ def save_dense_run(folder, model, task, val_ds, class_names):
             "per_class_iou": dict(zip(class_names, per_class)),
         }
         save_overlays(model, val_ds, class_names, folder.file("overlays.png"))
+    # A new functional model over the same layers: the weights without the optimizer's state.
+    inference = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
     writing = folder.file("model.writing.keras")
-    model.save(writing)
+    inference.save(writing)
     os.replace(writing, folder.file("model.keras"))
     return results

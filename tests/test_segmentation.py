@@ -1,0 +1,200 @@
+"""Segmentation: the demo scenes, the mask-folder reader, the U-Net head and its fine-tuning."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import kerasrecipes as kr
+from kerasrecipes.cli import main
+from kerasrecipes.data.masks import mask_folder
+from kerasrecipes.finetune import tasks
+
+CNNS = [name for name in kr.list_models() if not name.startswith("vit")]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scenes")
+    return kr.data.make_demo_dataset(path, task="segmentation", num_images=24, image_size=48)
+
+
+def test_demo_scenes_hold_masks_and_matching_coco_boxes(scenes):
+    names = open(os.path.join(scenes, "classes.txt")).read().split()
+    assert names == ["background", "ellipse", "pentagon", "star"]
+    coco = json.load(open(os.path.join(scenes, "annotations.json")))
+    assert len(coco["images"]) == 24 and len(coco["annotations"]) >= 24
+    for annotation in coco["annotations"][:10]:
+        image = next(i for i in coco["images"] if i["id"] == annotation["image_id"])
+        stem = os.path.splitext(image["file_name"])[0]
+        mask = Image.open(os.path.join(scenes, "masks", f"{stem}.png"))
+        assert mask.mode == "P"
+        x, y, width, height = annotation["bbox"]
+        inside = np.asarray(mask)[y : y + height, x : x + width]
+        # The box holds pixels of its class on all four edges: it is the object's tight box.
+        hits = inside == annotation["category_id"]
+        assert hits[0].any() and hits[-1].any() and hits[:, 0].any() and hits[:, -1].any()
+    # The same arguments find the finished set and write nothing; other arguments are an error.
+    assert kr.data.make_demo_dataset(scenes, task="segmentation", num_images=24, image_size=48)
+    with pytest.raises(FileExistsError, match="not empty"):
+        kr.data.make_demo_dataset(scenes, task="segmentation", num_images=30, image_size=48)
+
+
+def test_mask_folder_reads_pairs_at_the_asked_size(scenes):
+    train, val, info = mask_folder(scenes, image_size=(32, 40), batch_size=4, scan_cache=False)
+    assert info.class_names == ["background", "ellipse", "pentagon", "star"]
+    assert len(info.train_pairs) + len(info.val_pairs) == 24 and len(info.val_pairs) == 5
+    images, masks = next(iter(train))
+    assert images.shape == (4, 32, 40, 3) and masks.shape == (4, 32, 40)
+    assert masks.dtype == "int32" and set(np.unique(masks)) <= {0, 1, 2, 3}
+    assert info.counts["background"] > info.counts["star"] > 0
+
+
+def _copy_scenes(scenes, target, count=6):
+    os.makedirs(target / "images")
+    os.makedirs(target / "masks")
+    for index in range(1, count + 1):
+        stem = f"scene_{index:05d}"
+        for folder, suffix in (("images", ".jpg"), ("masks", ".png")):
+            source = os.path.join(scenes, folder, stem + suffix)
+            (target / folder / (stem + suffix)).write_bytes(open(source, "rb").read())
+    (target / "classes.txt").write_text(open(os.path.join(scenes, "classes.txt")).read())
+    return target
+
+
+def test_mask_folder_skips_bad_pairs_with_their_reason(scenes, tmp_path):
+    folder = _copy_scenes(scenes, tmp_path / "data", count=8)
+    Image.new("RGB", (48, 48)).save(folder / "masks" / "scene_00001.png")  # colours
+    Image.new("L", (20, 48)).save(folder / "masks" / "scene_00002.png")  # wrong size
+    Image.fromarray(np.full((48, 48), 7, "uint8"), "L").save(folder / "masks" / "scene_00003.png")
+    os.remove(folder / "masks" / "scene_00004.png")
+    (folder / "images" / "scene_00005.jpg").write_bytes(b"not a jpeg")
+    Image.new("L", (48, 48)).save(folder / "masks" / "orphan.png")
+    train, val, info = mask_folder(folder, image_size=(48, 48), validation_split=None,
+                                   scan_cache=False)
+    reasons = {os.path.basename(path): reason for path, reason in info.skipped}
+    assert "holds colours, not class indices" in reasons["scene_00001.png"]
+    assert reasons["scene_00002.png"] == "mask is 20x48, its image 48x48"
+    assert "values [7]" in reasons["scene_00003.png"] and "4 classes" in reasons["scene_00003.png"]
+    assert reasons["scene_00004.jpg"] == "no mask masks/scene_00004.png"
+    assert "scene_00005.jpg" in reasons
+    assert reasons["orphan.png"] == "mask without an image"
+    assert len(info.train_pairs) == 3 and val is None
+
+
+def test_mask_folder_rejects_a_missing_or_malformed_class_file(scenes, tmp_path):
+    folder = _copy_scenes(scenes, tmp_path / "data", count=2)
+    os.remove(folder / "classes.txt")
+    with pytest.raises(FileNotFoundError, match="classes.txt not found. Write one class name"):
+        mask_folder(folder, scan_cache=False)
+    (folder / "classes.txt").write_text("background\nstar\nstar\n")
+    with pytest.raises(ValueError, match=r"classes.txt repeats \['star'\]"):
+        mask_folder(folder, scan_cache=False)
+    with pytest.raises(FileNotFoundError, match="is not a folder. Put the masks"):
+        mask_folder(folder, masks="labels", class_names=["background", "shape"])
+
+
+def test_a_flip_moves_the_mask_with_the_image():
+    images = np.zeros((6, 16, 16, 3), "float32")
+    images[:, 2:6, 1:5] = 255.0  # a bright square on the left, and its mask
+    masks = np.zeros((6, 16, 16), "int32")
+    masks[:, 2:6, 1:5] = 2
+    dataset = tf.data.Dataset.from_tensors((images, masks))
+    flipped_any = False
+    for seed in range(4):
+        new_images, new_masks = next(iter(tasks.augment(dataset, "flip", seed=seed)))
+        new_images, new_masks = np.asarray(new_images), np.asarray(new_masks)
+        np.testing.assert_array_equal(new_images[..., 0] > 127, new_masks == 2)
+        flipped_any |= bool((new_masks[:, 2:6, 11:15] == 2).all(axis=(1, 2)).any())
+        assert new_masks.dtype == np.int32
+    assert flipped_any
+
+
+@pytest.mark.parametrize("name", CNNS)
+def test_every_cnn_builds_as_a_unet_encoder_at_two_sizes(name):
+    card = kr.model_card(name)
+    for size in (max(32, card.min_input_size), max(32, card.min_input_size) + 32):
+        features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
+        model = kr.create_model("unet", backbone=features, num_classes=3,
+                                input_shape=(size, size, 3), decoder_filters=(8, 8, 8, 8, 8))
+        assert model.output_shape == (None, size, size, 3)
+        keras.backend.clear_session()
+
+
+def test_unet_matches_segmentation_models_and_rejects_a_vit():
+    model = kr.create_model("unet", backbone="resnet34", num_classes=1, input_shape=(64, 64, 3))
+    # segmentation_models_pytorch's Unet("resnet34", classes=1) has 24,436,369 parameters (its
+    # BatchNorm statistics are buffers, not parameters, as our non-trainable weights).
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 24_436_369
+    assert model.layers[-1].name == "head_masks" and model.output.dtype == "float32"
+    with pytest.raises(ValueError, match="vit_tiny16 gives feature maps at one reduction"):
+        kr.create_model("unet", backbone="vit_tiny16", input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="features_only and out_indices apply to its backbone"):
+        kr.create_model("unet", features_only=True)
+
+
+def test_unet_on_a_demo_style_backbone_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    net = kr.create_model("resnet20", include_top=False, include_preprocessing=False,
+                          pooling="max", input_shape=(32, 32, 3))
+    scaled = kr.layers.ImagePreprocessing("unit", name="preprocessing")(inputs)
+    backbone = keras.Model(inputs, net(scaled), name="resnet20_demo")
+    model = kr.create_model("unet", backbone=backbone, num_classes=4, input_shape=(48, 48, 3))
+    # Rebuilt at 48 px with the backbone's weights, its input scaling kept in front.
+    encoder = model.get_layer("resnet20")
+    np.testing.assert_array_equal(
+        encoder.get_layer("stem_conv").kernel, net.get_layer("stem_conv").kernel
+    )
+    assert model.layers[1].name == "preprocessing"
+    images = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype("float32")
+    model.save(tmp_path / "unet.keras")
+    loaded = keras.saving.load_model(tmp_path / "unet.keras")
+    np.testing.assert_array_equal(loaded(images), model(images))
+
+
+def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scenes, tmp_path):
+    train, val, info = mask_folder(scenes, image_size=(48, 48), batch_size=8, scan_cache=False)
+    backbone = kr.create_model("baseline_cnn", include_top=False, input_shape=(32, 32, 3))
+    before = backbone.get_layer("stage1_block1_conv").kernel.numpy()
+    model, history = kr.fine_tune(
+        backbone, train, val, info=info, task="segmentation", head_epochs=1,
+        finetune_epochs=1, out_dir=tmp_path, verbose=0, precision="float32", augment="flip",
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["per_class_iou"]) == {"background", "ellipse", "pentagon", "star"}
+    assert 0 <= report["mean_iou"] <= 1 and report["data"]["counts_are"] == "labelled pixels"
+    assert report["phases"]["head"]["val_mean_iou"] is not None
+    assert "val_mean_iou" in history.history and history.phases == {"head": 0, "finetune": 1}
+    for name in ("overlays.png", "curves.png", "model.keras", "history.csv"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    encoder = model.get_layer("baseline_cnn")
+    # Phase 2 trained the encoder (phase 1 alone would have left it as it was).
+    assert not np.allclose(encoder.get_layer("stage1_block1_conv").kernel.numpy(), before)
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    images = next(iter(val))[0]
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="balance is for classification"):
+        kr.fine_tune(backbone, train, val, info=info, task="segmentation", balance="oversample")
+    with pytest.raises(ValueError, match="augment must be one of \\['flip', 'basic'\\]"):
+        kr.fine_tune(backbone, train, val, info=info, task="segmentation", augment="mixup")
+
+
+def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
+    backbone = kr.create_model("resnet20", include_top=False, input_shape=(32, 32, 3))
+    backbone.save(tmp_path / "backbone.keras")
+    code = main([
+        "finetune", "--task", "segmentation", "--data", str(scenes), "--model", "resnet20",
+        "--weights", str(tmp_path / "backbone.keras"), "--image-size", "48",
+        "--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8",
+        "--out", str(tmp_path / "run"),
+    ])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "Data: 19 training and 5 validation image/mask pairs" in stdout
+    assert "validation mean IoU" in stdout and "Final validation mean IoU" in stdout
+    assert (tmp_path / "run" / "overlays.png").exists()
