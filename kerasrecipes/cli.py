@@ -275,8 +275,12 @@ def finetune(args):
     config = resolve_config(FineTuneConfig(**fields), demo=args.data is None)
     if args.data is not None and not os.path.isdir(args.data):
         raise FileNotFoundError(
-            f"--data {args.data}: no such folder. Give a folder with one subfolder per class"
-            + (" (segmentation: images/, masks/ and classes.txt)." if config.task != "classification" else ".")
+            f"--data {args.data}: no such folder. Give "
+            + (
+                "a folder with images/, masks/ and classes.txt."
+                if config.task == "segmentation"
+                else "a folder with one subfolder per class."
+            )
         )
     out = config.out_dir or (DEMO_OUT if args.data is None else default_out_dir(args.data))
     if args.data is not None and is_inside(out, args.data):

@@ -283,9 +283,11 @@ def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
         wrapper_scaling = [
             layer for layer in backbone.layers if isinstance(layer, ImagePreprocessing)
         ]
-        preprocessing += [
-            ImagePreprocessing.from_config(layer.get_config()) for layer in wrapper_scaling
-        ] if net is not backbone else []
+        preprocessing += (
+            [ImagePreprocessing.from_config(layer.get_config()) for layer in wrapper_scaling]
+            if net is not backbone
+            else []
+        )
         if tuple(net.input_shape[1:]) != tuple(input_shape):
             net = _at_input_size(net, input_shape)
     else:

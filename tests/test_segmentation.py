@@ -74,8 +74,9 @@ def test_mask_folder_skips_bad_pairs_with_their_reason(scenes, tmp_path):
     os.remove(folder / "masks" / "scene_00004.png")
     (folder / "images" / "scene_00005.jpg").write_bytes(b"not a jpeg")
     Image.new("L", (48, 48)).save(folder / "masks" / "orphan.png")
-    train, val, info = mask_folder(folder, image_size=(48, 48), validation_split=None,
-                                   scan_cache=False)
+    train, val, info = mask_folder(
+        folder, image_size=(48, 48), validation_split=None, scan_cache=False
+    )
     reasons = {os.path.basename(path): reason for path, reason in info.skipped}
     assert "holds colours, not class indices" in reasons["scene_00001.png"]
     assert reasons["scene_00002.png"] == "mask is 20x48, its image 48x48"
@@ -119,8 +120,13 @@ def test_every_cnn_builds_as_a_unet_encoder_at_two_sizes(name):
     card = kr.model_card(name)
     for size in (max(32, card.min_input_size), max(32, card.min_input_size) + 32):
         features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
-        model = kr.create_model("unet", backbone=features, num_classes=3,
-                                input_shape=(size, size, 3), decoder_filters=(8, 8, 8, 8, 8))
+        model = kr.create_model(
+            "unet",
+            backbone=features,
+            num_classes=3,
+            input_shape=(size, size, 3),
+            decoder_filters=(8, 8, 8, 8, 8),
+        )
         assert model.output_shape == (None, size, size, 3)
         keras.backend.clear_session()
 
@@ -140,8 +146,13 @@ def test_unet_matches_segmentation_models_and_rejects_a_vit():
 def test_unet_on_a_demo_style_backbone_round_trips(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3))
-    net = kr.create_model("resnet20", include_top=False, include_preprocessing=False,
-                          pooling="max", input_shape=(32, 32, 3))
+    net = kr.create_model(
+        "resnet20",
+        include_top=False,
+        include_preprocessing=False,
+        pooling="max",
+        input_shape=(32, 32, 3),
+    )
     scaled = kr.layers.ImagePreprocessing("unit", name="preprocessing")(inputs)
     backbone = keras.Model(inputs, net(scaled), name="resnet20_demo")
     model = kr.create_model("unet", backbone=backbone, num_classes=4, input_shape=(48, 48, 3))
@@ -162,8 +173,17 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
     backbone = kr.create_model("baseline_cnn", include_top=False, input_shape=(32, 32, 3))
     before = backbone.get_layer("stage1_block1_conv").kernel.numpy()
     model, history = kr.fine_tune(
-        backbone, train, val, info=info, task="segmentation", head_epochs=1,
-        finetune_epochs=1, out_dir=tmp_path, verbose=0, precision="float32", augment="flip",
+        backbone,
+        train,
+        val,
+        info=info,
+        task="segmentation",
+        head_epochs=1,
+        finetune_epochs=1,
+        out_dir=tmp_path,
+        verbose=0,
+        precision="float32",
+        augment="flip",
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["per_class_iou"]) == {"background", "ellipse", "pentagon", "star"}
@@ -187,12 +207,29 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
 def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
     backbone = kr.create_model("resnet20", include_top=False, input_shape=(32, 32, 3))
     backbone.save(tmp_path / "backbone.keras")
-    code = main([
-        "finetune", "--task", "segmentation", "--data", str(scenes), "--model", "resnet20",
-        "--weights", str(tmp_path / "backbone.keras"), "--image-size", "48",
-        "--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8",
-        "--out", str(tmp_path / "run"),
-    ])
+    code = main(
+        [
+            "finetune",
+            "--task",
+            "segmentation",
+            "--data",
+            str(scenes),
+            "--model",
+            "resnet20",
+            "--weights",
+            str(tmp_path / "backbone.keras"),
+            "--image-size",
+            "48",
+            "--head-epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     assert "Data: 19 training and 5 validation image/mask pairs" in stdout

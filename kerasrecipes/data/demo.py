@@ -155,7 +155,9 @@ def _render(shape, size, rng):
     return np.clip(image * 255, 0, 255).astype("uint8")
 
 
-def make_demo_dataset(path, task="target", num_images=None, image_size=None, bad_files=False, seed=0):
+def make_demo_dataset(
+    path, task="target", num_images=None, image_size=None, bad_files=False, seed=0
+):
     """Writes a folder of JPEG class folders of generated shapes, for demos and tests offline.
 
     The layout is the one `image_folder` and
@@ -208,7 +210,9 @@ def make_demo_dataset(path, task="target", num_images=None, image_size=None, bad
 
         if bad_files:
             raise ValueError(f"bad_files applies to the class-folder tasks, not {task!r}.")
-        return make_scenes(path, num_images=num_images or 600, image_size=image_size or 96, seed=seed)
+        return make_scenes(
+            path, num_images=num_images or 600, image_size=image_size or 96, seed=seed
+        )
     if task not in DEMO_TASKS:
         raise ValueError(
             f"task must be one of {sorted(DEMO_TASKS) + list(SCENE_TASKS)}. Received: task={task!r}"

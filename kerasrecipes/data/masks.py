@@ -101,7 +101,8 @@ def _check_mask(image_path, mask_path, num_classes):
     except (OSError, ValueError) as error:
         return f"unreadable mask ({error})", None
     if mask.shape != tuple(image_size):
-        return f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {image_size[1]}x{image_size[0]}", None
+        shown = f"{image_size[1]}x{image_size[0]}"
+        return f"mask is {mask.shape[1]}x{mask.shape[0]}, its image {shown}", None
     counts = np.bincount(mask.reshape(-1), minlength=256)
     bad = [int(v) for v in np.nonzero(counts[num_classes:VOID_INDEX])[0] + num_classes]
     bad += [int(v) for v in np.nonzero(counts[VOID_INDEX + 1 :])[0] + VOID_INDEX + 1]
@@ -136,7 +137,9 @@ def _pairs(path, images, masks):
     skipped = [
         (image_files[s], f"no mask {masks}/{s}.png") for s in image_files if s not in mask_files
     ]
-    skipped += [(mask_files[s], "mask without an image") for s in mask_files if s not in image_files]
+    skipped += [
+        (mask_files[s], "mask without an image") for s in mask_files if s not in image_files
+    ]
     return pairs, skipped
 
 
@@ -188,9 +191,11 @@ def mask_folder(
     if class_names is None:
         class_names = read_class_names(os.path.join(path, CLASS_FILE))
     pairs, skipped = _pairs(path, images, masks)
-    report = verify_images(
-        path, files=[image for image, _ in pairs], cache=scan_cache
-    ) if pairs else None
+    report = (
+        verify_images(path, files=[image for image, _ in pairs], cache=scan_cache)
+        if pairs
+        else None
+    )
     readable = set(report.valid) if report else set()
     skipped += [item for item in (report.skipped if report else [])]
     kept = []

@@ -116,8 +116,12 @@ def make_scenes(path, num_images=600, image_size=96, classes=SCENE_CLASSES, seed
     rng = np.random.default_rng(seed)
     palette = voc_palette().reshape(-1).tolist()
     coco = {
-        "info": {"description": "kerasrecipes demo scenes", "num_images": num_images,
-                 "image_size": image_size, "seed": seed},
+        "info": {
+            "description": "kerasrecipes demo scenes",
+            "num_images": num_images,
+            "image_size": image_size,
+            "seed": seed,
+        },
         "images": [],
         "annotations": [],
         "categories": [{"id": i + 1, "name": name} for i, name in enumerate(classes)],
@@ -135,8 +139,14 @@ def make_scenes(path, num_images=600, image_size=96, classes=SCENE_CLASSES, seed
         )
         for label, box, area in objects:
             coco["annotations"].append(
-                {"id": len(coco["annotations"]) + 1, "image_id": image_id,
-                 "category_id": label + 1, "bbox": box, "area": area, "iscrowd": 0}
+                {
+                    "id": len(coco["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": label + 1,
+                    "bbox": box,
+                    "area": area,
+                    "iscrowd": 0,
+                }
             )
     with open(os.path.join(path, "classes.txt"), "w") as file:
         file.write("\n".join((BACKGROUND, *classes)) + "\n")

@@ -29,7 +29,7 @@ PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
 BALANCE = (None, "class_weight", "oversample")
 SCHEDULES = ("constant", "cosine")
 TASKS = ("classification", "segmentation")
-# The augmentation of the dense tasks: Keras' box- and mask-aware layers (`kerasrecipes.finetune.tasks`).
+# Augmentation presets of the dense tasks: Keras' mask-aware layers (`finetune.tasks.augmentation`).
 DENSE_AUGMENT = ("flip", "basic")
 
 

@@ -49,7 +49,8 @@ def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbo
     """`save_run` for segmentation: `model.keras`, `overlays.png` and the IoU in the report."""
     from kerasrecipes.finetune import tasks
 
-    class_names = list(info.class_names) if info else [str(i) for i in range(model.output_shape[-1])]
+    num_classes = model.output_shape[-1]
+    class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
     results = {}
     if history.status == "finished":
         results = tasks.save_dense_run(folder, model, config.task, val_ds, class_names)

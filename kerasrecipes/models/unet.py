@@ -96,7 +96,10 @@ def unet(
         zip(targets, decoder_filters[-len(targets) :]), start=1
     ):
         prefix = f"{HEAD_PREFIX}decoder{stage}"
-        size = skips[reduction].shape[1:3] if reduction in skips else (2 * x.shape[1], 2 * x.shape[2])
+        if reduction in skips:
+            size = skips[reduction].shape[1:3]
+        else:
+            size = (2 * x.shape[1], 2 * x.shape[2])
         x = _upsample_to(x, tuple(size), name=f"{prefix}_up")
         if reduction in skips:
             x = keras.layers.Concatenate(name=f"{prefix}_concat")([x, skips[reduction]])
