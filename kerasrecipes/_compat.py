@@ -490,4 +490,24 @@ def data_layer_seed(layer):
     return layer._get_seed_generator(layer.backend._backend)
 
 
+# -- keras-hub's RetinaNet parts -------------------------------------------------------------------
+
+
+def retinanet_parts():
+    """keras-hub's `FeaturePyramid`, `PredictionHead` and `RetinaNetLabelEncoder` classes.
+
+    Why private: keras-hub exports `RetinaNetObjectDetector` whole and, of its
+    parts, only `AnchorGenerator`, `BoxMatcher` and `NonMaxSuppression`
+    (`keras_hub.layers`); the feature pyramid, the prediction heads and the
+    label encoder live in `keras_hub.src.models.retinanet`. We build the same
+    network on any zoo backbone with our layer names (`kerasrecipes.models.retinanet`
+    says why), so we import them from there. Retired if keras-hub exports them.
+    """
+    from keras_hub.src.models.retinanet.feature_pyramid import FeaturePyramid
+    from keras_hub.src.models.retinanet.prediction_head import PredictionHead
+    from keras_hub.src.models.retinanet.retinanet_label_encoder import RetinaNetLabelEncoder
+
+    return FeaturePyramid, PredictionHead, RetinaNetLabelEncoder
+
+
 check_keras_version()

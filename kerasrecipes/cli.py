@@ -277,9 +277,10 @@ def finetune(args):
         raise FileNotFoundError(
             f"--data {args.data}: no such folder. Give "
             + (
-                "a folder with images/, masks/ and classes.txt."
-                if config.task == "segmentation"
-                else "a folder with one subfolder per class."
+                {
+                    "segmentation": "a folder with images/, masks/ and classes.txt.",
+                    "detection": "a folder with images/ and annotations.json (COCO).",
+                }.get(config.task, "a folder with one subfolder per class.")
             )
         )
     out = config.out_dir or (DEMO_OUT if args.data is None else default_out_dir(args.data))
@@ -344,6 +345,15 @@ def read_config_data(data, config):
     the scan's warning kept off the terminal (see `quiet_scan_log`)."""
     import kerasrecipes as kr
 
+    if config.task == "detection":
+        with quiet_scan_log():
+            return kr.data.coco_folder(
+                data,
+                image_size=(config.image_size, config.image_size),
+                batch_size=config.batch_size,
+                validation_split=config.validation_split or None,
+                seed=config.seed,
+            )
     if config.task == "segmentation":
         with quiet_scan_log():
             return kr.data.mask_folder(
@@ -378,7 +388,13 @@ def quiet_scan_log():
 
 def _print_data(info, folder):
     counts = ", ".join(f"{name} {count}" for name, count in info.counts.items())
-    if hasattr(info, "train_pairs"):
+    if hasattr(info, "train_images"):
+        print(
+            f"Data: {len(info.train_images)} training and {len(info.val_images)} validation "
+            f"images, {sum(info.counts.values())} training boxes ({counts}); "
+            f"{len(info.skipped)} files skipped"
+        )
+    elif hasattr(info, "train_pairs"):
         print(
             f"Data: {len(info.train_pairs)} training and {len(info.val_pairs)} validation "
             f"image/mask pairs, classes {', '.join(info.class_names)}; {len(info.skipped)} "

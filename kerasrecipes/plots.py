@@ -131,3 +131,70 @@ def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=8)
     figure.tight_layout(rect=(0, 0.5 / (2.2 * count + 0.5), 1, 1))
     return save_figure(figure, path)
+
+
+def plot_detections(images, truth, predicted, class_names, path, columns=4):
+    """Writes a grid of images with their true boxes (dashed) and up to 10 predicted boxes each.
+
+    `truth`: `{"boxes", "labels"}` padded with label -1; `predicted`: a
+    detector's `{"boxes", "labels", "confidence", "num_detections"}`.
+    Boxes are `[x_min, y_min, x_max, y_max]` pixels.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as patches
+    import matplotlib.pyplot as plt
+
+    from kerasrecipes.data.scenes import voc_palette
+
+    colours = voc_palette()[1:] / 255.0
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(np.clip(images[index], 0, 255).astype("uint8"))
+        for box, label in zip(truth["boxes"][index], truth["labels"][index]):
+            if label >= 0:
+                x0, y0, x1, y1 = box
+                axis.add_patch(
+                    patches.Rectangle(
+                        (x0, y0),
+                        x1 - x0,
+                        y1 - y0,
+                        fill=False,
+                        linestyle="--",
+                        linewidth=1,
+                        edgecolor="white",
+                    )
+                )
+        height, width = np.shape(images[index])[:2]
+        for slot in range(min(int(predicted["num_detections"][index]), 10)):
+            # An untrained detector's boxes may lie far outside the image: drawn clipped to it.
+            x0, x1 = np.clip(predicted["boxes"][index][slot][0::2], 0, width)
+            y0, y1 = np.clip(predicted["boxes"][index][slot][1::2], 0, height)
+            if x1 <= x0 or y1 <= y0:
+                continue
+            label = int(predicted["labels"][index][slot])
+            colour = colours[label % len(colours)]
+            axis.add_patch(
+                patches.Rectangle(
+                    (x0, y0), x1 - x0, y1 - y0, fill=False, linewidth=1.5, edgecolor=colour
+                )
+            )
+            score = predicted["confidence"][index][slot]
+            axis.text(
+                x0,
+                y0,
+                f"{class_names[label]} {score:.2f}",
+                fontsize=6,
+                color="black",
+                backgroundcolor=colour,
+                va="bottom",
+            )
+    figure.suptitle("dashed: true boxes; solid: predicted", fontsize=9)
+    figure.tight_layout()
+    return save_figure(figure, path)

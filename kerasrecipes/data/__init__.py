@@ -1,4 +1,4 @@
-"""Data: image folders, segmentation mask folders, bad-file scans, augmentation presets,
+"""Data: image folders, segmentation mask folders, COCO detection folders, bad-file scans, augmentation presets,
 class imbalance, semi-supervised training and built-in demo datasets."""
 
 from kerasrecipes.data.augment import (
@@ -8,6 +8,7 @@ from kerasrecipes.data.augment import (
     augment,
     augmentation,
 )
+from kerasrecipes.data.coco import AnnotationError, CocoFolderInfo, coco_folder
 from kerasrecipes.data.demo import DEMO_TASKS, demo_images, make_demo_dataset
 from kerasrecipes.data.folder import FolderInfo, image_folder
 from kerasrecipes.data.imbalance import class_weights, oversample
@@ -16,6 +17,8 @@ from kerasrecipes.data.semi_supervised import FixMatch, semi_supervised_dataset
 from kerasrecipes.data.verify import ScanReport, decode_rgb, verify_images
 
 __all__ = [
+    "AnnotationError",
+    "CocoFolderInfo",
     "DEMO_TASKS",
     "PRESETS",
     "Augmentation",
@@ -27,6 +30,7 @@ __all__ = [
     "augment",
     "augmentation",
     "class_weights",
+    "coco_folder",
     "decode_rgb",
     "demo_images",
     "image_folder",

@@ -22,13 +22,16 @@ DEMO_IMAGE_SIZE = 32
 # The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
 # pre-trained at 32 px, is rebuilt at it under the U-Net.
 DEMO_SCENE_SIZE = 96
+# The demo backbone of detection: RetinaNet needs maps at strides 8, 16 and 32, which the
+# CIFAR-style `baseline_cnn` (strides 1-4) does not have.
+DEMO_DETECTION_MODEL = "resnet18"
 DATA_MODEL = "efficientnet_b0"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adamw", "sgd")
 PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
 BALANCE = (None, "class_weight", "oversample")
 SCHEDULES = ("constant", "cosine")
-TASKS = ("classification", "segmentation")
+TASKS = ("classification", "segmentation", "detection")
 # Augmentation presets of the dense tasks: Keras' mask-aware layers (`finetune.tasks.augmentation`).
 DENSE_AUGMENT = ("flip", "basic")
 
@@ -83,8 +86,8 @@ class FineTuneConfig:
     # what to train on
     task: str = knob(
         "classification",
-        "classification (a head on the pooled features) or segmentation (a U-Net decoder on "
-        "the backbone's feature pyramid)",
+        "classification (a head on the pooled features), segmentation (a U-Net decoder on "
+        "the backbone's feature pyramid) or detection (a RetinaNet on its stride 8-32 maps)",
         choices=TASKS,
     )
     model: str | None = knob(
@@ -221,7 +224,7 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
     if weights is None and demo is not None:
         weights = "demo" if demo else "imagenet"
     if weights == "demo" and model is None:
-        model = DEMO_MODEL
+        model = DEMO_DETECTION_MODEL if config.task == "detection" else DEMO_MODEL
     elif model is None and demo is not None:
         model = DATA_MODEL
     changes.update(model=model, weights=weights)
@@ -229,7 +232,7 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
         changes.update(head_epochs=0, backbone_lr_mult=1.0, train_bn=True)
     if config.image_size is None and model is not None and not is_weights_file(weights):
         changes["image_size"] = native_image_size(model, weights)
-        if weights == "demo" and config.task == "segmentation":
+        if weights == "demo" and config.task != "classification":
             changes["image_size"] = DEMO_SCENE_SIZE
     changes["finetune_lr"] = config.head_lr if config.finetune_lr is None else config.finetune_lr
     changes["monitor"] = config.monitor or ("val_loss" if has_validation else "loss")

@@ -46,7 +46,8 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
 
 
 def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbone):
-    """`save_run` for segmentation: `model.keras`, `overlays.png` and the IoU in the report."""
+    """`save_run` for segmentation and detection: `model.keras`, `overlays.png`, and the IoU or
+    the COCO mAP in the report."""
     from kerasrecipes.finetune import tasks
 
     num_classes = model.output_shape[-1]
@@ -167,8 +168,10 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
             "val_counts": dict(info.val_counts),
             "skipped": [[os.fspath(path), reason] for path, reason in info.skipped],
         }
-        if config.task == "segmentation":
-            data["counts_are"] = "labelled pixels"
+        if config.task != "classification":
+            data["counts_are"] = {"segmentation": "labelled pixels", "detection": "boxes"}[
+                config.task
+            ]
     else:
         data = {"num_classes": None if matrix is None else len(matrix)}
     accuracy = None if matrix is None else float(np.trace(matrix) / max(matrix.sum(), 1))
@@ -203,7 +206,7 @@ def summary_lines(report, out, saved_now=True):
     from kerasrecipes.finetune.tasks import MAIN_METRIC
 
     metric = MAIN_METRIC[report["config"].get("task", "classification")]
-    words = metric.replace("_", " ").replace("mean iou", "mean IoU")
+    words = {"mean_iou": "mean IoU", "map50": "mAP@.5"}.get(metric, metric)
     lines = []
     for phase in report["phases"].values():
         value = phase[f"val_{metric}"]
@@ -220,6 +223,16 @@ def summary_lines(report, out, saved_now=True):
             f"{name} {value:.3f}" for name, value in report["per_class_iou"].items()
         )
         lines.append(f"Final validation mean IoU {report['mean_iou']:.3f} ({per_class})")
+    elif report.get("map50") is not None:
+        per_class = ", ".join(
+            f"{name} {value:.3f}"
+            for name, value in report["per_class_ap"].items()
+            if value is not None
+        )
+        lines.append(
+            f"Final validation COCO mAP@.5 {report['map50']:.3f}, mAP@[.5:.95] {report['map']:.3f} "
+            f"(AP per class: {per_class})"
+        )
     elif report["val_accuracy"] is not None:
         lines.append(
             f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"

@@ -171,6 +171,7 @@ def fine_tune(
             if folder.open(identity, restart=config.restart) == "finished":
                 return _finished_run(folder, config)
         run = _Run(config, folder, strategy, num_classes)
+        run.class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
         run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
         history = run.train(phases, callbacks)
         if folder:
@@ -233,7 +234,9 @@ class _Run:
             backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
             if config.seed is not None:
                 keras.utils.set_random_seed(config.seed)
-            self.model = tasks.build_model(config.task, backbone, self.num_classes, image_shape)
+            self.model = tasks.build_model(
+                config.task, backbone, self.num_classes, image_shape, train_ds
+            )
         self.loss = tasks.loss(config.task, config.label_smoothing)
         self.metrics = tasks.metrics(config.task, self.num_classes)
 
@@ -286,7 +289,11 @@ class _Run:
             )
             model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
         self.recorder = _Recorder(self, phase)
-        callbacks = self._phase_callbacks(phase, first_epoch) + list(user_callbacks)
+        callbacks = (
+            tasks.callbacks(config.task, self.val_ds, self.class_names)
+            + self._phase_callbacks(phase, first_epoch)
+            + list(user_callbacks)
+        )
         fixes = (
             distribute.keras_multi_worker_fixes(model, self.train_ds)
             if distribute.is_multi_worker(self.strategy)

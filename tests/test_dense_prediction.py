@@ -1,4 +1,5 @@
-"""Segmentation: the demo scenes, the mask-folder reader, the U-Net head and its fine-tuning."""
+"""Segmentation and detection: the demo scenes, the mask and COCO readers, the U-Net and
+RetinaNet heads on every zoo CNN, and their fine-tuning."""
 
 import json
 import os
@@ -11,6 +12,7 @@ from PIL import Image
 
 import kerasrecipes as kr
 from kerasrecipes.cli import main
+from kerasrecipes.data.coco import coco_folder
 from kerasrecipes.data.masks import mask_folder
 from kerasrecipes.finetune import tasks
 
@@ -116,9 +118,10 @@ def test_a_flip_moves_the_mask_with_the_image():
 
 
 @pytest.mark.parametrize("name", CNNS)
-def test_every_cnn_builds_as_a_unet_encoder_at_two_sizes(name):
+def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes(name):
     card = kr.model_card(name)
-    for size in (max(32, card.min_input_size), max(32, card.min_input_size) + 32):
+    reductions = {tap.reduction for tap in card.feature_taps}
+    for size in (max(64, card.min_input_size), max(64, card.min_input_size) + 32):
         features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
         model = kr.create_model(
             "unet",
@@ -128,6 +131,21 @@ def test_every_cnn_builds_as_a_unet_encoder_at_two_sizes(name):
             decoder_filters=(8, 8, 8, 8, 8),
         )
         assert model.output_shape == (None, size, size, 3)
+        if {8, 16, 32} <= reductions:
+            detector = kr.create_model(
+                "retinanet",
+                backbone=features,
+                num_classes=3,
+                input_shape=(size, size, 3),
+                fpn_filters=8,
+                head_convs=1,
+            )
+            # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.
+            anchors = sum(9 * (-(-size // 2**level)) ** 2 for level in range(3, 8))
+            assert detector.output_shape == [(None, anchors, 4), (None, anchors, 3)]
+        else:
+            with pytest.raises(ValueError, match="RetinaNet needs 8, 16 and 32"):
+                kr.create_model("retinanet", backbone=features, input_shape=(size, size, 3))
         keras.backend.clear_session()
 
 
@@ -235,3 +253,210 @@ def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
     assert "Data: 19 training and 5 validation image/mask pairs" in stdout
     assert "validation mean IoU" in stdout and "Final validation mean IoU" in stdout
     assert (tmp_path / "run" / "overlays.png").exists()
+
+
+# -- detection -------------------------------------------------------------------------------------
+
+
+def test_coco_folder_reads_boxes_at_the_asked_size(scenes):
+    train, val, info = coco_folder(scenes, image_size=(96, 96), batch_size=4, scan_cache=False)
+    assert info.class_names == ["ellipse", "pentagon", "star"] and info.category_ids == [1, 2, 3]
+    images, targets = next(iter(val))
+    assert images.shape == (4, 96, 96, 3) and targets["boxes"].shape[-1] == 4
+    coco = json.load(open(os.path.join(scenes, "annotations.json")))
+    first = info.val_images[0]
+    record = next(i for i in coco["images"] if i["file_name"] == os.path.basename(first["path"]))
+    expected = [
+        [
+            a["bbox"][0] * 2,
+            a["bbox"][1] * 2,
+            (a["bbox"][0] + a["bbox"][2]) * 2,
+            (a["bbox"][1] + a["bbox"][3]) * 2,
+        ]
+        for a in coco["annotations"]
+        if a["image_id"] == record["id"]
+    ]  # 48 px scenes read at 96 px: every coordinate doubles
+    real = np.asarray(targets["labels"][0]) >= 0
+    np.testing.assert_allclose(np.asarray(targets["boxes"][0])[real], expected)
+    assert (np.asarray(targets["boxes"][0])[~real] == -1).all()
+
+
+def _coco_copy(scenes, target):
+    os.makedirs(target / "images")
+    for name in os.listdir(os.path.join(scenes, "images")):
+        (target / "images" / name).write_bytes(
+            open(os.path.join(scenes, "images", name), "rb").read()
+        )
+    return json.load(open(os.path.join(scenes, "annotations.json")))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.pop("categories"), "has no list 'categories'"),
+        (lambda c: c["annotations"][0].update(image_id=999), "names image_id 999, not in images"),
+        (lambda c: c["annotations"][0].update(category_id=7), "names category_id 7"),
+        (lambda c: c["annotations"][0].update(bbox=[1, 2, 3]), r"bbox must be \[x, y, width"),
+        (lambda c: c["annotations"][0].update(bbox=[40, 40, 20, 20]), "outside its 48x48 image"),
+    ],
+)
+def test_malformed_coco_files_are_errors_that_name_the_entry(scenes, tmp_path, change, message):
+    coco = _coco_copy(scenes, tmp_path)
+    change(coco)
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(kr.data.AnnotationError, match=message) as error:
+        coco_folder(tmp_path, scan_cache=False)
+    assert "annotations.json" in str(error.value)
+
+
+def test_coco_folder_skips_missing_and_mismatched_images(scenes, tmp_path):
+    coco = _coco_copy(scenes, tmp_path)
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    (tmp_path / "annotations.json.bad").write_text("{not json")
+    os.remove(tmp_path / "images" / "scene_00001.jpg")
+    Image.new("RGB", (30, 48)).save(tmp_path / "images" / "scene_00002.jpg")
+    _, _, info = coco_folder(tmp_path, validation_split=None, scan_cache=False)
+    reasons = {os.path.basename(path): reason for path, reason in info.skipped}
+    assert reasons["scene_00001.jpg"] == "named in annotations.json but missing"
+    assert reasons["scene_00002.jpg"] == "is 30x48, its entry says 48x48"
+    assert len(info.train_images) == 22
+    with pytest.raises(kr.data.AnnotationError, match="annotations.json.bad is not valid JSON"):
+        coco_folder(tmp_path, annotations="annotations.json.bad")
+
+
+def test_a_flip_moves_the_boxes_with_the_image():
+    images = np.zeros((8, 32, 32, 3), "float32")
+    images[:, 4:12, 2:10] = 255.0
+    targets = {
+        "boxes": np.tile(np.array([[2, 4, 10, 12], [-1, -1, -1, -1]], "float32"), (8, 1, 1)),
+        "labels": np.tile(np.array([1, -1], "int32"), (8, 1)),
+    }
+    dataset = tf.data.Dataset.from_tensors((images, targets))
+    new_images, new_targets = next(iter(tasks.augment(dataset, "flip", seed=3)))
+    boxes, labels = np.asarray(new_targets["boxes"]), np.asarray(new_targets["labels"])
+    flipped = 0
+    for image, box in zip(np.asarray(new_images), boxes[:, 0]):
+        rows, columns = np.nonzero(image[..., 0] > 127)
+        np.testing.assert_allclose(
+            box, [columns.min(), rows.min(), columns.max() + 1, rows.max() + 1], atol=0.5
+        )
+        flipped += bool(columns.min() > 16)
+    assert 0 < flipped < 8  # some flipped, some not
+    assert (labels[:, 1] == -1).all() and (boxes[:, 1] == -1).all()  # padding stays padding
+
+
+class _Oracle:
+    """A stand-in detector whose detections are the true boxes, shifted by `shift` pixels."""
+
+    def __init__(self, truth, shift=0.0):
+        self.truth, self.shift = truth, shift
+
+    def __call__(self, images, training=False):
+        return images
+
+    def decode(self, outputs, images, confidence_threshold=None):
+        boxes, labels = self.truth
+        count = (labels >= 0).sum(1)
+        return {
+            "boxes": boxes + self.shift,
+            "labels": np.maximum(labels, 0),
+            "confidence": np.where(labels >= 0, 0.9, 0.0),
+            "num_detections": count,
+        }
+
+
+def test_coco_map_from_pycocotools_is_one_for_true_boxes_and_drops_when_shifted():
+    from kerasrecipes.callbacks.coco import coco_evaluation
+
+    boxes = np.array(
+        [[[2, 2, 22, 22], [30, 30, 50, 44]], [[10, 5, 40, 25], [-1, -1, -1, -1]]], "float32"
+    )
+    labels = np.array([[0, 1], [1, -1]], "int32")
+    images = np.zeros((2, 64, 64, 3), "float32")
+    dataset = [(images, {"boxes": boxes, "labels": labels})]
+    exact = coco_evaluation(_Oracle((boxes, labels)), dataset, ["a", "b"])
+    assert exact["map"] == pytest.approx(1.0) and exact["map50"] == pytest.approx(1.0)
+    shifted = coco_evaluation(_Oracle((boxes, labels), shift=2.0), dataset, ["a", "b"])
+    assert shifted["map50"] == pytest.approx(1.0) and shifted["map"] < 0.8
+
+
+def test_retinanet_round_trips_and_predicts_boxes(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = kr.create_model(
+        "retinanet",
+        backbone="resnet18",
+        num_classes=3,
+        input_shape=(64, 64, 3),
+        fpn_filters=32,
+        head_convs=2,
+    )
+    assert [layer.name for layer in model.layers[:3]] == ["images", "resnet18", "head_fpn"]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    model.save(tmp_path / "detector.keras")
+    loaded = keras.saving.load_model(tmp_path / "detector.keras")
+    for key in ("bbox_regression", "cls_logits"):
+        np.testing.assert_array_equal(loaded(images)[key], model(images)[key])
+    predicted = loaded.predict(images, verbose=0)
+    assert predicted["boxes"].shape == (2, 100, 4) and predicted["num_detections"].shape == (2,)
+
+
+def test_fine_tune_detection_writes_map_and_overlays(scenes, tmp_path):
+    train, val, info = coco_folder(scenes, image_size=(64, 64), batch_size=8, scan_cache=False)
+    backbone = kr.create_model("resnet18", include_top=False, input_shape=(32, 32, 3))
+    model, history = kr.fine_tune(
+        backbone,
+        train,
+        val,
+        info=info,
+        task="detection",
+        head_epochs=1,
+        finetune_epochs=1,
+        out_dir=tmp_path,
+        verbose=0,
+        precision="float32",
+        augment="flip",
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert 0 <= report["map"] <= report["map50"] <= 1
+    assert set(report["per_class_ap"]) == {"ellipse", "pentagon", "star"}
+    assert "val_map50" in history.history and len(history.history["val_map50"]) == 2
+    assert report["phases"]["finetune"]["val_map50"] == history.history["val_map50"][-1]
+    for name in ("overlays.png", "curves.png", "model.keras"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    images = next(iter(val))[0]
+    np.testing.assert_allclose(
+        loaded(images)["cls_logits"], model(images)["cls_logits"], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_the_command_detects_on_a_coco_folder(scenes, tmp_path, capsys):
+    backbone = kr.create_model("resnet18", include_top=False, input_shape=(32, 32, 3))
+    backbone.save(tmp_path / "backbone.keras")
+    code = main(
+        [
+            "finetune",
+            "--task",
+            "detection",
+            "--data",
+            str(scenes),
+            "--model",
+            "resnet18",
+            "--weights",
+            str(tmp_path / "backbone.keras"),
+            "--image-size",
+            "64",
+            "--head-epochs",
+            "1",
+            "--finetune-epochs",
+            "0",
+            "--batch-size",
+            "8",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "Data: 19 training and 5 validation images" in stdout
+    assert "validation mAP@.5" in stdout and "Final validation COCO mAP@.5" in stdout

@@ -1,0 +1,280 @@
+"""RetinaNet on any zoo CNN: keras-hub's detector parts over our feature taps.
+
+Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017
+(arXiv:1708.02002): a feature pyramid (Lin et al., arXiv:1612.03144) over
+the backbone's stride-8/16/32 maps (C3-C5) plus P6/P7, two prediction heads
+shared across levels (box deltas, class logits per anchor), anchors of 3
+scales x 3 ratios per level, the focal loss, and non-max suppression.
+
+Why not `keras_hub.models.RetinaNetObjectDetector` itself: its layers are
+named for its own backbones, so `kr.fine_tune` could not tell its new
+layers (`head_*` here) from the pre-trained encoder to freeze the one and
+train the other at the phases' rates. So this model wires keras-hub's own
+parts (`FeaturePyramid`, `PredictionHead`, `AnchorGenerator`,
+`RetinaNetLabelEncoder`, `NonMaxSuppression`) and mirrors its
+`compute_loss`; only the graph is ours. One difference: the focal-loss
+prior (bias -log((1 - 0.01) / 0.01), the paper's Sec. 4.1) goes on the
+class head, where the paper puts it (keras-hub 0.32 sets it on the box head).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from kerasrecipes import _compat
+from kerasrecipes.features import pyramid_encoder
+from kerasrecipes.layers.preprocessing import ImagePreprocessing
+from kerasrecipes.registry import HEAD_PREFIX, register_head
+
+# Boxes are [x_min, y_min, x_max, y_max] in pixels throughout, as in COCO after conversion.
+BOX_FORMAT = "xyxy"
+ENCODER_LEVELS = (3, 4, 5)
+
+
+@keras.saving.register_keras_serializable(package="kerasrecipes")
+class RetinaNet(keras.Model):
+    """A RetinaNet on `encoder`, a model from images to its C3, C4, C5 maps (see `retinanet`).
+
+    Trains with `fit` on `(images, {"boxes": (B, N, 4), "labels": (B, N)})`,
+    boxes in pixels as `[x_min, y_min, x_max, y_max]`, rows padded with label
+    -1; `predict` returns the boxes after non-max suppression
+    (`{"boxes", "confidence", "labels", "num_detections"}`).
+    """
+
+    def __init__(
+        self,
+        encoder,
+        num_classes,
+        image_shape,
+        preprocessing=None,
+        max_level=7,
+        fpn_filters=256,
+        head_convs=4,
+        anchor_size=4,
+        confidence_threshold=0.3,
+        **kwargs,
+    ):
+        if isinstance(encoder, dict):
+            encoder = keras.saving.deserialize_keras_object(encoder)
+        import keras_hub
+
+        feature_pyramid, prediction_head, label_encoder = _compat.retinanet_parts()
+        image_shape = tuple(image_shape)
+        anchors = keras_hub.layers.AnchorGenerator(
+            BOX_FORMAT,
+            min_level=3,
+            max_level=max_level,
+            num_scales=3,
+            aspect_ratios=[0.5, 1.0, 2.0],
+            anchor_size=anchor_size,
+        )
+        inputs = keras.Input(image_shape, name="images")
+        x = inputs
+        if preprocessing:
+            x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
+        features = {}
+        for level, feature_map in zip(ENCODER_LEVELS, encoder(x)):
+            # The anchors tile ceil(size / stride) cells; a 'valid'-padded encoder gives less.
+            size = tuple(math.ceil(s / 2**level) for s in image_shape[:2])
+            if tuple(feature_map.shape[1:3]) != size:
+                feature_map = keras.layers.Resizing(*size, name=f"{HEAD_PREFIX}align_p{level}")(
+                    feature_map
+                )
+            features[f"P{level}"] = feature_map
+        pyramid = feature_pyramid(
+            min_level=3,
+            max_level=max_level,
+            use_p5=False,
+            num_filters=fpn_filters,
+            name=f"{HEAD_PREFIX}fpn",
+        )(features)
+        per_cell = anchors.num_base_anchors
+        box_head = prediction_head(
+            per_cell * 4, fpn_filters, head_convs, name=f"{HEAD_PREFIX}boxes"
+        )
+        class_head = prediction_head(
+            per_cell * num_classes,
+            fpn_filters,
+            head_convs,
+            use_prior_probability=True,
+            prior_probability=0.01,
+            name=f"{HEAD_PREFIX}classes",
+        )
+        boxes, logits = [], []
+        for level in sorted(pyramid, key=lambda name: int(name[1:])):
+            boxes.append(
+                keras.layers.Reshape((-1, 4), name=f"{HEAD_PREFIX}boxes_{level.lower()}")(
+                    box_head(pyramid[level])
+                )
+            )
+            logits.append(
+                keras.layers.Reshape(
+                    (-1, num_classes), name=f"{HEAD_PREFIX}classes_{level.lower()}"
+                )(class_head(pyramid[level]))
+            )
+        # Concatenated in float32: the loss and the decoding need it under mixed precision.
+        outputs = {
+            "bbox_regression": keras.layers.Concatenate(
+                axis=1, dtype="float32", name=f"{HEAD_PREFIX}box_deltas"
+            )(boxes),
+            "cls_logits": keras.layers.Concatenate(
+                axis=1, dtype="float32", name=f"{HEAD_PREFIX}class_logits"
+            )(logits),
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.image_shape = image_shape
+        self.preprocessing = preprocessing
+        self.max_level = max_level
+        self.fpn_filters = fpn_filters
+        self.head_convs = head_convs
+        self.anchor_size = anchor_size
+        self.confidence_threshold = confidence_threshold
+        self.anchor_generator = anchors
+        self.label_encoder = label_encoder(anchors, BOX_FORMAT, encoding_format="center_xywh")
+        self.prediction_decoder = keras_hub.layers.NonMaxSuppression(
+            BOX_FORMAT,
+            from_logits=True,
+            confidence_threshold=confidence_threshold,
+            max_detections=100,
+        )
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "num_classes": self.num_classes,
+            "image_shape": self.image_shape,
+            "preprocessing": self.preprocessing,
+            "max_level": self.max_level,
+            "fpn_filters": self.fpn_filters,
+            "head_convs": self.head_convs,
+            "anchor_size": self.anchor_size,
+            "confidence_threshold": self.confidence_threshold,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, **kwargs):
+        """keras-hub's RetinaNet loss: anchors matched by IoU (>= 0.5 positive, < 0.4
+        background, between ignored), smooth-L1 on the positives' deltas and the focal loss
+        over the rest, both summed and divided by the number of positive anchors."""
+        boxes, labels = self.label_encoder(images=x, gt_boxes=y["boxes"], gt_classes=y["labels"])
+        positive = ops.cast(ops.greater(labels, -1.0), "float32")
+        positives = ops.maximum(ops.sum(positive), 1.0)
+        class_weights = ops.cast(ops.not_equal(labels, -2.0), "float32") / positives
+        targets = ops.one_hot(ops.cast(labels, "int32"), self.num_classes, dtype="float32")
+        box_loss = keras.losses.Huber(reduction="sum")(
+            boxes, y_pred["bbox_regression"], sample_weight=positive / positives
+        )
+        class_loss = keras.losses.BinaryFocalCrossentropy(
+            apply_class_balancing=True,
+            alpha=0.25,
+            gamma=2.0,
+            from_logits=True,
+            reduction="sum",
+        )(targets, y_pred["cls_logits"], sample_weight=class_weights)
+        return box_loss + class_loss
+
+    def decode(self, outputs, images, confidence_threshold=None):
+        """Boxes after non-max suppression from the raw outputs on `images` (keeping classes
+        of probability `confidence_threshold` and up, the model's own when None)."""
+        height, width, channels = ops.shape(images)[1:]
+        anchors = ops.concatenate(list(self.anchor_generator(images).values()), axis=0)
+        boxes = keras.utils.bounding_boxes.decode_deltas_to_boxes(
+            anchors=anchors,
+            boxes_delta=outputs["bbox_regression"],
+            encoded_format="center_xywh",
+            anchor_format=BOX_FORMAT,
+            box_format=BOX_FORMAT,
+            image_shape=(height, width, channels),
+        )
+        decoder = self.prediction_decoder
+        if confidence_threshold is not None:
+            import keras_hub
+
+            decoder = keras_hub.layers.NonMaxSuppression(
+                BOX_FORMAT,
+                from_logits=True,
+                confidence_threshold=confidence_threshold,
+                max_detections=100,
+            )
+        return decoder(boxes, outputs["cls_logits"], images=images)
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (list, tuple)) else data
+        return self.decode(self(images, training=False), images)
+
+
+@register_head("retinanet")
+def retinanet(
+    backbone="resnet50",
+    num_classes=80,
+    input_shape=(512, 512, 3),
+    weights=None,
+    max_level=7,
+    fpn_filters=256,
+    head_convs=4,
+    anchor_size=4,
+    confidence_threshold=0.3,
+    name=None,
+):
+    """Builds a RetinaNet detector on `backbone`'s stride-8/16/32 maps.
+
+    Args:
+        backbone: a registered CNN name (`kr.list_models()`), a model built by
+            `kr.create_model` or wrapping one (the demo backbones), or a
+            `kr.LoadedBackbone`; rebuilt at `input_shape` with its weights.
+            It must reach a reduction of 32. Defaults to "resnet50".
+        num_classes: object classes, without a background class. Defaults to 80.
+        input_shape: (height, width, 3). Defaults to (512, 512, 3).
+        weights: the backbone's weights when given by name. Defaults to None.
+        max_level: the coarsest pyramid level, 5 to 7 (the paper: 7, P6 and P7
+            for objects over 128 px). Defaults to 7.
+        fpn_filters: channels of the pyramid and the heads. Defaults to 256.
+        head_convs: 3x3 convolutions in each head before its output. Defaults to 4.
+        anchor_size: the anchor side at level l is `anchor_size * 2**l` (times
+            2^0, 2^(1/3), 2^(2/3)); 4 is the paper's 32-512 px, smaller for
+            small objects. Defaults to 4.
+        confidence_threshold: the lowest class probability `predict` keeps.
+            Defaults to 0.3.
+        name: the model name. Defaults to "retinanet_<backbone>".
+
+    Example:
+
+    >>> import kerasrecipes as kr
+    >>> model = kr.create_model("retinanet", backbone="resnet18", num_classes=3,
+    ...                         input_shape=(64, 64, 3))
+    >>> model.output_shape  # box deltas and class logits of every anchor
+    [(None, 774, 4), (None, 774, 3)]
+    """
+    if not 5 <= max_level <= 7:
+        raise ValueError(f"max_level must be 5, 6 or 7. Received: max_level={max_level}")
+    encoder = pyramid_encoder(backbone, input_shape, weights=weights)
+    if not set(ENCODER_LEVELS) <= {int(math.log2(r)) for r in encoder.reductions}:
+        raise ValueError(
+            f"{encoder.model.name} gives maps at reductions {encoder.reductions}; RetinaNet needs "
+            "8, 16 and 32. Use an ImageNet-style CNN (resnet18, mobilenet_v2, ...), not a "
+            "CIFAR one."
+        )
+    wanted = [encoder.reductions.index(2**level) for level in ENCODER_LEVELS]
+    maps = keras.Model(
+        encoder.model.inputs, [encoder.model.outputs[i] for i in wanted], name=encoder.model.name
+    )
+    preprocessing = encoder.preprocessing[0].mode if encoder.preprocessing else None
+    return RetinaNet(
+        maps,
+        num_classes,
+        input_shape,
+        preprocessing=preprocessing,
+        max_level=max_level,
+        fpn_filters=fpn_filters,
+        head_convs=head_convs,
+        anchor_size=anchor_size,
+        confidence_threshold=confidence_threshold,
+        name=name or f"retinanet_{encoder.model.name}",
+    )
