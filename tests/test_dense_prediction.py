@@ -137,7 +137,7 @@ def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes
                 backbone=features,
                 num_classes=3,
                 input_shape=(size, size, 3),
-                fpn_filters=8,
+                fpn_filters=32,
                 head_convs=1,
             )
             # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.

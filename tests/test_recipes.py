@@ -142,3 +142,19 @@ def test_regularization_recipe_runs_the_two_by_two(tmp_path):
     ]
     assert all(0.0 <= r["val_accuracy"] <= 1.0 for r in results)
     assert (tmp_path / "regularization_on_resnets.json").exists()
+
+
+def test_segmentation_recipe_quick_run_reports_iou_and_overlays(tmp_path):
+    recipe = load_recipe("segmentation_unet")
+    report = recipe.main(["--quick", "--out", str(tmp_path)])
+    assert set(report["per_class_iou"]) == {"background", "ellipse", "pentagon", "star"}
+    assert 0.0 <= report["mean_iou"] <= 1.0
+    assert (tmp_path / "run" / "overlays.png").stat().st_size > 0
+
+
+def test_detection_recipe_quick_run_reports_map_and_overlays(tmp_path):
+    recipe = load_recipe("detection")
+    report = recipe.main(["--quick", "--out", str(tmp_path)])
+    assert 0.0 <= report["map"] <= report["map50"] <= 1.0
+    assert set(report["per_class_ap"]) == {"ellipse", "pentagon", "star"}
+    assert (tmp_path / "run" / "overlays.png").stat().st_size > 0

@@ -90,8 +90,14 @@ class RetinaNet(keras.Model):
             name=f"{HEAD_PREFIX}fpn",
         )(features)
         per_cell = anchors.num_base_anchors
+        # The paper's initialization (weights N(0, 0.01), the class prior on the class head),
+        # and GroupNorm in the heads as torchvision's RetinaNet v2: a zoo backbone's maps come
+        # at any scale, and without it the untrained heads start far from the prior.
+        head = dict(
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), use_group_norm=True
+        )
         box_head = prediction_head(
-            per_cell * 4, fpn_filters, head_convs, name=f"{HEAD_PREFIX}boxes"
+            per_cell * 4, fpn_filters, head_convs, name=f"{HEAD_PREFIX}boxes", **head
         )
         class_head = prediction_head(
             per_cell * num_classes,
@@ -100,6 +106,7 @@ class RetinaNet(keras.Model):
             use_prior_probability=True,
             prior_probability=0.01,
             name=f"{HEAD_PREFIX}classes",
+            **head,
         )
         boxes, logits = [], []
         for level in sorted(pyramid, key=lambda name: int(name[1:])):
@@ -235,7 +242,8 @@ def retinanet(
         weights: the backbone's weights when given by name. Defaults to None.
         max_level: the coarsest pyramid level, 5 to 7 (the paper: 7, P6 and P7
             for objects over 128 px). Defaults to 7.
-        fpn_filters: channels of the pyramid and the heads. Defaults to 256.
+        fpn_filters: channels of the pyramid and the heads, a multiple of 32.
+            Defaults to 256.
         head_convs: 3x3 convolutions in each head before its output. Defaults to 4.
         anchor_size: the anchor side at level l is `anchor_size * 2**l` (times
             2^0, 2^(1/3), 2^(2/3)); 4 is the paper's 32-512 px, smaller for
@@ -254,6 +262,11 @@ def retinanet(
     """
     if not 5 <= max_level <= 7:
         raise ValueError(f"max_level must be 5, 6 or 7. Received: max_level={max_level}")
+    if fpn_filters % 32:
+        raise ValueError(
+            "fpn_filters must be a multiple of 32 (the heads' GroupNorm has 32 groups). "
+            f"Received: fpn_filters={fpn_filters}"
+        )
     encoder = pyramid_encoder(backbone, input_shape, weights=weights)
     if not set(ENCODER_LEVELS) <= {int(math.log2(r)) for r in encoder.reductions}:
         raise ValueError(
