@@ -43,8 +43,10 @@ from kerasrecipes.registry import (
     PretrainedWeights,
     create_model,
     get_model_entry,
+    list_heads,
     list_models,
     model_card,
+    register_head,
     register_model,
 )
 from kerasrecipes.weights import port_weights
@@ -75,6 +77,7 @@ __all__ = [
     "get_model_entry",
     "inference",
     "layers",
+    "list_heads",
     "list_models",
     "load_backbone",
     "load_classifier",
@@ -87,6 +90,7 @@ __all__ = [
     "plan_phases",
     "plots",
     "port_weights",
+    "register_head",
     "register_model",
     "resolve_config",
     "schedules",

@@ -9,11 +9,17 @@ Shows: the transfer-learning workflow on detection: a RetinaNet
     COCO mAP from pycocotools after every epoch; predicted boxes drawn on
     validation images.
 Run:
-    python recipes/detection.py                 # the demo scenes, ~6 min on 2 cores
+    python recipes/detection.py                 # the demo scenes, ~5 min on 2 cores
     python recipes/detection.py --data my_coco_folder --model resnet50 \
         --weights imagenet --image-size 512     # images/ and annotations.json (COCO)
     python recipes/detection.py --quick         # the test suite's run
-Reaches: RESULTS
+Reaches: on the demo scenes (600 images of 96x96 px with one to four
+    ellipses, pentagons and stars; 120 held out), with the demo backbone
+    (ResNet-18 pre-trained on the ten other shapes of the demo's source
+    task), COCO mAP@.5 0.859 and mAP@[.5:.95] 0.463 on the validation scenes
+    (AP per class: ellipse 0.296, pentagon 0.523, star 0.570) after 4 head
+    epochs (mAP@.5 0.345) and 8 fine-tuning epochs, in 274 s on 2 Xeon cores
+    (mixed_bfloat16; the same run in float32: 0.851 in 405 s).
 """
 
 import argparse

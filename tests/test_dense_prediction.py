@@ -253,6 +253,8 @@ def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
     assert "Data: 19 training and 5 validation image/mask pairs" in stdout
     assert "validation mean IoU" in stdout and "Final validation mean IoU" in stdout
     assert (tmp_path / "run" / "overlays.png").exists()
+    with pytest.raises(ValueError, match="the model of a segmentation run"):
+        kr.load_classifier(tmp_path / "run")
 
 
 # -- detection -------------------------------------------------------------------------------------

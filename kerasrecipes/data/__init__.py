@@ -1,5 +1,5 @@
-"""Data: image folders, segmentation mask folders, COCO detection folders, bad-file scans, augmentation presets,
-class imbalance, semi-supervised training and built-in demo datasets."""
+"""Data: image folders, segmentation mask folders, COCO detection folders, bad-file scans,
+augmentation presets, class imbalance, semi-supervised training and built-in demo datasets."""
 
 from kerasrecipes.data.augment import (
     PRESETS,

@@ -267,7 +267,7 @@ def _box_dataset(records, image_size, batch_size, seed, shuffle, cache):
     paths = [r["path"] for r in records]
     dataset = tf.data.Dataset.from_tensor_slices((paths, boxes, labels))
     dataset = dataset.map(
-        lambda p, b, l: (read_image(p, image_size), {"boxes": b, "labels": l}),
+        lambda path, box, label: (read_image(path, image_size), {"boxes": box, "labels": label}),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     if cache:

@@ -110,12 +110,16 @@ def fine_tune(
     strategy=None,
     **overrides,
 ):
-    """Fine-tunes `backbone` on a new classification task, phase by phase; returns the model.
+    """Fine-tunes `backbone` on a new task, phase by phase; returns the model.
 
     The phases come from `config` (`kr.FineTuneConfig`, whose fields are
     documented there; any field may also be passed as a keyword, e.g.
     `head_epochs=2`): by default a new head on the frozen backbone, then the
     backbone unfrozen at per-layer rates. See `kr.finetune.plan_phases`.
+    The head is a classifier, or with `task="segmentation"` a U-Net decoder
+    and with `task="detection"` a RetinaNet (`kerasrecipes.finetune.tasks`;
+    docs/dense-prediction.md), whose run folders hold `overlays.png` and
+    the IoU or COCO mAP instead of `confusion.png` and the accuracy.
 
     With `out_dir`, the run folder holds `report.json`, `history.csv`,
     `curves.png`, `confusion.png` and `model.keras` (no optimizer state),
@@ -131,7 +135,9 @@ def fine_tune(
             `kr.load_backbone`, or a function that builds a model (called in
             the strategy's scope).
         train_ds: batched `tf.data.Dataset` of `(images, labels)`, labels as
-            class indices or one-hot, e.g. from `kr.data.image_folder`.
+            class indices or one-hot, e.g. from `kr.data.image_folder`; for
+            segmentation `(images, masks)` (`kr.data.mask_folder`), for
+            detection `(images, {"boxes", "labels"})` (`kr.data.coco_folder`).
         val_ds: the same for validation, or None.
         num_classes: classes of the new classifier; taken from `info` when None.
         config: a `kr.FineTuneConfig`, or None for the defaults.
@@ -517,7 +523,8 @@ def _check_image_size(backbone, train_ds):
 def _num_classes(num_classes, info, train_ds):
     if num_classes is None and info is not None:
         num_classes = info.num_classes
-    if num_classes is None and len(train_ds.element_spec[1].shape) == 2:
+    labels = train_ds.element_spec[1]
+    if num_classes is None and not isinstance(labels, dict) and len(labels.shape) == 2:
         num_classes = train_ds.element_spec[1].shape[-1]
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(

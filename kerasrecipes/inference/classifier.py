@@ -254,10 +254,26 @@ def load_classifier(path):
         raise FileNotFoundError(f"No such model file or run folder: {path}.")
     if not file.endswith(".keras"):
         raise ValueError(f"{file} is not a .keras file; give a run folder or a .keras file.")
+    task = _report_task(os.path.dirname(file))
+    if task != "classification":
+        raise ValueError(
+            f"{file} is the model of a {task} run; predict, evaluate and export handle "
+            "classifiers. Load it with keras.saving.load_model(...) (with `import kerasrecipes` "
+            "first); its run folder's report.json and overlays.png hold its results."
+        )
     model = keras.saving.load_model(file, compile=False)
     if isinstance(model, ImageClassifier):
         return model
     return ImageClassifier(model, class_names=_report_class_names(os.path.dirname(file)))
+
+
+def _report_task(folder):
+    """The task of the run whose report is in `folder` ("classification" without a report)."""
+    report = os.path.join(folder, "report.json")
+    if not os.path.exists(report):
+        return "classification"
+    with open(report) as file:
+        return json.load(file).get("config", {}).get("task", "classification")
 
 
 def _report_class_names(folder):
