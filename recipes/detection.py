@@ -59,7 +59,7 @@ def parse_args(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="48 small scenes, no pre-training")
+    parser.add_argument("--quick", action="store_true", help="24 small scenes, no pre-training")
     parser.add_argument("--out", default="runs/detection")
     return parser.parse_args(argv)
 
@@ -76,7 +76,7 @@ label -1. Without `--data`, the demo scenes are generated first.
 def read_data(args):
     folder = args.data
     if folder is None:
-        count, size = (48, 64) if args.quick else (600, 96)
+        count, size = (24, 48) if args.quick else (600, 96)
         folder = kr.data.make_demo_dataset(
             os.path.join(args.out, f"scenes_{count}_{size}px"),
             task="detection",

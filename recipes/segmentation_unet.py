@@ -48,7 +48,7 @@ def parse_args(argv=None):
     parser.add_argument("--head-epochs", type=int, default=4)
     parser.add_argument("--finetune-epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="48 small scenes, no pre-training")
+    parser.add_argument("--quick", action="store_true", help="24 small scenes, no pre-training")
     parser.add_argument("--out", default="runs/segmentation_unet")
     return parser.parse_args(argv)
 
@@ -65,7 +65,7 @@ def parse_args(argv=None):
 def read_data(args):
     folder = args.data
     if folder is None:
-        count, size = (48, 64) if args.quick else (600, 96)
+        count, size = (24, 48) if args.quick else (600, 96)
         folder = kr.data.make_demo_dataset(
             os.path.join(args.out, f"scenes_{count}_{size}px"),
             task="segmentation",
@@ -93,7 +93,7 @@ included) for the first phase, then unfreezes it.
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.weights, args.image_size = "none", 64
+        args.weights, args.image_size = "none", 48
         args.head_epochs, args.finetune_epochs, args.batch_size = 1, 1, 8
     train, val, info = read_data(args)
     print(

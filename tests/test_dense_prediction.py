@@ -121,7 +121,8 @@ def test_a_flip_moves_the_mask_with_the_image():
 def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes(name):
     card = kr.model_card(name)
     reductions = {tap.reduction for tap in card.feature_taps}
-    for size in (max(64, card.min_input_size), max(64, card.min_input_size) + 32):
+    smallest = 32 * -(-max(64, card.min_input_size) // 32)  # RetinaNet takes multiples of 32
+    for size in (smallest, smallest + 32):
         features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
         model = kr.create_model(
             "unet",
@@ -131,21 +132,23 @@ def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes
             decoder_filters=(8, 8, 8, 8, 8),
         )
         assert model.output_shape == (None, size, size, 3)
-        if {8, 16, 32} <= reductions:
-            detector = kr.create_model(
-                "retinanet",
-                backbone=features,
-                num_classes=3,
-                input_shape=(size, size, 3),
-                fpn_filters=32,
-                head_convs=1,
-            )
-            # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.
-            anchors = sum(9 * (-(-size // 2**level)) ** 2 for level in range(3, 8))
-            assert detector.output_shape == [(None, anchors, 4), (None, anchors, 3)]
-        else:
-            with pytest.raises(ValueError, match="RetinaNet needs 8, 16 and 32"):
-                kr.create_model("retinanet", backbone=features, input_shape=(size, size, 3))
+        detector = kr.create_model(
+            "retinanet",
+            backbone=features,
+            num_classes=3,
+            input_shape=(size, size, 3),
+            fpn_filters=32,
+            head_convs=1,
+        )
+        # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.
+        anchors = sum(9 * (-(-size // 2**level)) ** 2 for level in range(3, 8))
+        assert detector.output_shape == [(None, anchors, 4), (None, anchors, 3)]
+        if size == smallest:  # the pyramid's shapes agree when it runs, not only when built
+            outputs = detector(np.zeros((1, size, size, 3), "float32"))
+            assert outputs["cls_logits"].shape == (1, anchors, 3)
+        # A CIFAR-style encoder stops at stride 4: the detector makes C3-C5 with new layers.
+        extra = any(layer.name.startswith("head_extra") for layer in detector.layers)
+        assert extra == (not {8, 16, 32} <= reductions)
         keras.backend.clear_session()
 
 
@@ -157,6 +160,8 @@ def test_unet_matches_segmentation_models_and_rejects_a_vit():
     assert model.layers[-1].name == "head_masks" and model.output.dtype == "float32"
     with pytest.raises(ValueError, match="vit_tiny16 gives feature maps at one reduction"):
         kr.create_model("unet", backbone="vit_tiny16", input_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="multiples of 32.*image_size=96"):
+        kr.create_model("retinanet", backbone="resnet18", input_shape=(100, 100, 3))
     with pytest.raises(ValueError, match="features_only and out_indices apply to its backbone"):
         kr.create_model("unet", features_only=True)
 
@@ -186,14 +191,24 @@ def test_unet_on_a_demo_style_backbone_round_trips(tmp_path):
     np.testing.assert_array_equal(loaded(images), model(images))
 
 
+class _EncoderKernels(keras.callbacks.Callback):
+    """Records the first encoder convolution's kernel at the end of every epoch."""
+
+    def __init__(self, encoder, layer):
+        super().__init__()
+        self.encoder, self.layer, self.kernels = encoder, layer, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        inner = self.model.get_layer(self.encoder).get_layer(self.layer)
+        self.kernels.append(keras.ops.convert_to_numpy(inner.kernel).copy())
+
+
 def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scenes, tmp_path):
     train, val, info = mask_folder(scenes, image_size=(48, 48), batch_size=8, scan_cache=False)
     backbone = kr.create_model("baseline_cnn", include_top=False, input_shape=(32, 32, 3))
     before = backbone.get_layer("stage1_block1_conv").kernel.numpy()
-    model, history = kr.fine_tune(
-        backbone,
-        train,
-        val,
+    kernels = _EncoderKernels("baseline_cnn", "stage1_block1_conv")
+    arguments = dict(
         info=info,
         task="segmentation",
         head_epochs=1,
@@ -203,6 +218,10 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
         precision="float32",
         augment="flip",
     )
+    model, history = kr.fine_tune(backbone, train, val, callbacks=[kernels], **arguments)
+    # Phase 1 left the encoder as it was; phase 2 trained it.
+    np.testing.assert_array_equal(kernels.kernels[0], before)
+    assert not np.allclose(kernels.kernels[1], before)
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["per_class_iou"]) == {"background", "ellipse", "pentagon", "star"}
     assert 0 <= report["mean_iou"] <= 1 and report["data"]["counts_are"] == "labelled pixels"
@@ -210,12 +229,14 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
     assert "val_mean_iou" in history.history and history.phases == {"head": 0, "finetune": 1}
     for name in ("overlays.png", "curves.png", "model.keras", "history.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
-    encoder = model.get_layer("baseline_cnn")
-    # Phase 2 trained the encoder (phase 1 alone would have left it as it was).
-    assert not np.allclose(encoder.get_layer("stage1_block1_conv").kernel.numpy(), before)
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     images = next(iter(val))[0]
     np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
+    # The run folder holds a finished run: a second call trains nothing and gives its model.
+    with pytest.warns(UserWarning, match="finished earlier"):
+        again, resumed = kr.fine_tune(backbone, train, val, **arguments)
+    assert resumed.finished_earlier
+    np.testing.assert_allclose(again(images), model(images), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="balance is for classification"):
         kr.fine_tune(backbone, train, val, info=info, task="segmentation", balance="oversample")
     with pytest.raises(ValueError, match="augment must be one of \\['flip', 'basic'\\]"):

@@ -34,7 +34,8 @@ ENCODER_LEVELS = (3, 4, 5)
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
 class RetinaNet(keras.Model):
-    """A RetinaNet on `encoder`, a model from images to its C3, C4, C5 maps (see `retinanet`).
+    """A RetinaNet on `encoder`, a model from images to its maps at `encoder_strides` (see
+    `retinanet`).
 
     Trains with `fit` on `(images, {"boxes": (B, N, 4), "labels": (B, N)})`,
     boxes in pixels as `[x_min, y_min, x_max, y_max]`, rows padded with label
@@ -47,6 +48,7 @@ class RetinaNet(keras.Model):
         encoder,
         num_classes,
         image_shape,
+        encoder_strides=(8, 16, 32),
         preprocessing=None,
         max_level=7,
         fpn_filters=256,
@@ -68,13 +70,20 @@ class RetinaNet(keras.Model):
             num_scales=3,
             aspect_ratios=[0.5, 1.0, 2.0],
             anchor_size=anchor_size,
+            dtype="float32",  # the box arithmetic stays in float32 under mixed precision
         )
         inputs = keras.Input(image_shape, name="images")
         x = inputs
         if preprocessing:
             x = ImagePreprocessing(preprocessing, name="preprocessing")(x)
+        maps = encoder(x)
+        by_stride = dict(zip(encoder_strides, maps if isinstance(maps, list) else [maps]))
         features = {}
-        for level, feature_map in zip(ENCODER_LEVELS, encoder(x)):
+        for level in ENCODER_LEVELS:
+            feature_map = by_stride.get(2**level)
+            if feature_map is None:
+                feature_map = _downsampled(by_stride, 2**level, fpn_filters)
+                by_stride[2**level] = feature_map
             # The anchors tile ceil(size / stride) cells; a 'valid'-padded encoder gives less.
             size = tuple(math.ceil(s / 2**level) for s in image_shape[:2])
             if tuple(feature_map.shape[1:3]) != size:
@@ -131,6 +140,7 @@ class RetinaNet(keras.Model):
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.encoder = encoder
+        self.encoder_strides = tuple(encoder_strides)
         self.num_classes = num_classes
         self.image_shape = image_shape
         self.preprocessing = preprocessing
@@ -140,12 +150,17 @@ class RetinaNet(keras.Model):
         self.anchor_size = anchor_size
         self.confidence_threshold = confidence_threshold
         self.anchor_generator = anchors
-        self.label_encoder = label_encoder(anchors, BOX_FORMAT, encoding_format="center_xywh")
+        # In float32 whatever the global policy: in bfloat16 the IoU matching and the log-scale
+        # box targets lose their precision: one quick run in three ended in a NaN loss.
+        self.label_encoder = label_encoder(
+            anchors, BOX_FORMAT, encoding_format="center_xywh", dtype="float32"
+        )
         self.prediction_decoder = keras_hub.layers.NonMaxSuppression(
             BOX_FORMAT,
             from_logits=True,
             confidence_threshold=confidence_threshold,
             max_detections=100,
+            dtype="float32",
         )
 
     def get_config(self):
@@ -154,6 +169,7 @@ class RetinaNet(keras.Model):
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "num_classes": self.num_classes,
             "image_shape": self.image_shape,
+            "encoder_strides": self.encoder_strides,
             "preprocessing": self.preprocessing,
             "max_level": self.max_level,
             "fpn_filters": self.fpn_filters,
@@ -209,12 +225,26 @@ class RetinaNet(keras.Model):
                 from_logits=True,
                 confidence_threshold=confidence_threshold,
                 max_detections=100,
+                dtype="float32",
             )
         return decoder(boxes, outputs["cls_logits"], images=images)
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (list, tuple)) else data
         return self.decode(self(images, training=False), images)
+
+
+def _downsampled(by_stride, stride, filters):
+    """The map at `stride` made from the deepest shallower one by stride-2 3x3 convolutions and
+    ReLUs, as the paper makes P6 and P7 from C5: for encoders whose maps stop short of 32."""
+    source = max(s for s in by_stride if s < stride)
+    x = by_stride[source]
+    while source < stride:
+        source *= 2
+        name = f"{HEAD_PREFIX}extra_c{int(math.log2(source))}"
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", name=f"{name}_conv")(x)
+        x = keras.layers.ReLU(name=f"{name}_relu")(x)
+    return x
 
 
 @register_head("retinanet")
@@ -236,9 +266,12 @@ def retinanet(
         backbone: a registered CNN name (`kr.list_models()`), a model built by
             `kr.create_model` or wrapping one (the demo backbones), or a
             `kr.LoadedBackbone`; rebuilt at `input_shape` with its weights.
-            It must reach a reduction of 32. Defaults to "resnet50".
+            Its stride-8, 16 and 32 maps feed the pyramid; those it lacks (a
+            CIFAR-style network stops at 4) are made from its deepest map by
+            stride-2 convolutions, new layers that train with the head.
+            Defaults to "resnet50".
         num_classes: object classes, without a background class. Defaults to 80.
-        input_shape: (height, width, 3). Defaults to (512, 512, 3).
+        input_shape: (height, width, 3), multiples of 32. Defaults to (512, 512, 3).
         weights: the backbone's weights when given by name. Defaults to None.
         max_level: the coarsest pyramid level, 5 to 7 (the paper: 7, P6 and P7
             for objects over 128 px). Defaults to 7.
@@ -267,22 +300,25 @@ def retinanet(
             "fpn_filters must be a multiple of 32 (the heads' GroupNorm has 32 groups). "
             f"Received: fpn_filters={fpn_filters}"
         )
-    encoder = pyramid_encoder(backbone, input_shape, weights=weights)
-    if not set(ENCODER_LEVELS) <= {int(math.log2(r)) for r in encoder.reductions}:
+    if input_shape[0] % 32 or input_shape[1] % 32:
         raise ValueError(
-            f"{encoder.model.name} gives maps at reductions {encoder.reductions}; RetinaNet needs "
-            "8, 16 and 32. Use an ImageNet-style CNN (resnet18, mobilenet_v2, ...), not a "
-            "CIFAR one."
+            "retinanet: the input height and width must be multiples of 32: the feature "
+            "pyramid doubles P5 to add it to P4 and P4 to add it to P3. Received: "
+            f"input_shape={tuple(input_shape)}; resize the images (e.g. image_size="
+            f"{32 * max(1, round(input_shape[0] / 32))})."
         )
-    wanted = [encoder.reductions.index(2**level) for level in ENCODER_LEVELS]
-    maps = keras.Model(
-        encoder.model.inputs, [encoder.model.outputs[i] for i in wanted], name=encoder.model.name
-    )
+    encoder = pyramid_encoder(backbone, input_shape, weights=weights)
+    # C3-C5 where the encoder has them; a CIFAR-style encoder (strides 1-4) gives its deepest
+    # map, from which the detector makes the missing levels (`_downsampled`).
+    strides = [r for r in encoder.reductions if r in (8, 16, 32)] or [encoder.reductions[-1]]
+    outputs = [encoder.model.outputs[encoder.reductions.index(r)] for r in strides]
+    maps = keras.Model(encoder.model.inputs, outputs, name=encoder.model.name)
     preprocessing = encoder.preprocessing[0].mode if encoder.preprocessing else None
     return RetinaNet(
         maps,
         num_classes,
         input_shape,
+        encoder_strides=strides,
         preprocessing=preprocessing,
         max_level=max_level,
         fpn_filters=fpn_filters,
