@@ -60,7 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--finetune-epochs", type=int, default=FINETUNE_EPOCHS)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="24 small scenes, no pre-training")
+    parser.add_argument(
+        "--quick", action="store_true", help="24 small scenes, no pre-training, one epoch"
+    )
     parser.add_argument("--out", default="runs/detection")
     return parser.parse_args(argv)
 
@@ -107,7 +109,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         args.weights, args.image_size = "none", 64
-        args.head_epochs, args.finetune_epochs, args.batch_size = 1, 1, 8
+        args.head_epochs, args.finetune_epochs, args.batch_size = 1, 0, 8
     train, val, info = read_data(args)
     print(
         f"{len(info.train_images)} training and {len(info.val_images)} validation images, "
@@ -126,6 +128,9 @@ def main(argv=None):
         head_epochs=args.head_epochs,
         finetune_epochs=args.finetune_epochs,
         head_lr=args.learning_rate,
+        # An untrained backbone in mixed_bfloat16 has ended the quick run in a NaN loss about
+        # once in six (docs/dense-prediction.md, known issues); the quick run stays in float32.
+        precision="float32" if args.quick else "auto",
         augment="flip",
         out_dir=os.path.join(args.out, "run"),
         restart=True,

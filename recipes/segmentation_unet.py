@@ -48,7 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--head-epochs", type=int, default=4)
     parser.add_argument("--finetune-epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="24 small scenes, no pre-training")
+    parser.add_argument(
+        "--quick", action="store_true", help="24 small scenes, no pre-training, one epoch"
+    )
     parser.add_argument("--out", default="runs/segmentation_unet")
     return parser.parse_args(argv)
 
@@ -94,7 +96,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.quick:
         args.weights, args.image_size = "none", 48
-        args.head_epochs, args.finetune_epochs, args.batch_size = 1, 1, 8
+        args.head_epochs, args.finetune_epochs, args.batch_size = 1, 0, 8
     train, val, info = read_data(args)
     print(
         f"{len(info.train_pairs)} training and {len(info.val_pairs)} validation pairs, "

@@ -117,39 +117,52 @@ def test_a_flip_moves_the_mask_with_the_image():
     assert flipped_any
 
 
-@pytest.mark.parametrize("name", CNNS)
-def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes(name):
+def _cnn_sizes():
+    """(name, which size) for every CNN; a heavy model's second size is built with -m slow
+    (building ResNet-1202 or ConvNeXt-XL takes 10-15 s a size on 2 cores), its first in the
+    default run."""
+    return [
+        pytest.param(name, which, marks=pytest.mark.slow)
+        if which == 1 and kr.model_card(name).heavy
+        else (name, which)
+        for name in CNNS
+        for which in (0, 1)
+    ]
+
+
+@pytest.mark.parametrize("name, which", _cnn_sizes())
+def test_every_cnn_builds_as_a_unet_encoder_and_a_detector_backbone_at_two_sizes(name, which):
     card = kr.model_card(name)
     reductions = {tap.reduction for tap in card.feature_taps}
     smallest = 32 * -(-max(64, card.min_input_size) // 32)  # RetinaNet takes multiples of 32
-    for size in (smallest, smallest + 32):
-        features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
-        model = kr.create_model(
-            "unet",
-            backbone=features,
-            num_classes=3,
-            input_shape=(size, size, 3),
-            decoder_filters=(8, 8, 8, 8, 8),
-        )
-        assert model.output_shape == (None, size, size, 3)
-        detector = kr.create_model(
-            "retinanet",
-            backbone=features,
-            num_classes=3,
-            input_shape=(size, size, 3),
-            fpn_filters=32,
-            head_convs=1,
-        )
-        # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.
-        anchors = sum(9 * (-(-size // 2**level)) ** 2 for level in range(3, 8))
-        assert detector.output_shape == [(None, anchors, 4), (None, anchors, 3)]
-        if size == smallest:  # the pyramid's shapes agree when it runs, not only when built
-            outputs = detector(np.zeros((1, size, size, 3), "float32"))
-            assert outputs["cls_logits"].shape == (1, anchors, 3)
-        # A CIFAR-style encoder stops at stride 4: the detector makes C3-C5 with new layers.
-        extra = any(layer.name.startswith("head_extra") for layer in detector.layers)
-        assert extra == (not {8, 16, 32} <= reductions)
-        keras.backend.clear_session()
+    size = (smallest, smallest + 32)[which]
+    features = kr.create_model(name, features_only=True, input_shape=(size, size, 3))
+    model = kr.create_model(
+        "unet",
+        backbone=features,
+        num_classes=3,
+        input_shape=(size, size, 3),
+        decoder_filters=(8, 8, 8, 8, 8),
+    )
+    assert model.output_shape == (None, size, size, 3)
+    detector = kr.create_model(
+        "retinanet",
+        backbone=features,
+        num_classes=3,
+        input_shape=(size, size, 3),
+        fpn_filters=32,
+        head_convs=1,
+    )
+    # 9 anchors per cell of P3-P7, each level ceil(size / 2**level) cells a side.
+    anchors = sum(9 * (-(-size // 2**level)) ** 2 for level in range(3, 8))
+    assert detector.output_shape == [(None, anchors, 4), (None, anchors, 3)]
+    if which == 0:  # the pyramid's shapes agree when it runs, not only when built
+        outputs = detector(np.zeros((1, size, size, 3), "float32"))
+        assert outputs["cls_logits"].shape == (1, anchors, 3)
+    # A CIFAR-style encoder stops at stride 4: the detector makes C3-C5 with new layers.
+    extra = any(layer.name.startswith("head_extra") for layer in detector.layers)
+    assert extra == (not {8, 16, 32} <= reductions)
+    keras.backend.clear_session()
 
 
 def test_unet_matches_segmentation_models_and_rejects_a_vit():
@@ -368,6 +381,18 @@ def test_a_flip_moves_the_boxes_with_the_image():
     assert (labels[:, 1] == -1).all() and (boxes[:, 1] == -1).all()  # padding stays padding
 
 
+def test_anchor_size_follows_the_small_objects():
+    boxes = np.zeros((4, 2, 4), "float32")
+    boxes[:, 0] = [0, 0, 16, 16]  # sides of 16 px: P3's smallest anchor is 2 * 8 px
+    boxes[:, 1] = [0, 0, 400, 400]
+    labels = np.array([[0, -1]] * 3 + [[0, 1]], "int32")  # the big box counts only once
+    dataset = tf.data.Dataset.from_tensors(
+        (np.zeros((4, 8, 8, 3), "float32"), {"boxes": boxes, "labels": labels})
+    )
+    assert tasks.anchor_size_for(dataset) == pytest.approx(2.0)
+    assert tasks.anchor_size_for(None) == 4
+
+
 class _Oracle:
     """A stand-in detector whose detections are the true boxes, shifted by `shift` pixels."""
 
@@ -469,6 +494,8 @@ def test_the_command_detects_on_a_coco_folder(scenes, tmp_path, capsys):
             str(tmp_path / "backbone.keras"),
             "--image-size",
             "64",
+            "--precision",
+            "float32",
             "--head-epochs",
             "1",
             "--finetune-epochs",

@@ -1,10 +1,13 @@
 """What changes in `fine_tune` for a dense task: the model, the loss, the metrics, the outputs.
 
-Classification keeps its own path in `training.py`; segmentation builds a
-U-Net (`kerasrecipes.models.unet`) on the given backbone, whose decoder
-layers are `head_*` so the phases freeze and unfreeze exactly as for a
-classifier. The loss ignores VOC's void pixels (255); the metric is Keras'
-`MeanIoU`, whose confusion matrix also gives the per-class IoU of the report.
+Classification keeps its own path in `training.py`. Segmentation builds a
+U-Net (`kerasrecipes.models.unet`) on the given backbone, detection a
+RetinaNet (`kerasrecipes.models.retinanet`); their new layers are `head_*`,
+so the phases freeze and unfreeze exactly as for a classifier. The
+segmentation loss ignores VOC's void pixels (255) and its metric is Keras'
+`MeanIoU`, whose confusion matrix also gives the per-class IoU of the
+report; the detector computes its own loss, and pycocotools scores it
+(`kerasrecipes.callbacks.coco`).
 """
 
 import os

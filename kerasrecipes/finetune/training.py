@@ -165,7 +165,7 @@ def fine_tune(
         description = backbone.description
         if config.preprocessing == "auto" and backbone.preprocessing:
             config = config.replace(preprocessing=backbone.preprocessing)
-    num_classes = _num_classes(num_classes, info, train_ds)
+    num_classes = _num_classes(num_classes, info, train_ds, config.task)
     phases = plan_phases(config)
     folder = RunFolder(config.out_dir) if config.out_dir else None
     with folder if folder else contextlib.nullcontext():
@@ -176,8 +176,8 @@ def fine_tune(
             }
             if folder.open(identity, restart=config.restart) == "finished":
                 return _finished_run(folder, config)
-        run = _Run(config, folder, strategy, num_classes)
-        run.class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
+        class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
+        run = _Run(config, folder, strategy, num_classes, class_names)
         run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
         history = run.train(phases, callbacks)
         if folder:
@@ -190,11 +190,12 @@ def fine_tune(
 class _Run:
     """The state one `fine_tune` call shares between its phases."""
 
-    def __init__(self, config, folder, strategy, num_classes):
+    def __init__(self, config, folder, strategy, num_classes, class_names):
         self.config = config
         self.folder = folder
         self.strategy = strategy or distribute.default_strategy()
         self.num_classes = num_classes
+        self.class_names = class_names
         self.memory_rows = {}  # epoch -> row, when there is no run folder to record them
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
@@ -229,7 +230,8 @@ class _Run:
         self.metrics = ["accuracy"]
 
     def _prepare_dense(self, backbone, train_ds, val_ds):
-        """`prepare` for segmentation: mask-aware augmentation, a U-Net on the backbone."""
+        """`prepare` for segmentation and detection: augmentation that moves the masks or boxes
+        with the images, and a U-Net or RetinaNet on the backbone."""
         config = self.config
         self.class_weight = None
         if config.augment is not None:
@@ -520,15 +522,16 @@ def _check_image_size(backbone, train_ds):
     )
 
 
-def _num_classes(num_classes, info, train_ds):
+def _num_classes(num_classes, info, train_ds, task="classification"):
     if num_classes is None and info is not None:
         num_classes = info.num_classes
     labels = train_ds.element_spec[1]
     if num_classes is None and not isinstance(labels, dict) and len(labels.shape) == 2:
         num_classes = train_ds.element_spec[1].shape[-1]
-    if not isinstance(num_classes, int) or num_classes < 2:
+    least = 1 if task == "detection" else 2  # a detector may look for one kind of object
+    if not isinstance(num_classes, int) or num_classes < least:
         raise ValueError(
-            f"fine_tune: num_classes must be an integer >= 2 (or give info=). "
+            f"fine_tune: num_classes must be an integer >= {least} (or give info=). "
             f"Received: {num_classes!r}"
         )
     return num_classes
