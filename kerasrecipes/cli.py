@@ -345,18 +345,10 @@ def read_config_data(data, config):
     the scan's warning kept off the terminal (see `quiet_scan_log`)."""
     import kerasrecipes as kr
 
-    if config.task == "detection":
+    dense_readers = {"segmentation": kr.data.mask_folder, "detection": kr.data.coco_folder}
+    if config.task in dense_readers:
         with quiet_scan_log():
-            return kr.data.coco_folder(
-                data,
-                image_size=(config.image_size, config.image_size),
-                batch_size=config.batch_size,
-                validation_split=config.validation_split or None,
-                seed=config.seed,
-            )
-    if config.task == "segmentation":
-        with quiet_scan_log():
-            return kr.data.mask_folder(
+            return dense_readers[config.task](
                 data,
                 image_size=(config.image_size, config.image_size),
                 batch_size=config.batch_size,

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasrecipes.data.folder import _check_image_size, read_image
+from kerasrecipes.data.masks import batched, check_validation_split, random_split
 from kerasrecipes.data.verify import _log_skipped, logger, verify_images
 
 ANNOTATION_FILE = "annotations.json"
@@ -185,10 +186,7 @@ def coco_folder(
     from PIL import Image
 
     height, width = _check_image_size(image_size)
-    if validation_split is not None and not 0 < validation_split < 1:
-        raise ValueError(
-            f"validation_split must be in (0, 1) or None. Received: {validation_split!r}"
-        )
+    check_validation_split(validation_split)
     path = os.path.abspath(os.fspath(path))
     annotation_path = os.path.join(path, annotations)
     names, category_ids, records = _records(_load(annotation_path), annotation_path)
@@ -225,10 +223,8 @@ def coco_folder(
         raise ValueError(
             f"coco_folder: {path} has {len(kept)} usable image(s); it needs at least two."
         )
-    order = np.random.default_rng(seed).permutation(len(kept))
-    num_val = 0 if validation_split is None else max(1, round(validation_split * len(kept)))
-    val_images = [kept[i] for i in order[:num_val]]
-    train_images = [kept[i] for i in sorted(order[num_val:])]
+    train_images, val_images = random_split(kept, validation_split, seed)
+    num_val = len(val_images)
 
     def counts(split):
         found = np.bincount([label for r in split for label in r["labels"]], minlength=len(names))
@@ -270,8 +266,4 @@ def _box_dataset(records, image_size, batch_size, seed, shuffle, cache):
         lambda path, box, label: (read_image(path, image_size), {"boxes": box, "labels": label}),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    if cache:
-        dataset = dataset.cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return batched(dataset, len(records), batch_size, seed, shuffle, cache)

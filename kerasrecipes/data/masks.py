@@ -183,10 +183,7 @@ def mask_folder(
         None without a split) and a `MaskFolderInfo`.
     """
     height, width = _check_image_size(image_size)
-    if validation_split is not None and not 0 < validation_split < 1:
-        raise ValueError(
-            f"validation_split must be in (0, 1) or None. Received: {validation_split!r}"
-        )
+    check_validation_split(validation_split)
     path = os.path.abspath(os.fspath(path))
     if class_names is None:
         class_names = read_class_names(os.path.join(path, CLASS_FILE))
@@ -215,10 +212,8 @@ def mask_folder(
             f"mask_folder: {path} has {len(kept)} usable image/mask pair(s); it needs at least "
             "two" + (" (see the log for the skipped files)" if skipped else "") + "."
         )
-    order = np.random.default_rng(seed).permutation(len(kept))
-    num_val = 0 if validation_split is None else max(1, round(validation_split * len(kept)))
-    val_items = [kept[i] for i in order[:num_val]]
-    train_items = [kept[i] for i in sorted(order[num_val:])]
+    train_items, val_items = random_split(kept, validation_split, seed)
+    num_val = len(val_items)
 
     def pixels(items):
         total = np.sum([counts for _, _, counts in items], axis=0, dtype="int64")
@@ -254,8 +249,28 @@ def _pair_dataset(pairs, image_size, batch_size, seed, shuffle, cache):
     dataset = dataset.map(
         lambda i, m: _read_pair(i, m, image_size), num_parallel_calls=tf.data.AUTOTUNE
     )
+    return batched(dataset, len(pairs), batch_size, seed, shuffle, cache)
+
+
+def check_validation_split(validation_split):
+    if validation_split is not None and not 0 < validation_split < 1:
+        raise ValueError(
+            f"validation_split must be in (0, 1) or None. Received: {validation_split!r}"
+        )
+
+
+def random_split(items, validation_split, seed):
+    """`(train, val)`: a seeded random `validation_split` of `items` (at least one) held out;
+    the training items keep their order."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    num_val = 0 if validation_split is None else max(1, round(validation_split * len(items)))
+    return [items[i] for i in sorted(order[num_val:])], [items[i] for i in order[:num_val]]
+
+
+def batched(dataset, count, batch_size, seed, shuffle, cache):
+    """The tail of a reader's pipeline: cache the decoded examples, reshuffle, batch, prefetch."""
     if cache:
         dataset = dataset.cache()
     if shuffle:
-        dataset = dataset.shuffle(len(pairs), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
