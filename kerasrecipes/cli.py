@@ -283,7 +283,9 @@ def finetune(args):
                 }.get(config.task, "a folder with one subfolder per class.")
             )
         )
-    out = config.out_dir or (DEMO_OUT if args.data is None else default_out_dir(args.data))
+    out = config.out_dir or (
+        demo_out_dir(config.task) if args.data is None else default_out_dir(args.data)
+    )
     if args.data is not None and is_inside(out, args.data):
         raise ValueError(
             f"--out {out} is inside the data folder {os.path.realpath(args.data)}; the run's "
@@ -338,6 +340,11 @@ def finetune(args):
     else:
         print(f"{time.perf_counter() - started:.0f} s in all")
     return report
+
+
+def demo_out_dir(task):
+    """The demo's run folder: runs/demo, and one per dense task so the demos do not collide."""
+    return DEMO_OUT if task == "classification" else f"{DEMO_OUT}-{task}"
 
 
 def read_config_data(data, config):

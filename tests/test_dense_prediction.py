@@ -256,6 +256,16 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
         kr.fine_tune(backbone, train, val, info=info, task="segmentation", augment="mixup")
 
 
+def test_each_task_has_its_own_demo_run_folder():
+    from kerasrecipes.cli import demo_out_dir
+
+    folders = [demo_out_dir(task) for task in ("classification", "segmentation", "detection")]
+    assert folders == [
+        os.path.join("runs", "demo"),
+        *(os.path.join("runs", f"demo-{task}") for task in ("segmentation", "detection")),
+    ]
+
+
 def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
     backbone = kr.create_model("resnet20", include_top=False, input_shape=(32, 32, 3))
     backbone.save(tmp_path / "backbone.keras")
