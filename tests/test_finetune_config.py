@@ -27,7 +27,8 @@ def test_every_field_is_an_option_with_its_default_and_the_defaults_agree():
             continue
         assert cli_flag(field) in text, field.name
         assert defaults[field.name] == field.default, field.name
-    assert "--patience" in text and "(default: 0.003)" in text and "(default: 4)" in text
+    assert "--patience" in text and "(default: 0.1)" in text and "(default: 4)" in text
+    assert "(default: 3e-3; 1e-3 for detection)" in " ".join(text.split())
     # The recipe's settings come from the same config.
     recipe = open("recipes/finetune_two_class.py").read()
     assert "kr.FineTuneConfig(" in recipe and "HEAD_EPOCHS = " not in recipe
@@ -43,6 +44,9 @@ def test_from_scratch_is_resolved_once_for_every_entry_point():
     data = kr.resolve_config(demo=False)
     assert (data.model, data.weights, data.image_size) == ("efficientnet_b0", "imagenet", 224)
     assert data.finetune_lr == data.head_lr and data.monitor == "val_loss"
+    # The head's rate by task: RetinaNet's heads need a lower one than a classifier's.
+    assert data.head_lr == 3e-3 and kr.resolve_config(demo=True, task="detection").head_lr == 1e-3
+    assert kr.resolve_config(demo=True, task="detection", head_lr=0.01).head_lr == 0.01
     assert kr.resolve_config(demo=False, model="inception_v3").image_size == 299
 
 
