@@ -269,6 +269,18 @@ def replace_update_step(optimizer, update_step):
     """
     original = optimizer.update_step
     optimizer.update_step = update_step
+    if keras.backend.backend() == "torch":
+        # Keras' PyTorch optimizers update all variables at once with `torch._foreach_*`
+        # (`_parallel_update_step` in keras/src/backend/torch/optimizers/), never calling
+        # `update_step`: put back the per-variable loop of keras/src/optimizers/base_optimizer.py.
+        import torch
+
+        def update_each_variable(grads, variables, learning_rate):
+            with torch.no_grad():
+                for gradient, variable in zip(grads, variables):
+                    optimizer.update_step(gradient, variable, learning_rate)
+
+        optimizer._backend_update_step = update_each_variable
     return original
 
 

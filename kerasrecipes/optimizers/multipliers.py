@@ -222,6 +222,32 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             self.built = True
         self.inner_optimizer.apply(grads, trainable_variables)
 
+    def stateless_apply(self, optimizer_variables, grads, trainable_variables):
+        """Keras' `stateless_apply` (the JAX trainer's update), for a model partly frozen.
+
+        Keras expects values for every variable the optimizer was built on; a bound optimizer
+        is built on the frozen layers' variables too, while the JAX trainer passes only what
+        trains now, in the order of the bound model's `trainable_variables`.
+        """
+        built = _compat.optimizer_built_variables(self) if self.built else []
+        model = self.bound_model()
+        if model is None or len(trainable_variables) == len(built):
+            return super().stateless_apply(optimizer_variables, grads, trainable_variables)
+        training = model.trainable_variables
+        if len(training) != len(trainable_variables):
+            raise ValueError(
+                f"Optimizer {self.name!r} got {len(trainable_variables)} variable values, but "
+                f"its model {model.name!r} trains {len(training)} variables now."
+            )
+        mapping = list(zip(training, trainable_variables))
+        mapping += list(zip(self.variables, optimizer_variables))
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self.apply(grads, training)
+        return (
+            [scope.get_current_value(v) for v in training],
+            [scope.get_current_value(v) for v in self.variables],
+        )
+
     def _scaled_update_step(self, gradient, variable, learning_rate):
         inner = self.inner_optimizer
         dtype = variable.dtype
