@@ -10,14 +10,20 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# PyTorch for the backend tests: 2.13.0 is the CPU build this kind of machine keeps on disk
+	# (pip's find-links); an unpinned torch would pull a CUDA build of several GB.
+	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/kerasrecipes finetune
 
+# The main run on TensorFlow, then tests/test_backends.py on JAX and on PyTorch.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_backends.py
+	KERAS_BACKEND=torch $(PY) -m pytest -q tests/test_backends.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

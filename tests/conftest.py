@@ -7,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import tensorflow as tf
 
+# `make test` runs test_backends.py on JAX and on PyTorch, after the main run; on TensorFlow the
+# other files test the same models and tools in more depth (test_models.py, test_finetune.py).
+collect_ignore = ["test_backends.py"] if keras.backend.backend() == "tensorflow" else []
+
 # Two logical CPU devices, so MirroredStrategy can run with two replicas on this machine. This
 # must happen before TensorFlow initializes its devices, i.e. before any test runs an op.
 _cpus = tf.config.list_physical_devices("CPU")

@@ -229,9 +229,15 @@ class RetinaNet(keras.Model):
             )
         return decoder(boxes, outputs["cls_logits"], images=images)
 
-    def predict_step(self, data):
+    def predict_step(self, *args):
+        # TensorFlow and PyTorch call predict_step(data); JAX calls predict_step(state, data)
+        # and expects (outputs, state) back.
+        outputs = super().predict_step(*args)
+        data = args[-1]
         images = data[0] if isinstance(data, (list, tuple)) else data
-        return self.decode(self(images, training=False), images)
+        if keras.backend.backend() == "jax":
+            return self.decode(outputs[0], images), outputs[1]
+        return self.decode(outputs, images)
 
 
 def _downsampled(by_stride, stride, filters):
