@@ -6,6 +6,9 @@
 ['resnet20', 'resnet26']
 """
 
+import importlib
+import importlib.util
+
 from kerasrecipes._startup import running_the_command
 
 __version__ = "0.1.0"
@@ -31,11 +34,25 @@ def __getattr__(name):
     # while it runs: `from kerasrecipes import data` asks here before importing the submodule.
     if name.startswith("__") or _loading:
         raise AttributeError(name)
-    _load_api()
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        # A submodule (`from kerasrecipes import registry`): import just that, so the model
+        # builders load without TensorFlow, e.g. on a JAX or PyTorch machine.
+        return importlib.import_module(f"{__name__}.{name}")
+    try:
+        _load_api()
+    except ModuleNotFoundError as error:
+        if error.name != "tensorflow":
+            raise
+        raise ModuleNotFoundError(
+            f"kerasrecipes.{name} needs TensorFlow (the data pipelines are tf.data), which is "
+            "not installed. Without it, the model builders still load: "
+            "`from kerasrecipes.registry import create_model`.",
+            name="tensorflow",
+        ) from error
     if name not in globals():
         raise AttributeError(f"module 'kerasrecipes' has no attribute {name!r}")
     return globals()[name]
 
 
-if not running_the_command():
+if not running_the_command() and importlib.util.find_spec("tensorflow") is not None:
     _load_api()

@@ -23,6 +23,7 @@ import typing
 import keras
 
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
+from kerasrecipes.precision import training_compile_options
 from kerasrecipes.registry import HEAD_PREFIX, create_model, model_card
 
 DEMO_MODEL = "baseline_cnn"
@@ -220,6 +221,7 @@ def demo_backbone(
         ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        **training_compile_options(),
     )
     started = time.perf_counter()
     history = classifier.fit(

@@ -6,6 +6,7 @@ import pytest
 
 from kerasrecipes.layers import (
     BasicBlock,
+    BatchNormalization,
     BottleneckBlock,
     DropPath,
     ZeroPadShortcut,
@@ -150,3 +151,61 @@ def test_drop_path_schedule_first_and_last_values():
     assert drop_path_schedule(0.0, 3) == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="drop_path_rate must be in"):
         drop_path_schedule(1.2, 3)
+
+
+# -- BatchNormalization, fused on TensorFlow ------------------------------------------------------
+
+
+def two_batch_norms(policy, rng):
+    """Ours and Keras' BatchNormalization with the same random gamma and beta."""
+    layers = [BatchNormalization(momentum=0.9, dtype=policy)]
+    layers.append(keras.layers.BatchNormalization(momentum=0.9, dtype=policy))
+    gamma, beta = rng.uniform(0.5, 2, 6), rng.uniform(-1, 1, 6)
+    for layer in layers:
+        layer.build((None, 5, 5, 6))
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    return layers
+
+
+@pytest.mark.parametrize("policy, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+def test_batch_norm_runs_fused_and_matches_keras_in_training_and_inference(policy, tolerance, rng):
+    import tensorflow as tf
+
+    ours, theirs = two_batch_norms(policy, rng)
+    x = tf.constant(rng.normal(2, 3, (4, 5, 5, 6)).astype("float32"))
+    weights = tf.constant(rng.normal(size=(4, 5, 5, 6)).astype("float32"))
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            loss = tf.reduce_sum(weights * tf.cast(outputs, "float32"))
+        gradients = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([outputs, layer.moving_mean, layer.moving_variance, *gradients])
+        results[-1].append(layer(x, training=False))
+    assert results[0][0].dtype == results[1][0].dtype
+    for mine, keras_value in zip(*results):
+        mine, keras_value = np.float32(to_numpy(mine)), np.float32(to_numpy(keras_value))
+        scale = max(1.0, np.abs(keras_value).max())
+        np.testing.assert_allclose(mine, keras_value, atol=tolerance * scale)
+    # The fused kernel ran: its graph holds one FusedBatchNormV3 and none of Keras' moments.
+    graph = tf.function(lambda x: ours(x, training=True)).get_concrete_function(x).graph
+    kinds = {op.type for op in graph.get_operations()}
+    assert "FusedBatchNormV3" in kinds and "SquaredDifference" not in kinds
+
+
+def test_batch_norm_falls_back_to_keras_off_the_fused_cases(rng):
+    ours = BatchNormalization(momentum=0.9)
+    theirs = keras.layers.BatchNormalization(momentum=0.9)
+    x = rng.normal(size=(4, 6)).astype("float32")  # 2-D: Keras' own call
+    np.testing.assert_allclose(to_numpy(ours(x, training=True)), to_numpy(theirs(x, training=True)))
+    assert not ours._runs_fused(keras.ops.convert_to_tensor(x), None)
+
+
+def test_batch_norm_round_trips_with_identical_outputs(tmp_path, rng):
+    layer = BatchNormalization(momentum=0.9, epsilon=1e-3, name="bn")
+    ours, loaded_outputs, loaded = round_trip(layer, (4, 4, 6), tmp_path, rng)
+    np.testing.assert_array_equal(ours, loaded_outputs)
+    assert type(loaded.get_layer("bn")) is BatchNormalization
+    assert loaded.get_layer("bn").get_config() == layer.get_config()

@@ -1,5 +1,10 @@
 """Registry and model_info."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import pytest
 
@@ -101,3 +106,37 @@ def test_model_info_reports_trainable_parameters_and_unknown_flops():
 def test_model_info_string():
     text = str(kr.model_info(kr.create_model("resnet20")))
     assert text.startswith("resnet20: 271,098 parameters (269,722 trainable), 0.041G multiply-adds")
+
+
+def test_the_model_builders_load_without_tensorflow():
+    # A GPU machine with JAX or PyTorch and no TensorFlow (what benchmarks/vs_timm.py's workers
+    # run on): `sys.modules["tensorflow"] = None` makes every import of it fail, as there.
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["tensorflow"] = None
+        import kerasrecipes as kr
+        import kerasrecipes.models
+        from kerasrecipes.info import model_info
+        from kerasrecipes.precision import auto_precision
+        from kerasrecipes.registry import create_model
+        model = create_model("resnet18", input_shape=(32, 32, 3), num_classes=3)
+        print(model_info(model).params, auto_precision())
+        try:
+            kr.fine_tune
+        except ModuleNotFoundError as error:
+            print(error)
+        """
+    )
+    environment = dict(os.environ, KERAS_BACKEND="torch")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    params, precision, error = done.stdout.strip().splitlines()[-3:]
+    assert (
+        int(params)
+        == kr.model_info(kr.create_model("resnet18", num_classes=3, input_shape=(32, 32, 3))).params
+    )
+    assert precision in ("float32", "mixed_bfloat16")
+    assert "kerasrecipes.fine_tune needs TensorFlow" in error

@@ -17,6 +17,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from kerasrecipes.precision import auto_precision
+
 DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
 # The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
@@ -274,59 +276,6 @@ def native_image_size(model, weights):
     if weights in card.pretrained and card.pretrained[weights].input_size:
         return int(card.pretrained[weights].input_size)
     return int(card.default_input_shape[0])
-
-
-def auto_precision():
-    """ "mixed_bfloat16" where this machine runs bf16 fast, else "float32".
-
-    Fast bf16 means a GPU of compute capability 8.0 or newer (Ampere, Hopper)
-    or a CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
-    matrices in hardware. CPUs without it (AVX-512 or AVX2 only) convert bf16
-    in software and train slower than float32, so they keep float32.
-    """
-    if _gpu_compute_capability() >= (8, 0):
-        return "mixed_bfloat16"
-    if "amx_bf16" in _cpu_flags():
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as file:
-            for line in file:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def _gpu_compute_capability():
-    import keras
-
-    try:
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                capability = tf.config.experimental.get_device_details(gpus[0])
-                return tuple(capability.get("compute_capability", (0, 0)))
-        elif keras.backend.backend() == "jax":
-            import jax
-
-            device = jax.devices()[0]
-            if device.platform == "gpu":
-                return tuple(int(x) for x in device.compute_capability.split("."))
-        elif keras.backend.backend() == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return tuple(torch.cuda.get_device_capability(0))
-    except Exception:  # a driver that cannot say: assume no fast bf16
-        return (0, 0)
-    return (0, 0)
 
 
 # -- unfreezing schedules ------------------------------------------------------------------------

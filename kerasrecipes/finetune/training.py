@@ -48,6 +48,7 @@ from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
+from kerasrecipes.precision import training_compile_options
 from kerasrecipes.registry import HEAD_PREFIX
 
 MIXING_PRESETS = ("mixup", "cutmix")
@@ -295,7 +296,12 @@ class _Run:
             optimizer, self.group_multipliers = _phase_optimizer(
                 model, phase, config, self.rate_scale, steps
             )
-            model.compile(optimizer=optimizer, loss=self.loss, metrics=self.metrics)
+            model.compile(
+                optimizer=optimizer,
+                loss=self.loss,
+                metrics=self.metrics,
+                **training_compile_options(),
+            )
         self.recorder = _Recorder(self, phase)
         callbacks = (
             tasks.callbacks(config.task, self.val_ds, self.class_names)

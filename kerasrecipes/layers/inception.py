@@ -25,7 +25,7 @@ import re
 import keras
 
 from kerasrecipes.layers.building import serialize_initializer
-from kerasrecipes.layers.normalization import BN_MOMENTUM
+from kerasrecipes.layers.normalization import BN_MOMENTUM, BatchNormalization
 
 # As keras.applications' InceptionV3 (the Keras default), so ported statistics mean the same.
 INCEPTION_BN_EPSILON = 1e-3
@@ -162,7 +162,7 @@ class InceptionModule(keras.layers.Layer):
             dtype=self.dtype_policy,
             name=f"{name}_conv",
         )
-        norm = keras.layers.BatchNormalization(
+        norm = BatchNormalization(
             epsilon=self.norm_epsilon,
             momentum=BN_MOMENTUM,
             scale=False,

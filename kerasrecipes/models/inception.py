@@ -26,7 +26,7 @@ from kerasrecipes.layers.inception import (
     inception_d,
     inception_e,
 )
-from kerasrecipes.layers.normalization import BN_MOMENTUM
+from kerasrecipes.layers.normalization import BN_MOMENTUM, BatchNormalization
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
@@ -68,7 +68,7 @@ def _stem(x):
             use_bias=False,
             name=f"stem_conv{conv_index}",
         )(x)
-        x = keras.layers.BatchNormalization(
+        x = BatchNormalization(
             epsilon=INCEPTION_BN_EPSILON,
             momentum=BN_MOMENTUM,
             scale=False,

@@ -1,0 +1,77 @@
+"""Which precision a machine trains fastest in, and how to compile for it.
+
+`fine_tune`'s `precision="auto"` and `benchmarks/vs_timm.py` both read this
+module, so the benchmark measures what a run does. It imports neither
+TensorFlow nor the rest of the package at import time (the benchmark's
+workers run it on JAX and PyTorch machines without TensorFlow).
+"""
+
+
+def auto_precision():
+    """ "mixed_bfloat16" where this machine runs bf16 fast, else "float32".
+
+    Fast bf16 means a GPU of compute capability 8.0 or newer (Ampere, Hopper)
+    or a CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
+    matrices in hardware. CPUs without it (AVX-512 or AVX2 only) convert bf16
+    in software and train slower than float32, so they keep float32.
+    """
+    if _gpu_compute_capability() >= (8, 0):
+        return "mixed_bfloat16"
+    if "amx_bf16" in _cpu_flags():
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _gpu_compute_capability():
+    import keras
+
+    try:
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                capability = tf.config.experimental.get_device_details(gpus[0])
+                return tuple(capability.get("compute_capability", (0, 0)))
+        elif keras.backend.backend() == "jax":
+            import jax
+
+            device = jax.devices()[0]
+            if device.platform == "gpu":
+                return tuple(int(x) for x in device.compute_capability.split("."))
+        elif keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return tuple(torch.cuda.get_device_capability(0))
+    except Exception:  # a driver that cannot say: assume no fast bf16
+        return (0, 0)
+    return (0, 0)
+
+
+def training_compile_options():
+    """The `Model.compile` options that train fastest on this machine's backend and device.
+
+    On TensorFlow without a GPU: `jit_compile=False`. Keras 3 compiles train
+    steps with XLA wherever every layer allows it, and XLA's CPU backend
+    leaves the oneDNN kernels (AMX on Xeons that have it) that TensorFlow's
+    own graph runs: ResNet-50's step ran 3.4x slower with XLA in float32
+    and 3.8x slower in `mixed_bfloat16` (docs/benchmarks.md). Everywhere
+    else Keras' default (XLA on GPUs and on JAX), i.e. no options.
+    """
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and _gpu_compute_capability() == (0, 0):
+        return {"jit_compile": False}
+    return {}
