@@ -7,19 +7,45 @@ workers run it on JAX and PyTorch machines without TensorFlow).
 """
 
 
-def auto_precision():
-    """ "mixed_bfloat16" where this machine runs bf16 fast, else "float32".
+def auto_precision(model=None):
+    """ "mixed_bfloat16" where this machine trains `model` faster in bf16, else "float32".
 
-    Fast bf16 means a GPU of compute capability 8.0 or newer (Ampere, Hopper)
-    or a CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
-    matrices in hardware. CPUs without it (AVX-512 or AVX2 only) convert bf16
-    in software and train slower than float32, so they keep float32.
+    - A GPU of compute capability 8.0 or newer (Ampere, Hopper): bf16.
+    - A CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
+      matrices in hardware: bf16, except for networks built on depthwise
+      convolutions (MobileNetV2, EfficientNet, ConvNeXt), which trained
+      1.3x, 1.7x and 1.0x slower in bf16 than in float32 there
+      (docs/benchmarks.md). ResNet-50 trained 1.7x faster.
+    - Other CPUs (AVX-512 or AVX2 only) convert bf16 in software and train
+      slower than in float32: float32.
+
+    Args:
+        model: a registered model name (its card says `depthwise`), a
+            `keras.Model` (its layers say), or None: the device alone decides.
     """
     if _gpu_compute_capability() >= (8, 0):
         return "mixed_bfloat16"
-    if "amx_bf16" in _cpu_flags():
+    if "amx_bf16" in _cpu_flags() and not _uses_depthwise_convolutions(model):
         return "mixed_bfloat16"
     return "float32"
+
+
+def _uses_depthwise_convolutions(model):
+    if model is None:
+        return False
+    if isinstance(model, str):
+        from kerasrecipes.registry import model_card
+
+        try:
+            return model_card(model).depthwise
+        except (KeyError, ValueError):  # a weights file or an unknown name: the device decides
+            return False
+    import keras
+
+    from kerasrecipes import _compat
+
+    layers = _compat.sublayers(model, recursive=True)
+    return any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in layers)
 
 
 def _cpu_flags():

@@ -99,6 +99,9 @@ class ModelCard:
         feature_taps: the maps `features_only=True` can return, shallow to deep.
         drop_path: whether the network has residual branches for stochastic depth.
         heavy: whether the test suite runs only its forward pass by default.
+        depthwise: whether its blocks are built on depthwise convolutions
+            (MobileNetV2, EfficientNet, ConvNeXt); `precision="auto"` keeps
+            these in float32 on CPUs, where bf16 trained them slower.
     """
 
     name: str
@@ -114,6 +117,7 @@ class ModelCard:
     feature_taps: tuple = ()
     drop_path: bool = True
     heavy: bool = False
+    depthwise: bool = False
 
     @property
     def param_group_names(self):
@@ -148,6 +152,7 @@ def register_model(
     feature_taps=(),
     drop_path=True,
     heavy=False,
+    depthwise=False,
 ):
     """Decorator that registers a model constructor under `name` with its card.
 
@@ -175,6 +180,7 @@ def register_model(
             feature_taps=tuple(feature_taps),
             drop_path=drop_path,
             heavy=heavy,
+            depthwise=depthwise,
         )
         return builder
 

@@ -171,3 +171,32 @@ def test_the_phase_lists_in_the_docs_run_as_written(capsys):
     assert "from scratch [('finetune', 6, 'all', 0.003, 1.0)]" in printed
     assert "progressive unfreezing [('head', 4, 'head', 0.003, 1.0), " in printed
     assert "('finetune', 6, '0:1,2:3,4:all', 0.003, 0.1)]" in printed
+
+
+def test_auto_precision_picks_bf16_by_device_and_model(monkeypatch):
+    from kerasrecipes import precision
+
+    monkeypatch.setattr(precision, "_gpu_compute_capability", lambda: (0, 0))
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert precision.auto_precision() == "mixed_bfloat16"
+    assert precision.auto_precision("resnet50") == "mixed_bfloat16"
+    # Depthwise networks trained slower in bf16 than in float32 on an AMX CPU.
+    for name in ("mobilenet_v2", "efficientnet_b3", "convnext_tiny"):
+        assert precision.auto_precision(name) == "float32", name
+    inputs = keras.Input((8, 8, 3))
+    depthwise = keras.Model(inputs, keras.layers.DepthwiseConv2D(3)(inputs))
+    assert precision.auto_precision(depthwise) == "float32"
+    assert kr.resolve_config(model="mobilenet_v2", weights="none").precision == "float32"
+    assert kr.resolve_config(model="resnet18", weights="none").precision == "mixed_bfloat16"
+
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    assert precision.auto_precision("resnet50") == "float32"
+    monkeypatch.setattr(precision, "_gpu_compute_capability", lambda: (9, 0))
+    assert precision.auto_precision("mobilenet_v2") == "mixed_bfloat16"
+
+
+def test_training_compiles_without_xla_on_a_cpu():
+    from kerasrecipes.precision import training_compile_options
+
+    # XLA's CPU backend trained ResNet-50 3.4x slower than TensorFlow's graph (oneDNN).
+    assert training_compile_options() == {"jit_compile": False}

@@ -221,7 +221,8 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
       reached a quarter of the demo's mAP@.5 after the head phase and the
       loss jumped to 1.07 when the encoder unfroze, recipes/detection.py);
       `finetune_lr`: `head_lr`; `monitor`: "val_loss" (or "loss" when
-      there is no validation data); `precision` "auto": `auto_precision()`;
+      there is no validation data); `precision` "auto": `auto_precision(model)`
+      (`fine_tune` asks again with the backbone it is given);
       `unfreeze`: its canonical text ("all", "2", "0:1,2:all").
 
     Resolving a resolved config changes nothing. Invalid values are a
@@ -250,7 +251,7 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
     changes["finetune_lr"] = head_lr if config.finetune_lr is None else config.finetune_lr
     changes["monitor"] = config.monitor or ("val_loss" if has_validation else "loss")
     if config.precision == "auto":
-        changes["precision"] = auto_precision()
+        changes["precision"] = auto_precision(model)
     changes["unfreeze"] = unfreeze_text(parse_unfreeze(config.unfreeze))
     if config.out_dir is not None:
         changes["out_dir"] = os.fspath(config.out_dir)

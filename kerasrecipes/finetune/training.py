@@ -39,6 +39,7 @@ from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
 from kerasrecipes.finetune import tasks
 from kerasrecipes.finetune.config import (
+    FineTuneConfig,
     describe_phase,
     parse_unfreeze,
     plan_phases,
@@ -48,7 +49,7 @@ from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
-from kerasrecipes.precision import training_compile_options
+from kerasrecipes.precision import auto_precision, training_compile_options
 from kerasrecipes.registry import HEAD_PREFIX
 
 MIXING_PRESETS = ("mixup", "cutmix")
@@ -160,7 +161,10 @@ def fine_tune(
     >>> train, val, info = kr.data.image_folder("PetImages", image_size=(224, 224))  # doctest: +SKIP
     >>> model, history = kr.fine_tune(backbone, train, val, info=info, out_dir="runs/pets")  # doctest: +SKIP
     """
+    asked_precision = overrides.get("precision", (config or FineTuneConfig()).precision)
     config = resolve_config(config, has_validation=val_ds is not None, **overrides)
+    if asked_precision == "auto":
+        config = config.replace(precision=auto_precision(_keras_model(backbone)))
     description = None
     if isinstance(backbone, LoadedBackbone):
         description = backbone.description
@@ -186,6 +190,13 @@ def fine_tune(
                 folder, run.model, history, config, phases, run.val_ds, info, description
             )
     return run.model, history
+
+
+def _keras_model(backbone):
+    """The `keras.Model` inside what `fine_tune` was given, or None (a function that builds it)."""
+    if isinstance(backbone, LoadedBackbone):
+        return backbone.model
+    return backbone if isinstance(backbone, keras.Model) else None
 
 
 class _Run:

@@ -188,6 +188,7 @@ def _register(name):
             for stage, (depth, width) in enumerate(zip(depths, widths), start=1)
         ),
         heavy=name != "convnext_tiny",
+        depthwise=True,
     )
 
 

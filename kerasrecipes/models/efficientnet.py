@@ -302,6 +302,7 @@ def _register(name):
             for level, stage in enumerate(tap_stages, start=1)
         ),
         heavy=name != "efficientnet_b0",
+        depthwise=True,
     )
 
 

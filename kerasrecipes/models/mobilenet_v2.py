@@ -174,6 +174,7 @@ def mobilenet_v2(
         FeatureTap(f"stage{stage}_block{STAGES[stage - 1][2]}", STAGES[stage - 1][1], 2**level)
         for level, stage in enumerate((1, 2, 3, 5, 7), start=1)
     ),
+    depthwise=True,
 )
 def mobilenet_v2_model(**kwargs):
     """MobileNetV2, any `alpha`: 3.5M parameters and 300M multiply-adds at 1.0 and 224."""
