@@ -16,6 +16,7 @@ from kerasrecipes import (
     models,
     optimizers,
     plots,
+    precision,
     schedules,
 )
 from kerasrecipes.ablation import ablate
@@ -37,6 +38,7 @@ from kerasrecipes.inference import (
 )
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
+from kerasrecipes.precision import auto_precision, training_compile_options
 from kerasrecipes.registry import (
     FeatureTap,
     ModelCard,
@@ -64,6 +66,7 @@ __all__ = [
     "PretrainedWeights",
     "ablate",
     "ablation",
+    "auto_precision",
     "callbacks",
     "create_model",
     "data",
@@ -90,8 +93,10 @@ __all__ = [
     "plan_phases",
     "plots",
     "port_weights",
+    "precision",
     "register_head",
     "register_model",
     "resolve_config",
     "schedules",
+    "training_compile_options",
 ]

@@ -80,7 +80,14 @@ def head_targets(head):
     return {"boxes": boxes, "labels": np.array([[1, -1]] * 2, "float32")}
 
 
-@pytest.mark.parametrize("head", ["unet", "retinanet"])
+# On JAX the two heads take a minute to compile on 2 cores (they pass there too): -m slow.
+DENSE_HEADS = [
+    pytest.param(head, marks=pytest.mark.slow) if BACKEND == "jax" else head
+    for head in ("unet", "retinanet")
+]
+
+
+@pytest.mark.parametrize("head", DENSE_HEADS)
 def test_dense_heads_train_predict_and_round_trip(head, tmp_path):
     keras.utils.set_random_seed(0)
     model = kr.create_model(head, backbone="resnet18", num_classes=3, input_shape=(64, 64, 3))
