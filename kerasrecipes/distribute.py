@@ -9,6 +9,7 @@ multi-machine setup with `MultiWorkerMirroredStrategy` and `TF_CONFIG`.
 import contextlib
 import json
 
+import keras
 import tensorflow as tf
 
 from kerasrecipes import _compat
@@ -20,6 +21,8 @@ def default_strategy():
     >>> default_strategy().num_replicas_in_sync >= 1
     True
     """
+    if keras.backend.backend() != "tensorflow":  # tf.distribute drives TensorFlow only
+        return tf.distribute.get_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if len(gpus) > 1:
         return tf.distribute.MirroredStrategy()

@@ -185,3 +185,14 @@ def test_fine_tune_on_the_demo_folder_writes_the_run_folder(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "run" / "model.keras")
     images = next(iter(val))[0]
     np.testing.assert_allclose(numpy(reloaded(images)), numpy(model(images)), atol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="the TensorFlow backend takes strategies")
+def test_a_tf_distribute_strategy_off_tensorflow_is_a_clear_error():
+    with pytest.raises(ValueError, match=f"TensorFlow backend only.*{BACKEND}"):
+        kr.fine_tune(
+            kr.create_model("baseline_cnn", input_shape=(16, 16, 3), include_top=False),
+            colour_data(16, seed=0),
+            num_classes=2,
+            strategy=tf.distribute.get_strategy(),
+        )

@@ -161,6 +161,12 @@ def fine_tune(
     >>> train, val, info = kr.data.image_folder("PetImages", image_size=(224, 224))  # doctest: +SKIP
     >>> model, history = kr.fine_tune(backbone, train, val, info=info, out_dir="runs/pets")  # doctest: +SKIP
     """
+    if strategy is not None and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"strategy={type(strategy).__name__}: tf.distribute strategies run on the TensorFlow "
+            f"backend only, and Keras runs on {keras.backend.backend()!r} here. Leave strategy "
+            "unset, or set KERAS_BACKEND=tensorflow."
+        )
     asked_precision = overrides.get("precision", (config or FineTuneConfig()).precision)
     config = resolve_config(config, has_validation=val_ds is not None, **overrides)
     if asked_precision == "auto":
