@@ -14,8 +14,8 @@ def auto_precision(model=None):
     - A CPU with AMX (`amx_bf16`), whose oneDNN kernels multiply bf16
       matrices in hardware: bf16, except for networks built on depthwise
       convolutions (MobileNetV2, EfficientNet, ConvNeXt), which trained
-      1.3x, 1.7x and 1.0x slower in bf16 than in float32 there
-      (docs/benchmarks.md). ResNet-50 trained 1.7x faster.
+      at 0.80x, 0.57x and 0.98x of their float32 speed in bf16 there
+      (docs/benchmarks.md). ResNet-50 trained 1.7x faster in bf16.
     - Other CPUs (AVX-512 or AVX2 only) convert bf16 in software and train
       slower than in float32: float32.
 
