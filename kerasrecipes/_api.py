@@ -28,6 +28,7 @@ from kerasrecipes.finetune import (
     Phase,
     fine_tune,
     plan_phases,
+    resolve_budget,
     resolve_config,
 )
 from kerasrecipes.inference import (
@@ -96,6 +97,7 @@ __all__ = [
     "precision",
     "register_head",
     "register_model",
+    "resolve_budget",
     "resolve_config",
     "schedules",
     "training_compile_options",

@@ -27,7 +27,7 @@ def test_every_field_is_an_option_with_its_default_and_the_defaults_agree():
             continue
         assert cli_flag(field) in text, field.name
         assert defaults[field.name] == field.default, field.name
-    assert "--patience" in text and "(default: 0.1)" in text and "(default: 4)" in text
+    assert "--patience" in text and "(default: 0.1)" in text and "(default: 60, within 2-20" in text
     assert "(default: 3e-3; 1e-3 for detection)" in " ".join(text.split())
     # The recipe's settings come from the same config.
     recipe = open("recipes/finetune_two_class.py").read()
@@ -168,9 +168,10 @@ def test_the_phase_lists_in_the_docs_run_as_written(capsys):
     block = text.split("## Phases as data", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(block, "docs/fine-tuning.md", "exec"), {})
     printed = capsys.readouterr().out
-    assert "from scratch [('finetune', 6, 'all', 0.003, 1.0)]" in printed
-    assert "progressive unfreezing [('head', 4, 'head', 0.003, 1.0), " in printed
-    assert "('finetune', 6, '0:1,2:3,4:all', 0.003, 0.1)]" in printed
+    # Without data, a default budget runs its fewest epochs; fine_tune decides from the data.
+    assert "from scratch [('finetune', 8, 'all', 0.003, 1.0)]" in printed
+    assert "progressive unfreezing [('head', 2, 'head', 0.003, 1.0), " in printed
+    assert "('finetune', 3, '0:1,2:3,4:all', 0.003, 0.1)]" in printed
 
 
 def test_auto_precision_picks_bf16_by_device_and_model(monkeypatch):

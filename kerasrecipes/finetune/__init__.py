@@ -4,6 +4,7 @@ from kerasrecipes.finetune.config import (
     FineTuneConfig,
     Phase,
     plan_phases,
+    resolve_budget,
     resolve_config,
 )
 
@@ -13,6 +14,7 @@ __all__ = [
     "Phase",
     "fine_tune",
     "plan_phases",
+    "resolve_budget",
     "resolve_config",
 ]
 

@@ -13,8 +13,10 @@ This module imports neither Keras nor TensorFlow at import time.
 
 import dataclasses
 import importlib.util
+import math
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 
 from kerasrecipes.precision import auto_precision
@@ -38,6 +40,27 @@ SCHEDULES = ("constant", "cosine")
 TASKS = ("classification", "segmentation", "detection")
 # Augmentation presets of the dense tasks: Keras' mask-aware layers (`finetune.tasks.augmentation`).
 DENSE_AUGMENT = ("flip", "basic")
+
+
+class Budget(typing.NamedTuple):
+    """A phase's default length: `steps` optimizer steps, within `fewest`..`most` epochs."""
+
+    steps: int
+    fewest: int
+    most: int
+
+
+# Phase lengths by default, in optimizer steps, so that a 200-image folder and a 20,000-image
+# one both train long enough (docs/regularization.md, "Budgets"): a new head on frozen features
+# converges in tens of steps, fine-tuning in about a hundred more; a network from scratch needs about a thousand.
+BUDGETS = {
+    "head": Budget(steps=60, fewest=2, most=20),
+    "finetune": Budget(steps=150, fewest=3, most=30),
+    "scratch": Budget(steps=1000, fewest=8, most=60),
+}
+# The fraction of a phase that warms the rate up linearly before its cosine decay, where the
+# whole network trains.
+WARMUP_FRACTION = 0.1
 
 
 def knob(default, help, flag=None, aliases=(), choices=None, cli=True):
@@ -64,6 +87,9 @@ class Phase:
             top of `backbone_lr_mult` (BEiT's layer decay).
         train_bn: whether unfrozen BatchNorm layers train.
         schedule: "constant", or "cosine" (to 0 over the phase).
+        warmup: the fraction of the phase's steps over which the rate rises
+            linearly from 0 before the cosine decay (Goyal et al. 2017,
+            arXiv:1706.02677). Defaults to 0.
     """
 
     name: str
@@ -74,6 +100,7 @@ class Phase:
     layer_decay: float | None = None
     train_bn: bool = False
     schedule: str = "constant"
+    warmup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -116,11 +143,31 @@ class FineTuneConfig:
         choices=PREPROCESSING,
     )
     # the phases
-    head_epochs: int = knob(4, "epochs of phase 1: the new head on the frozen backbone")
+    head_epochs: int | None = knob(
+        None,
+        "epochs of phase 1: the new head on the frozen backbone (default: from --head-steps)",
+    )
+    head_steps: int | None = knob(
+        None,
+        "phase 1's budget in optimizer steps, rounded up to whole epochs (default: "
+        f"{BUDGETS['head'].steps}, within {BUDGETS['head'].fewest}-{BUDGETS['head'].most} "
+        "epochs); --head-epochs wins",
+    )
     head_lr: float | None = knob(
         None, "learning rate of phase 1 (default: 3e-3; 1e-3 for detection)"
     )
-    finetune_epochs: int = knob(6, "epochs of phase 2: the backbone unfrozen; 0 = head only")
+    finetune_epochs: int | None = knob(
+        None,
+        "epochs of phase 2: the backbone unfrozen; 0 = head only (default: from "
+        "--finetune-steps)",
+    )
+    finetune_steps: int | None = knob(
+        None,
+        "phase 2's budget in optimizer steps, rounded up to whole epochs (default: "
+        f"{BUDGETS['finetune'].steps} within {BUDGETS['finetune'].fewest}-"
+        f"{BUDGETS['finetune'].most} epochs; from scratch {BUDGETS['scratch'].steps} within "
+        f"{BUDGETS['scratch'].fewest}-{BUDGETS['scratch'].most}); --finetune-epochs wins",
+    )
     finetune_lr: float | None = knob(
         None, "the head's rate in phase 2, cosine-decayed to 0 (default: --head-lr)"
     )
@@ -139,6 +186,16 @@ class FineTuneConfig:
         "'EPOCH:BLOCKS,...' counted from phase 2's start, e.g. '0:1,2:3,4:all'",
     )
     train_bn: bool = knob(False, "let BatchNorm layers train once unfrozen")
+    bn_momentum: float | None = knob(
+        None,
+        "momentum of the moving averages of every BatchNorm layer that trains (default: as "
+        "the model was built: 0.9 in ours, Keras' 0.99 in keras.applications')",
+    )
+    precise_bn: bool = knob(
+        True,
+        "at the end of each phase, set the moving statistics of the BatchNorm layers that "
+        "trained to those of the training data (kr.callbacks.PreciseBN)",
+    )
     phases: tuple | None = knob(
         None, "a list of Phase to run instead of the ones the fields above make", cli=False
     )
@@ -262,6 +319,44 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
     return resolved
 
 
+def resolve_budget(config, steps_per_epoch):
+    """`config` with `head_epochs` and `finetune_epochs` decided from the data's size.
+
+    An epoch count that is set stays. Otherwise a phase runs its step budget
+    (`head_steps`, `finetune_steps`, else the default of `BUDGETS`: the
+    "scratch" one for phase 2 with `weights="none"`), rounded up to whole
+    epochs of `steps_per_epoch` batches; a default budget is kept within its
+    fewest and most epochs. With `steps_per_epoch` unknown (None), a default
+    budget runs its fewest epochs.
+
+    >>> resolve_budget(FineTuneConfig(weights="none", head_epochs=0), 7).finetune_epochs
+    60
+    >>> resolve_budget(FineTuneConfig(), 625).finetune_epochs
+    3
+    >>> resolve_budget(FineTuneConfig(finetune_steps=50), 20).finetune_epochs
+    3
+    """
+    changes = {}
+    for phase in ("head", "finetune"):
+        steps = getattr(config, f"{phase}_steps")
+        if steps is not None and (not isinstance(steps, int) or steps < 0):
+            raise ValueError(
+                f"{phase}_steps must be an integer >= 0, or None for the default. "
+                f"Received: {phase}_steps={steps!r}"
+            )
+        if getattr(config, f"{phase}_epochs") is not None:
+            continue
+        budget = BUDGETS["scratch" if phase == "finetune" and config.weights == "none" else phase]
+        if steps is not None:
+            epochs = math.ceil(steps / steps_per_epoch) if steps_per_epoch else budget.fewest
+        elif steps_per_epoch:
+            epochs = min(max(math.ceil(budget.steps / steps_per_epoch), budget.fewest), budget.most)
+        else:
+            epochs = budget.fewest
+        changes[f"{phase}_epochs"] = epochs
+    return config.replace(**changes)
+
+
 def is_weights_file(weights):
     """Whether `weights` names a file (the model in a `.keras` file decides its input size)."""
     return isinstance(weights, str) and weights.endswith((".keras", ".h5"))
@@ -342,10 +437,11 @@ def check_config(config):
     def fail(name, rule):
         raise ValueError(f"{name} {rule}. Received: {name}={getattr(config, name)!r}")
 
-    for name in ("head_epochs", "finetune_epochs"):
-        if not isinstance(getattr(config, name), int) or getattr(config, name) < 0:
-            fail(name, "must be an integer >= 0")
-    if config.phases is None and config.head_epochs + config.finetune_epochs == 0:
+    for name in ("head_epochs", "finetune_epochs", "head_steps", "finetune_steps"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, int) or value < 0):
+            fail(name, "must be an integer >= 0, or None for the default")
+    if config.phases is None and config.head_epochs == 0 == config.finetune_epochs:
         raise ValueError(
             "head_epochs and finetune_epochs must not both be 0: nothing would train. "
             f"Received: head_epochs={config.head_epochs}, "
@@ -355,6 +451,8 @@ def check_config(config):
         value = getattr(config, name)
         if value is not None and not value >= 0:
             fail(name, "must be >= 0")
+    if config.bn_momentum is not None and not 0 <= config.bn_momentum < 1:
+        fail("bn_momentum", "must be in [0, 1)")
     if config.layer_decay is not None and not 0 < config.layer_decay <= 1:
         fail("layer_decay", "must be in (0, 1]")
     for name in ("dropout", "label_smoothing"):
@@ -417,8 +515,12 @@ def _as_phase(phase):
 # -- phases --------------------------------------------------------------------------------------
 
 
-def plan_phases(config):
+def plan_phases(config, steps_per_epoch=None):
     """The phases a resolved config runs: the built-in recipes are just lists.
+
+    Epochs left to the default budget are decided by `resolve_budget` for
+    `steps_per_epoch` batches per epoch (`fine_tune` passes its data's);
+    unknown, a default budget runs its fewest epochs.
 
     - default: `[head, finetune]`, phase 1 on the frozen backbone at
       `head_lr`, then the backbone unfrozen at `backbone_lr_mult` of a
@@ -432,6 +534,7 @@ def plan_phases(config):
     """
     if config.phases is not None:
         return [_as_phase(phase) for phase in config.phases]
+    config = resolve_budget(config, steps_per_epoch)
     phases = []
     if config.head_epochs:
         phases.append(Phase("head", config.head_epochs, "head", config.head_lr))
@@ -446,6 +549,7 @@ def plan_phases(config):
                 layer_decay=config.layer_decay,
                 train_bn=config.train_bn,
                 schedule="cosine",
+                warmup=WARMUP_FRACTION,
             )
         )
     return phases

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from kerasrecipes import _compat, distribute
 from kerasrecipes.backbones import LoadedBackbone
-from kerasrecipes.callbacks import AtomicBackupAndRestore, mark_phase
+from kerasrecipes.callbacks import AtomicBackupAndRestore, PreciseBN, mark_phase
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
@@ -43,6 +43,7 @@ from kerasrecipes.finetune.config import (
     describe_phase,
     parse_unfreeze,
     plan_phases,
+    resolve_budget,
     resolve_config,
 )
 from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
@@ -54,6 +55,8 @@ from kerasrecipes.registry import HEAD_PREFIX
 
 MIXING_PRESETS = ("mixup", "cutmix")
 FINISHED_EARLIER = "holds a run that finished earlier"
+# Batches PreciseBN reads at the end of a phase (Detectron2's TEST.PRECISE_BN.NUM_ITER).
+PRECISE_BN_BATCHES = 200
 
 
 class FineTuneHistory(keras.callbacks.History):
@@ -177,6 +180,7 @@ def fine_tune(
         if config.preprocessing == "auto" and backbone.preprocessing:
             config = config.replace(preprocessing=backbone.preprocessing)
     num_classes = _num_classes(num_classes, info, train_ds, config.task)
+    config = resolve_budget(config, _steps(train_ds, 1))
     phases = plan_phases(config)
     folder = RunFolder(config.out_dir) if config.out_dir else None
     with folder if folder else contextlib.nullcontext():
@@ -224,6 +228,7 @@ class _Run:
         train_ds, self.class_weight = _balance(
             train_ds, config.balance, class_counts, self.num_classes, config.seed
         )
+        self.population_ds = train_ds  # what PreciseBN reads: the training data, unaugmented
         one_hot = len(train_ds.element_spec[1].shape) == 2
         if config.augment in MIXING_PRESETS and not one_hot:
             # MixUp and CutMix mix the labels too, so they need them one-hot.
@@ -241,6 +246,7 @@ class _Run:
             if config.seed is not None:
                 keras.utils.set_random_seed(config.seed)
             self.model = _classifier(backbone, self.num_classes, config)
+        _set_bn_momentum(self.model, config.bn_momentum)
         loss_class = (
             keras.losses.CategoricalCrossentropy if one_hot else SparseCategoricalCrossentropy
         )
@@ -252,6 +258,7 @@ class _Run:
         with the images, and a U-Net or RetinaNet on the backbone."""
         config = self.config
         self.class_weight = None
+        self.population_ds = train_ds
         if config.augment is not None:
             train_ds = tasks.augment(train_ds, config.augment, seed=config.seed)
         self._set_datasets(train_ds, val_ds)
@@ -263,6 +270,7 @@ class _Run:
             self.model = tasks.build_model(
                 config.task, backbone, self.num_classes, image_shape, train_ds
             )
+        _set_bn_momentum(self.model, config.bn_momentum)
         self.loss = tasks.loss(config.task, config.label_smoothing)
         self.metrics = tasks.metrics(config.task, self.num_classes)
 
@@ -366,8 +374,14 @@ class _Run:
                     monitor=config.monitor,
                     patience=config.early_stopping_patience,
                     restore_best_weights=True,
+                    # A decaying schedule's first half is no time to judge it by: from
+                    # scratch, the validation loss sits on a plateau there.
+                    start_from_epoch=first_epoch
+                    + (phase.epochs // 2 if phase.schedule == "cosine" else 0),
                 )
             )
+        if config.precise_bn:  # after EarlyStopping: the statistics of the weights it restores
+            callbacks.append(PreciseBN(self.population_ds, num_batches=PRECISE_BN_BATCHES))
         callbacks.append(keras.callbacks.TerminateOnNaN())
         if config.tensorboard:
             callbacks.append(keras.callbacks.TensorBoard(self.folder.file("tensorboard")))
@@ -474,6 +488,15 @@ def _classifier(backbone, num_classes, config):
     return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
 
 
+def _set_bn_momentum(model, momentum):
+    """Sets the moving-average momentum of every BatchNormalization layer in `model`."""
+    if momentum is None:
+        return
+    for layer in _compat.sublayers(model, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
 def _backbone_in_scope(backbone, strategy, precision):
     """The backbone as a model, its variables created under `strategy`, computing in `precision`."""
     if isinstance(backbone, LoadedBackbone):
@@ -573,7 +596,13 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
     """
     learning_rate = phase.learning_rate * rate_scale
     if phase.schedule == "cosine" and steps:
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+        warmup = int(phase.warmup * steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else learning_rate,
+            steps - warmup,
+            warmup_target=learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
     common = {
         "weight_decay": config.weight_decay,
         "use_ema": config.ema,
