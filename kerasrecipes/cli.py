@@ -272,7 +272,6 @@ def finetune(args):
         for f in dataclasses.fields(FineTuneConfig)
         if f.metadata.get("cli", True)
     }
-    config = resolve_config(FineTuneConfig(**fields), demo=args.data is None)
     if args.data is not None and not os.path.isdir(args.data):
         raise FileNotFoundError(
             f"--data {args.data}: no such folder. Give "
@@ -280,8 +279,14 @@ def finetune(args):
                 {
                     "segmentation": "a folder with images/, masks/ and classes.txt.",
                     "detection": "a folder with images/ and annotations.json (COCO).",
-                }.get(config.task, "a folder with one subfolder per class.")
+                }.get(args.task, "a folder with one subfolder per class.")
             )
+        )
+    config = resolve_config(FineTuneConfig(**fields), demo=args.data is None, data=args.data)
+    if config.weights == "none" and args.image_size is None and args.data is not None:
+        print(
+            f"Image size: {config.image_size}x{config.image_size}, from the data's median image "
+            f"size (no pretrained weights fix it; --image-size sets it)"
         )
     out = config.out_dir or (
         demo_out_dir(config.task) if args.data is None else default_out_dir(args.data)

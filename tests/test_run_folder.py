@@ -86,10 +86,10 @@ def test_a_run_killed_in_phase_one_at_the_boundary_or_in_phase_two_resumes_exact
     assert finetune["trained_in_this_call"]
     rows = kr.finetune.run_folder.RunFolder(out).read_json("state.json")["rows"]
     assert sorted(map(int, rows)) == [0, 1, 2, 3, 4, 5]
-    # Phase 2's cosine reaches 0 only at its last epoch; a stale start epoch ran extra
-    # epochs at rate 0 (the bug this guards against).
+    # Phase 2's cosine (after a warm-up of 1 of its 12 steps) reaches 0 only at its last
+    # epoch; a stale start epoch ran extra epochs at rate 0 (the bug this guards against).
     rates = [rows[str(epoch)]["learning_rate"] for epoch in range(3, 6)]
-    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 3)) for k in (1, 2, 3)]
+    expected = [1e-3 * 0.5 * (1 + np.cos(np.pi * (4 * k - 1) / 11)) for k in (1, 2, 3)]
     np.testing.assert_allclose(rates, expected, rtol=1e-5, atol=1e-9)
     assert not (out / "run.lock").exists()
 

@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import stat
+import statistics
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -549,3 +550,31 @@ def _log_skipped(path, total, skipped, quarantined):
         action,
         "\n".join(lines),
     )
+
+
+def median_image_size(path, max_files=500):
+    """The median side of the images under `path`: `(height + width) / 2` of each, from its header.
+
+    Reads up to `max_files` readable images, spread evenly over the sorted
+    listing (`walk_images`: no links followed into loops, no FIFOs opened);
+    a segmentation folder's `masks/` is left out. Files Pillow cannot open
+    are passed over. None when there is no readable image.
+    """
+    from PIL import Image
+
+    files = [
+        file
+        for file in walk_images(path).files
+        if is_image_name(file) and f"{os.sep}masks{os.sep}" not in file
+    ]
+    if len(files) > max_files:
+        files = files[:: len(files) // max_files][:max_files]
+    sides = []
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                width, height = image.size
+        except Exception:  # an unreadable file: the scan names it when the data is read
+            continue
+        sides.append((height + width) / 2)
+    return float(statistics.median(sides)) if sides else None

@@ -31,6 +31,29 @@ DEMO_SCENE_SIZE = 96
 DEMO_DETECTION_MODEL = "resnet18"
 HEAD_LR = 3e-3
 DETECTION_HEAD_LR = 1e-3
+
+
+class TaskDefaults(typing.NamedTuple):
+    """What `resolve_config` fills in for a task when the config leaves it to the default."""
+
+    batch_size: int = 32
+    head_lr: float = HEAD_LR
+    augment: str | None = None
+    head_steps: int | None = None  # None: the budget of `BUDGETS`
+    finetune_steps: int | None = None
+
+
+# Detection: at 3e-3 RetinaNet's heads reached a quarter of the demo's mAP@.5 after the head
+# phase and the loss jumped to 1.07 when the encoder unfroze; the command's earlier defaults
+# (batch 32, 60 + 90 steps, no flips) reached mAP@.5 0.15, the recipe's settings (batch 16,
+# 120 + 240 steps, flips) 0.78 (recipes/detection.py).
+TASK_DEFAULTS = {
+    "classification": TaskDefaults(),
+    "segmentation": TaskDefaults(),
+    "detection": TaskDefaults(
+        batch_size=16, head_lr=DETECTION_HEAD_LR, augment="flip", head_steps=120, finetune_steps=240
+    ),
+}
 DATA_MODEL = "efficientnet_b0"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adamw", "sgd")
@@ -134,7 +157,7 @@ class FineTuneConfig:
         "input height and width, for the backbone and the data alike (default: the size "
         "the pretrained weights were trained at, else the card's default)",
     )
-    batch_size: int = knob(32, "images per batch")
+    batch_size: int | None = knob(None, "images per batch (default: 32; 16 for detection)")
     validation_split: float = knob(0.2, "fraction of each class held out for validation")
     preprocessing: str = knob(
         "auto",
@@ -204,7 +227,9 @@ class FineTuneConfig:
     dropout: float = knob(0.2, "dropout before the new classifier")
     label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy")
     augment: str | None = knob(
-        None, "augmentation preset: basic, cifar, randaugment, mixup or cutmix"
+        "auto",
+        "augmentation preset: basic, cifar, randaugment, mixup or cutmix; flip or basic for "
+        "segmentation and detection; none (default: none; flip for detection)"
     )
     balance: str | None = knob(
         None, "for imbalanced classes: class_weight or oversample", choices=BALANCE[1:]
@@ -260,7 +285,7 @@ class FineTuneConfig:
 # -- resolving -----------------------------------------------------------------------------------
 
 
-def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
+def resolve_config(config=None, *, demo=None, has_validation=True, data=None, **overrides):
     """`config` with every situational default decided; the one place that decides them.
 
     - `model`, `weights`: for the command (`demo` True or False), the
@@ -274,9 +299,11 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
       default; 32 for the demo backbone (96, the demo scenes' size, for
       segmentation); left None for a weights file,
       whose model decides once loaded.
-    - `head_lr`: 3e-3, or 1e-3 for detection (at 3e-3 RetinaNet's heads
-      reached a quarter of the demo's mAP@.5 after the head phase and the
-      loss jumped to 1.07 when the encoder unfroze, recipes/detection.py);
+      Without pretrained weights (`weights="none"`) and with a `data`
+      folder, the data's median image size instead (`data_image_size`).
+    - `head_lr`, `batch_size`, `augment` ("auto"), and the step budgets when
+      no epochs are set: the task's `TASK_DEFAULTS` (3e-3, 32, none; for
+      detection 1e-3, 16, "flip", 120 + 240 steps); `augment="none"` is None;
       `finetune_lr`: `head_lr`; `monitor`: "val_loss" (or "loss" when
       there is no validation data); `precision` "auto": `auto_precision(model)`
       (`fine_tune` asks again with the backbone it is given);
@@ -301,10 +328,18 @@ def resolve_config(config=None, *, demo=None, has_validation=True, **overrides):
         changes["image_size"] = native_image_size(model, weights)
         if weights == "demo" and config.task != "classification":
             changes["image_size"] = DEMO_SCENE_SIZE
-    head_lr = config.head_lr
-    if head_lr is None:
-        head_lr = DETECTION_HEAD_LR if config.task == "detection" else HEAD_LR
+        elif weights == "none" and data is not None:
+            changes["image_size"] = data_image_size(data, model, config.task)
+    defaults = TASK_DEFAULTS.get(config.task, TaskDefaults())
+    head_lr = defaults.head_lr if config.head_lr is None else config.head_lr
     changes["head_lr"] = head_lr
+    changes["batch_size"] = defaults.batch_size if config.batch_size is None else config.batch_size
+    augment = defaults.augment if config.augment == "auto" else config.augment
+    changes["augment"] = None if augment == "none" else augment
+    if config.head_epochs is None and config.head_steps is None:
+        changes["head_steps"] = defaults.head_steps
+    if config.finetune_epochs is None and config.finetune_steps is None:
+        changes["finetune_steps"] = defaults.finetune_steps
     changes["finetune_lr"] = head_lr if config.finetune_lr is None else config.finetune_lr
     changes["monitor"] = config.monitor or ("val_loss" if has_validation else "loss")
     if config.precision == "auto":
@@ -360,6 +395,29 @@ def resolve_budget(config, steps_per_epoch):
 def is_weights_file(weights):
     """Whether `weights` names a file (the model in a `.keras` file decides its input size)."""
     return isinstance(weights, str) and weights.endswith((".keras", ".h5"))
+
+
+def data_image_size(data, model, task="classification"):
+    """The input size for training `model` from scratch on the images in folder `data`.
+
+    Their median side (`(height + width) / 2`), rounded to a multiple of 8 (of
+    32 for detection, RetinaNet's stride), at least the card's
+    `min_input_size` and at most its default size: 32-px images train at 32
+    px, where the card's 224 would cost 49x the compute for nothing, and
+    large photos at the size the architecture was designed for. The card's
+    default when no image is readable.
+    """
+    from kerasrecipes.data.verify import median_image_size
+    from kerasrecipes.registry import model_card
+
+    card = model_card(model)
+    default = int(card.default_input_shape[0])
+    median = median_image_size(data)
+    if median is None:
+        return default
+    multiple = 32 if task == "detection" else 8
+    size = max(multiple, int(round(median / multiple)) * multiple)
+    return min(max(size, card.min_input_size), default)
 
 
 def native_image_size(model, weights):
