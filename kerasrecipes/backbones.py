@@ -30,9 +30,10 @@ from kerasrecipes.registry import HEAD_PREFIX, create_model, model_card
 DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
 DEMO_EPOCHS = 6
-# A demo backbone below this source accuracy is named as not converged wherever it is used
-# (mobilenet_v2 reached 0.213 in its 6 epochs at 32 px; resnet18 0.713; baseline_cnn 1.000).
-DEMO_CONVERGED_ACCURACY = 0.8
+# A demo backbone below this source accuracy (ten classes) is named as not converged wherever it
+# is used: mobilenet_v2 reached 0.213 in its 6 epochs at 32 px, and a fine-tune from it stayed at
+# 0.500; resnet18 reached 0.713 and detection on it 0.78 mAP@.5; baseline_cnn 1.000.
+DEMO_CONVERGED_ACCURACY = 0.5
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -72,6 +72,42 @@ def test_effects_and_interaction_are_computed_from_the_runs(tmp_path):
     assert "overlap" in "\n".join(result.table()) and not result.missing
 
 
+def write_reports(folder, cells):
+    """Hand-written run reports of a 10-class study: {variant: (val, train)} at two seeds."""
+    for name, (value, train) in cells.items():
+        for seed, jitter in ((0, -0.01), (1, 0.01)):
+            run = folder / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            phases = {"finetune": {"val_loss": 1 - value, "accuracy": train}}
+            data = {"class_names": [str(k) for k in range(10)]}
+            report = {"val_accuracy": value + jitter, "phases": phases, "data": data}
+            (run / "report.json").write_text(json.dumps(report))
+
+
+def test_cells_at_chance_are_flagged_and_the_verdict_names_the_driver(tmp_path):
+    cells = {"baseline": (0.5, 0.6), "+a": (0.11, 0.95), "+b": (0.8, 0.9), "+c": (0.12, 0.1)}
+    cells.update({"all": (0.85, 0.9), "all-a": (0.85, 0.9), "all-b": (0.5, 0.5)})
+    cells["all-c"] = (0.85, 0.9)
+    write_reports(tmp_path, cells)
+    result = ablation.summarize(tmp_path, {"a": {}, "b": {}, "c": {}}, seeds=[0, 1])
+    rows = {row["variant"]: row for row in result.rows}
+    assert rows["+a"]["flag"].startswith("collapsed") and rows["+a"]["train_accuracy"] == 0.95
+    assert rows["+c"]["flag"].startswith("did not learn")
+    assert rows["baseline"]["flag"] is None and rows["+b"]["chance"] == pytest.approx(0.1)
+    verdict = "\n".join(result.verdict())
+    # +b gains 0.3 with a standard error of 0.01: high confidence; +a and +c are left out.
+    assert "Verdict: b drives accuracy here: alone it gains +0.300" in verdict
+    assert "high confidence (21.2 standard errors" in verdict
+    assert "Left out as collapsed or unlearned (validation accuracy within 0.05 of chance): " in verdict
+    assert "+a, +c." in verdict and "| collapsed: training accuracy high" in "\n".join(result.table())
+
+
+def test_without_a_baseline_that_learned_there_is_no_verdict(tmp_path):
+    write_reports(tmp_path, {"baseline": (0.1, 0.1), "+a": (0.9, 0.9)})
+    result = ablation.summarize(tmp_path, {"a": {}}, seeds=[0, 1])
+    assert result.verdict()[0].startswith("Verdict: none. The baseline did not learn")
+
+
 def test_ablate_runs_the_grid_writes_the_reports_and_resumes(folder, tmp_path):
     out = tmp_path / "ablation"
     result = kr.ablate(BASELINE, CHANGES, data=folder, seeds=2, out_dir=out)

@@ -129,3 +129,57 @@ def test_epoch_flags_and_step_budgets_win_over_the_default():
         resolve_budget(FineTuneConfig(finetune_steps=-1), 11)
     phases = kr.plan_phases(kr.resolve_config(demo=True), steps_per_epoch=11)
     assert [(phase.name, phase.epochs) for phase in phases] == [("head", 6), ("finetune", 14)]
+
+
+def test_the_weight_average_warms_up_its_decay():
+    """Step t averages at min(0.99, (1 + t) / (10 + t)): after 5 steps of -1 the average is
+    -4.5 (at Keras' fixed 0.99 it would still be about -1.1)."""
+    from kerasrecipes import _compat
+
+    variable = keras.Variable(np.zeros(1, "float32"))
+    optimizer = _compat.warm_up_ema(keras.optimizers.SGD(1.0, use_ema=True, ema_momentum=0.99))
+    optimizer.build([variable])
+    average, expected = [], 0.0
+    for step in range(5):
+        optimizer.apply([np.ones(1, "float32")], [variable])
+        decay = 0.0 if step == 0 else min(0.99, (1 + step) / (10 + step))
+        expected = decay * expected - (1 - decay) * (step + 1.0)
+        average.append(keras.ops.convert_to_numpy(optimizer._model_variables_moving_average[0]))
+        np.testing.assert_allclose(average[-1], [expected], rtol=1e-6)
+    assert float(average[-1][0]) < -4.4
+
+
+def test_the_image_size_comes_from_the_data_without_pretrained_weights(tmp_path):
+    from PIL import Image
+
+    for index, (height, width) in enumerate([(30, 34), (32, 32), (40, 24), (500, 500)]):
+        folder = tmp_path / "data" / f"class{index % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (width, height)).save(folder / f"{index}.png")
+    (tmp_path / "data" / "class0" / "broken.png").write_bytes(b"not an image")
+    data = str(tmp_path / "data")
+    # Median side 32 of (32, 32, 32, 500): 32 px, not the card's 224.
+    config = kr.resolve_config(model="efficientnet_b0", weights="none", demo=False, data=data)
+    assert config.image_size == 32
+    # A size set, or pretrained weights, win over the data.
+    assert kr.resolve_config(model="resnet18", weights="none", image_size=64, data=data).image_size == 64
+    assert kr.resolve_config(model="resnet18", weights="imagenet", data=data).image_size == 224
+    # Rounded to RetinaNet's stride for detection, and never below the card's smallest input.
+    assert kr.finetune.config.data_image_size(data, "resnet18", "detection") == 32
+    assert kr.finetune.config.data_image_size(data, "inception_v3") == 75
+    assert kr.finetune.config.data_image_size(tmp_path, "resnet18") == 224  # no image: the card's
+
+
+def test_bn_momentum_is_a_builder_argument_on_the_card_and_round_trips(tmp_path):
+    from kerasrecipes.layers.normalization import BN_MOMENTUM
+
+    assert kr.model_card("resnet20").bn_momentum == BN_MOMENTUM == 0.9
+    assert kr.model_card("vit_tiny16").bn_momentum is None
+    model = kr.create_model("resnet20", input_shape=(32, 32, 3), bn_momentum=0.97)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and {layer.momentum for layer in norms} == {0.97}
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer(norms[0].name).momentum == 0.97
+    with pytest.raises(ValueError, match="vit_tiny16 has no BatchNorm layers"):
+        kr.create_model("vit_tiny16", bn_momentum=0.9)

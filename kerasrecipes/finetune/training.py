@@ -47,6 +47,7 @@ from kerasrecipes.finetune.config import (
     resolve_config,
 )
 from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
+from kerasrecipes.layers.normalization import set_bn_momentum
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
@@ -246,7 +247,8 @@ class _Run:
             if config.seed is not None:
                 keras.utils.set_random_seed(config.seed)
             self.model = _classifier(backbone, self.num_classes, config)
-        _set_bn_momentum(self.model, config.bn_momentum)
+        if config.bn_momentum is not None:
+            set_bn_momentum(self.model, config.bn_momentum)
         loss_class = (
             keras.losses.CategoricalCrossentropy if one_hot else SparseCategoricalCrossentropy
         )
@@ -270,7 +272,8 @@ class _Run:
             self.model = tasks.build_model(
                 config.task, backbone, self.num_classes, image_shape, train_ds
             )
-        _set_bn_momentum(self.model, config.bn_momentum)
+        if config.bn_momentum is not None:
+            set_bn_momentum(self.model, config.bn_momentum)
         self.loss = tasks.loss(config.task, config.label_smoothing)
         self.metrics = tasks.metrics(config.task, self.num_classes)
 
@@ -488,15 +491,6 @@ def _classifier(backbone, num_classes, config):
     return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
 
 
-def _set_bn_momentum(model, momentum):
-    """Sets the moving-average momentum of every BatchNormalization layer in `model`."""
-    if momentum is None:
-        return
-    for layer in _compat.sublayers(model, recursive=True):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = float(momentum)
-
-
 def _backbone_in_scope(backbone, strategy, precision):
     """The backbone as a model, its variables created under `strategy`, computing in `precision`."""
     if isinstance(backbone, LoadedBackbone):
@@ -614,6 +608,8 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
         base = keras.optimizers.SGD(learning_rate, momentum=0.9, **common)
     else:
         base = keras.optimizers.AdamW(learning_rate, **common)
+    if config.ema:
+        _compat.warm_up_ema(base)
     groups = param_groups(model)
     below_head = [group for group in groups if not group.is_head][::-1]
     multipliers = {HEAD_GROUP: 1.0}

@@ -32,6 +32,27 @@ def batch_norm(name, zero_init=False, dtype=None, epsilon=BN_EPSILON):
     )
 
 
+def set_bn_momentum(model, momentum):
+    """Sets the moving-average momentum of every BatchNormalization layer in `model`.
+
+    The momentum is a plain attribute, read at each call and saved in the
+    layer's config, so the model round-trips with it; the weights are untouched.
+    Returns the number of layers changed.
+    """
+    from kerasrecipes import _compat
+
+    if not 0 <= momentum < 1:
+        raise ValueError(f"bn_momentum must be in [0, 1). Received: {momentum!r}")
+    layers = [
+        layer
+        for layer in _compat.sublayers(model, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    for layer in layers:
+        layer.momentum = float(momentum)
+    return len(layers)
+
+
 # What TensorFlow's fused kernel normalizes: NHWC maps of these types.
 _FUSED_DTYPES = ("float32", "bfloat16", "float16")
 

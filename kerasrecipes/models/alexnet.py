@@ -129,6 +129,7 @@ def single_tower_alexnet(
 @register_model(
     "alexnet",
     family="alexnet",
+    bn_momentum=None,
     paper=PAPER,
     default_input_shape=(224, 224, 3),
     min_input_size=MIN_INPUT_SIZE,

@@ -177,6 +177,7 @@ def _register(name):
     return register_model(
         name,
         family="convnext",
+        bn_momentum=None,
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=32,

@@ -182,6 +182,7 @@ def _register(name):
     return register_model(
         name,
         family="vit",
+        bn_momentum=None,
         paper=PAPER,
         default_input_shape=(224, 224, 3),
         min_input_size=16,
