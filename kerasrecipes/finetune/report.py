@@ -189,6 +189,7 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
                 "layer_decay": phase.layer_decay,
                 "train_bn": phase.train_bn,
                 "schedule": phase.schedule,
+                "warmup": phase.warmup,
             }
             for phase in phases
         ],
