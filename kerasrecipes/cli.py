@@ -28,7 +28,7 @@ import sys
 import time
 import warnings
 
-from kerasrecipes.finetune.config import FineTuneConfig, cli_flag
+from kerasrecipes.finetune.config import AUTO_LR, FineTuneConfig, cli_flag
 
 DEMO_OUT = os.path.join("runs", "demo")
 
@@ -189,16 +189,21 @@ def _converter(field):
     base = next((kind for name, kind in (("int", int), ("float", float)) if name in text), str)
     base = kinds.get(field.type, base)
     optional = "None" in text and base is not str
+    # A number field that also takes a word (`--head-lr auto`).
+    words = (AUTO_LR,) if "str" in text and base is not str else ()
 
     def convert(value):
         if optional and value.lower() == "none":
             return None
+        if value.lower() in words:
+            return value.lower()
         try:
             return base(value)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{cli_flag(field)} takes {'an integer' if base is int else 'a number'}"
-                f"{' or none' if optional else ''}; got {value!r}"
+                f"{''.join(f' or {word}' for word in words)}{' or none' if optional else ''}; "
+                f"got {value!r}"
             ) from None
 
     convert.__name__ = base.__name__

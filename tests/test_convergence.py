@@ -1,5 +1,7 @@
 """Training that converges by default: PreciseBN, step budgets, the image size from the data."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -167,7 +169,8 @@ def test_the_image_size_comes_from_the_data_without_pretrained_weights(tmp_path)
     # Rounded to RetinaNet's stride for detection, and never below the card's smallest input.
     assert kr.finetune.config.data_image_size(data, "resnet18", "detection") == 32
     assert kr.finetune.config.data_image_size(data, "inception_v3") == 75
-    assert kr.finetune.config.data_image_size(tmp_path, "resnet18") == 224  # no image: the card's
+    (tmp_path / "empty").mkdir()
+    assert kr.finetune.config.data_image_size(tmp_path / "empty", "resnet18") == 224  # the card's
 
 
 def test_bn_momentum_is_a_builder_argument_on_the_card_and_round_trips(tmp_path):
@@ -183,3 +186,35 @@ def test_bn_momentum_is_a_builder_argument_on_the_card_and_round_trips(tmp_path)
     assert loaded.get_layer(norms[0].name).momentum == 0.97
     with pytest.raises(ValueError, match="vit_tiny16 has no BatchNorm layers"):
         kr.create_model("vit_tiny16", bn_momentum=0.9)
+
+
+def test_lr_auto_runs_the_range_test_before_the_phase_and_reports_it(tmp_path):
+    from test_finetune import tiny_backbone, toy_data
+
+    from kerasrecipes.cli import build_parser
+
+    data = toy_data(num_images=64)
+    _, history = kr.fine_tune(
+        tiny_backbone(),
+        data,
+        data,
+        num_classes=2,
+        head_lr="auto",
+        head_epochs=1,
+        finetune_epochs=0,
+        out_dir=str(tmp_path / "run"),
+        verbose=0,
+    )
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    found = report["lr_find"]["head"]
+    curve = json.loads((tmp_path / "run" / found["curve"]).read_text())
+    assert found["suggested_lr"] == curve["suggested_lr"] > 0
+    assert len(curve["learning_rates"]) == len(curve["losses"]) > 10
+    assert (tmp_path / "run" / "lr_find" / "head.png").exists()
+    # The phase trained at the rate found (the head phase's rate is constant).
+    assert history.history["learning_rate"][0] == pytest.approx(found["suggested_lr"], rel=1e-5)
+    assert report["phase_plan"][0]["learning_rate"] == "auto"
+    args = build_parser().parse_args(["finetune", "--lr", "auto"])
+    assert args.head_lr == "auto"
+    with pytest.raises(ValueError, match="head_lr must be a number >= 0 or 'auto'"):
+        kr.resolve_config(head_lr="fast")

@@ -31,6 +31,8 @@ DEMO_SCENE_SIZE = 96
 DEMO_DETECTION_MODEL = "resnet18"
 HEAD_LR = 3e-3
 DETECTION_HEAD_LR = 1e-3
+# A phase's learning rate "auto": the LR range test runs before the phase and picks it.
+AUTO_LR = "auto"
 
 
 class TaskDefaults(typing.NamedTuple):
@@ -104,7 +106,8 @@ class Phase:
             backbone blocks train: "all", "k" (the top k blocks, by
             `kr.param_groups`), or a schedule "epoch:blocks,..." counted
             from the phase's first epoch, e.g. "0:1,2:3,4:all".
-        learning_rate: the head's rate (AdamW) at the phase's start.
+        learning_rate: the head's rate (AdamW) at the phase's start, or
+            "auto": `kr.callbacks.LRFinder`'s suggestion, found before the phase.
         backbone_lr_mult: the backbone's rate relative to the head's.
         layer_decay: None, or the factor each block below the top gets on
             top of `backbone_lr_mult` (BEiT's layer decay).
@@ -118,7 +121,7 @@ class Phase:
     name: str
     epochs: int
     trains: str
-    learning_rate: float
+    learning_rate: float | str
     backbone_lr_mult: float = 1.0
     layer_decay: float | None = None
     train_bn: bool = False
@@ -176,8 +179,11 @@ class FineTuneConfig:
         f"{BUDGETS['head'].steps}, within {BUDGETS['head'].fewest}-{BUDGETS['head'].most} "
         "epochs); --head-epochs wins",
     )
-    head_lr: float | None = knob(
-        None, "learning rate of phase 1 (default: 3e-3; 1e-3 for detection)"
+    head_lr: float | str | None = knob(
+        None,
+        "learning rate of phase 1, or auto: the LR range test's suggestion before the phase "
+        "(kr.callbacks.LRFinder) (default: 3e-3; 1e-3 for detection)",
+        aliases=("--lr",),
     )
     finetune_epochs: int | None = knob(
         None,
@@ -191,8 +197,8 @@ class FineTuneConfig:
         f"{BUDGETS['finetune'].most} epochs; from scratch {BUDGETS['scratch'].steps} within "
         f"{BUDGETS['scratch'].fewest}-{BUDGETS['scratch'].most}); --finetune-epochs wins",
     )
-    finetune_lr: float | None = knob(
-        None, "the head's rate in phase 2, cosine-decayed to 0 (default: --head-lr)"
+    finetune_lr: float | str | None = knob(
+        None, "the head's rate in phase 2, cosine-decayed to 0, or auto (default: --head-lr)"
     )
     backbone_lr_mult: float = knob(0.1, "the backbone's rate in phase 2, relative to the head's")
     optimizer: str = knob(
@@ -505,7 +511,11 @@ def check_config(config):
             f"Received: head_epochs={config.head_epochs}, "
             f"finetune_epochs={config.finetune_epochs}"
         )
-    for name in ("head_lr", "finetune_lr", "backbone_lr_mult", "weight_decay"):
+    for name in ("head_lr", "finetune_lr"):
+        value = getattr(config, name)
+        if value is not None and value != AUTO_LR and not _is_rate(value):
+            fail(name, f"must be a number >= 0 or {AUTO_LR!r}")
+    for name in ("backbone_lr_mult", "weight_decay"):
         value = getattr(config, name)
         if value is not None and not value >= 0:
             fail(name, "must be >= 0")
@@ -564,6 +574,15 @@ def check_config(config):
             )
         if phase.trains != "head":
             parse_unfreeze(phase.trains)
+        if phase.learning_rate != AUTO_LR and not _is_rate(phase.learning_rate):
+            raise ValueError(
+                f"Phase {phase.name!r}: learning_rate must be a number >= 0 or {AUTO_LR!r}. "
+                f"Received: {phase.learning_rate!r}"
+            )
+
+
+def _is_rate(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def _as_phase(phase):

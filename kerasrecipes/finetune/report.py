@@ -4,6 +4,7 @@
 run folder through `save_run`, so the same config gives the same report.
 """
 
+import json
 import os
 import time
 
@@ -38,6 +39,7 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
         )
     draw_curves(folder, model)
     report = build_report(config, phases, history, matrix, info, backbone)
+    report["lr_find"] = lr_find_records(folder)
     report["files"] = [
         name for name in FILES if name == REPORT_FILE or os.path.exists(folder.file(name))
     ]
@@ -57,6 +59,7 @@ def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbo
         results = tasks.save_dense_run(folder, model, config.task, val_ds, class_names)
     draw_curves(folder, model)
     report = build_report(config, phases, history, None, info, backbone)
+    report["lr_find"] = lr_find_records(folder)
     report["data"]["class_names"] = class_names
     report.update(results)
     report["files"] = [
@@ -66,6 +69,25 @@ def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbo
     ]
     write_json(folder.file(REPORT_FILE), report)
     return report
+
+
+def lr_find_records(folder):
+    """`{phase: {"suggested_lr", "min_loss_lr", "plot"}}` of the phases whose rate the LR range
+    test picked (`lr_find/<phase>.json`, the whole curve is in that file)."""
+    records = {}
+    folder_path = folder.file("lr_find")
+    if not os.path.isdir(folder_path):
+        return records
+    for name in sorted(os.listdir(folder_path)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder_path, name)) as file:
+                record = json.load(file)
+            records[name.removesuffix(".json")] = {
+                "suggested_lr": record["suggested_lr"],
+                "min_loss_lr": record["min_loss_lr"],
+                "curve": os.path.join("lr_find", name),
+            }
+    return records
 
 
 def save_inference_model(model, path, class_names=None, source=None):

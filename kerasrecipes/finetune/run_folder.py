@@ -35,7 +35,7 @@ RUN_FILES = (
     "confusion.png",
     "model.keras",
 )
-RUN_FOLDERS = ("backup", "phases", "tensorboard")
+RUN_FOLDERS = ("backup", "phases", "tensorboard", "lr_find")
 # Fields that change how a run trains; the others (output, verbosity) may differ on a rerun.
 NOT_IDENTITY = ("out_dir", "restart", "verbose", "tensorboard")
 

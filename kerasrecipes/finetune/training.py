@@ -21,6 +21,8 @@ of `Phase`s this module runs, one `fit` per phase.
 """
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import re
@@ -33,12 +35,13 @@ import tensorflow as tf
 
 from kerasrecipes import _compat, distribute
 from kerasrecipes.backbones import LoadedBackbone
-from kerasrecipes.callbacks import AtomicBackupAndRestore, PreciseBN, mark_phase
+from kerasrecipes.callbacks import AtomicBackupAndRestore, LRFinder, PreciseBN, mark_phase
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
 from kerasrecipes.finetune import tasks
 from kerasrecipes.finetune.config import (
+    AUTO_LR,
     FineTuneConfig,
     describe_phase,
     parse_unfreeze,
@@ -46,7 +49,7 @@ from kerasrecipes.finetune.config import (
     resolve_budget,
     resolve_config,
 )
-from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint
+from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint, write_json
 from kerasrecipes.layers.normalization import set_bn_momentum
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
@@ -56,6 +59,8 @@ from kerasrecipes.registry import HEAD_PREFIX
 
 MIXING_PRESETS = ("mixup", "cutmix")
 FINISHED_EARLIER = "holds a run that finished earlier"
+# Batches of the LR range test before a phase whose rate is "auto" (fastai's lr_find: 100).
+LR_FIND_STEPS = 100
 # Batches PreciseBN reads at the end of a phase (Detectron2's TEST.PRECISE_BN.NUM_ITER).
 PRECISE_BN_BATCHES = 200
 
@@ -220,6 +225,7 @@ class _Run:
         self.num_classes = num_classes
         self.class_names = class_names
         self.memory_rows = {}  # epoch -> row, when there is no run folder to record them
+        self.found_rates = {}  # phase name -> the LR range test's rate, for rate "auto"
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
         """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
@@ -317,6 +323,8 @@ class _Run:
 
     def _fit(self, phase, first_epoch, user_callbacks):
         model, config = self.model, self.config
+        if phase.learning_rate == AUTO_LR:
+            phase = dataclasses.replace(phase, learning_rate=self._find_rate(phase))
         mark_phase(model, first_epoch, describe_phase(phase))
         _compat.reset_initial_epoch(model)
         steps = _steps(self.train_ds, phase.epochs)
@@ -353,6 +361,57 @@ class _Run:
                 callbacks=callbacks,
                 verbose=config.verbose,
             )
+
+    def _find_rate(self, phase):
+        """The head's rate for `phase`: the LR range test (`LRFinder`, fastai's `lr_find`) on
+        what the phase trains at its start, the weights and BatchNorm statistics put back
+        after. Recorded in the run folder's `lr_find/` and reused when the run resumes."""
+        record = self.folder.file("lr_find", f"{phase.name}.json") if self.folder else None
+        if record and os.path.exists(record):
+            with open(record) as file:
+                return json.load(file)["suggested_lr"] / self.rate_scale
+        model = self.model
+        probe = dataclasses.replace(phase, learning_rate=1.0, schedule="constant", warmup=0.0)
+        with self.strategy.scope():
+            optimizer, _ = _phase_optimizer(model, probe, self.config, self.rate_scale, None)
+            model.compile(
+                optimizer=optimizer,
+                loss=self.loss,
+                metrics=self.metrics,
+                **training_compile_options(),
+            )
+        schedule = {} if phase.trains == "head" else parse_unfreeze(phase.trains)
+        at_start = UnfreezeBackbone(
+            schedule={0: schedule[0]} if 0 in schedule else {}, train_bn=phase.train_bn
+        )
+        finder = LRFinder(num_steps=LR_FIND_STEPS)
+        model.fit(
+            self.train_ds.repeat(),
+            steps_per_epoch=LR_FIND_STEPS,
+            epochs=1,
+            class_weight=self.class_weight,
+            callbacks=[at_start, finder],
+            verbose=0,
+        )
+        rate = finder.suggested_lr
+        if rate is None:
+            raise ValueError(
+                f"fine_tune: the LR range test of phase {phase.name!r} found no rate (the loss "
+                "was not finite for long enough). Set the rate: head_lr=, finetune_lr= (--lr)."
+            )
+        if self.folder:
+            os.makedirs(os.path.dirname(record), exist_ok=True)
+            finder.plot(record.removesuffix(".json") + ".png")
+            curve = {
+                "learning_rates": finder.learning_rates,
+                "losses": finder.losses,
+                "smoothed_losses": finder.smoothed_losses,
+                "suggested_lr": rate,
+                "min_loss_lr": finder.min_loss_lr,
+            }
+            write_json(record, curve)
+        self.found_rates[phase.name] = rate
+        return rate / self.rate_scale
 
     def _phase_callbacks(self, phase, first_epoch):
         config = self.config
@@ -674,8 +733,6 @@ def _counts(class_counts, train_ds, num_classes):
 
 def _check_backup(folder, backup):
     """A backup a kill or a disk fault damaged is named before `fit` trips over it."""
-    import json
-
     import h5py
 
     weights = os.path.join(backup, "latest.weights.h5")
