@@ -52,7 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--jobs", nargs="+", default=list(JOBS), choices=JOBS)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--folder", default=None, help="where the jobs' data go (default: temp)")
-    parser.add_argument("--worker", default=None, choices=["ours", "fastai"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", default=None, choices=["ours", "fastai"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--job", default=None, choices=JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -105,7 +107,9 @@ def ours_worker(job, data):
         data[job], image_size=size, batch_size=config.batch_size, validation_split=0.2
     )
     start = time.perf_counter()
-    model, _ = kr.fine_tune(backbone, train, val, config=config, info=info, callbacks=[EpochClock()])
+    model, _ = kr.fine_tune(
+        backbone, train, val, config=config, info=info, callbacks=[EpochClock()]
+    )
     # What the user gets: the model fine_tune returns (best epoch, PreciseBN statistics).
     final = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
     return start, epochs, final

@@ -98,14 +98,24 @@ def test_cells_at_chance_are_flagged_and_the_verdict_names_the_driver(tmp_path):
     # +b gains 0.3 with a standard error of 0.01: high confidence; +a and +c are left out.
     assert "Verdict: b drives accuracy here: alone it gains +0.300" in verdict
     assert "high confidence (21.2 standard errors" in verdict
-    assert "Left out as collapsed or unlearned (validation accuracy within 0.05 of chance): " in verdict
-    assert "+a, +c." in verdict and "| collapsed: training accuracy high" in "\n".join(result.table())
+    assert (
+        "Left out as collapsed or unlearned (validation accuracy within 0.05 of chance): "
+        in verdict
+    )
+    assert "+a, +c." in verdict and "| collapsed: training accuracy high" in "\n".join(
+        result.table()
+    )
 
 
 def test_without_a_baseline_that_learned_there_is_no_verdict(tmp_path):
-    write_reports(tmp_path, {"baseline": (0.1, 0.1), "+a": (0.9, 0.9)})
-    result = ablation.summarize(tmp_path, {"a": {}}, seeds=[0, 1])
+    write_reports(tmp_path / "collapsed", {"baseline": (0.1, 0.1), "+a": (0.9, 0.9)})
+    result = ablation.summarize(tmp_path / "collapsed", {"a": {}}, seeds=[0, 1])
     assert result.verdict()[0].startswith("Verdict: none. The baseline did not learn")
+    # A gain within the seeds' spread, over a baseline near 1.0, names no driver.
+    write_reports(tmp_path / "ceiling", {"baseline": (0.985, 1.0), "+a": (0.99, 1.0)})
+    verdict = ablation.summarize(tmp_path / "ceiling", {"a": {}}, seeds=[0, 1]).verdict()[0]
+    assert verdict.startswith("Verdict: no bucket clearly drives accuracy here: the largest")
+    assert "a +0.005, is within the spread" in verdict and "already reaches 0.985" in verdict
 
 
 def test_ablate_runs_the_grid_writes_the_reports_and_resumes(folder, tmp_path):

@@ -164,7 +164,10 @@ def test_the_image_size_comes_from_the_data_without_pretrained_weights(tmp_path)
     config = kr.resolve_config(model="efficientnet_b0", weights="none", demo=False, data=data)
     assert config.image_size == 32
     # A size set, or pretrained weights, win over the data.
-    assert kr.resolve_config(model="resnet18", weights="none", image_size=64, data=data).image_size == 64
+    assert (
+        kr.resolve_config(model="resnet18", weights="none", image_size=64, data=data).image_size
+        == 64
+    )
     assert kr.resolve_config(model="resnet18", weights="imagenet", data=data).image_size == 224
     # Rounded to RetinaNet's stride for detection, and never below the card's smallest input.
     assert kr.finetune.config.data_image_size(data, "resnet18", "detection") == 32

@@ -17,8 +17,8 @@ from kerasrecipes.callbacks.backup import AtomicBackupAndRestore
 from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.curves import TrainingCurves
 from kerasrecipes.callbacks.lr_finder import LRFinder
-from kerasrecipes.callbacks.precise_bn import PreciseBN
 from kerasrecipes.callbacks.phases import mark_phase, phase_marks
+from kerasrecipes.callbacks.precise_bn import PreciseBN
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.optimizers.decay import _multiplier_wrapper
 

@@ -574,7 +574,7 @@ def median_image_size(path, max_files=500):
         try:
             with Image.open(file) as image:
                 width, height = image.size
-        except Exception:  # an unreadable file: the scan names it when the data is read
+        except (OSError, ValueError, Image.DecompressionBombError):  # named by the scan later
             continue
         sides.append((height + width) / 2)
     return float(statistics.median(sides)) if sides else None

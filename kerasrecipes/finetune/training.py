@@ -132,6 +132,14 @@ def fine_tune(
     docs/dense-prediction.md), whose run folders hold `overlays.png` and
     the IoU or COCO mAP instead of `confusion.png` and the accuracy.
 
+    By default each phase runs a budget of optimizer steps sized to the data
+    (`kr.resolve_budget`), and ends by recomputing the statistics of the
+    BatchNorm layers that trained from the training data
+    (`kr.callbacks.PreciseBN`, `precise_bn=True`): the model returned and
+    saved predicts as the network trained (docs/regularization.md). A rate
+    "auto" (`head_lr`, `finetune_lr`) runs the LR range test before its
+    phase and trains at its suggestion (the run folder's `lr_find/`).
+
     With `out_dir`, the run folder holds `report.json`, `history.csv`,
     `curves.png`, `confusion.png` and `model.keras` (no optimizer state),
     plus the backups that make an interrupted call resume from its last
@@ -225,7 +233,6 @@ class _Run:
         self.num_classes = num_classes
         self.class_names = class_names
         self.memory_rows = {}  # epoch -> row, when there is no run folder to record them
-        self.found_rates = {}  # phase name -> the LR range test's rate, for rate "auto"
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
         """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
@@ -410,7 +417,6 @@ class _Run:
                 "min_loss_lr": finder.min_loss_lr,
             }
             write_json(record, curve)
-        self.found_rates[phase.name] = rate
         return rate / self.rate_scale
 
     def _phase_callbacks(self, phase, first_epoch):
