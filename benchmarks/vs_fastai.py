@@ -70,16 +70,29 @@ def make_data(root):
 
     import kerasrecipes as kr
 
-    source = kr.data.make_demo_dataset(os.path.join(root, "source"), task="source")
-    target = kr.data.make_demo_dataset(os.path.join(root, "target"), task="target")
-    stripes = os.path.join(root, "stripes")
+    paths = data_paths(root)
+    kr.data.make_demo_dataset(paths["source"], task="source")
+    kr.data.make_demo_dataset(paths["finetune"], task="target")
+    stripes = paths["stripes"]
     if not os.path.isdir(stripes):
         images, labels = kr.data.demo_images(num_images=2000, image_size=32, seed=11)
         for index, (image, label) in enumerate(zip(images, labels)):
             folder = os.path.join(stripes, f"class{label}")
             os.makedirs(folder, exist_ok=True)
             Image.fromarray(np.asarray(image)).save(os.path.join(folder, f"{index}.png"))
-    return {"scratch": source, "finetune": target, "stripes": stripes, "source": source}
+    return paths
+
+
+def data_paths(root):
+    """`{job: folder}` under `root`; the workers read them without importing the generators
+    (TensorFlow and PyTorch in one process crash on this machine: a segfault on import)."""
+    source = os.path.join(root, "source")
+    return {
+        "scratch": source,
+        "finetune": os.path.join(root, "target"),
+        "stripes": os.path.join(root, "stripes"),
+        "source": source,
+    }
 
 
 # -- the workers: one training run each, printing its epochs as JSON ------------------------------
@@ -161,7 +174,7 @@ def fastai_worker(job, data, epochs_to_run):
 
 
 def run_worker(args):
-    data = make_data(args.folder)
+    data = data_paths(args.folder)
     if args.worker == "ours":
         start, epochs, final = ours_worker(args.job, data)
     else:
