@@ -108,7 +108,7 @@ def load_backbone(
             description += (
                 f". WARNING: its pre-training ended far from converged (below "
                 f"{DEMO_CONVERGED_ACCURACY:.2f} on the 10-shape source task), so its features may "
-                "not transfer; baseline_cnn (the demo's default) reaches 1.000"
+                "not transfer; baseline_cnn (the demo's default) reaches 0.99 or more"
             )
             warnings.warn(f"load_backbone: {description}", stacklevel=2)
         return LoadedBackbone(backbone, _mode(preprocessing, None), description)

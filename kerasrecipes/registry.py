@@ -342,15 +342,11 @@ def _with_bn_momentum(model, momentum):
         from kerasrecipes.layers.normalization import set_bn_momentum
 
         if not set_bn_momentum(model, momentum):
-            raise _no_batch_norm(model.name, momentum)
+            raise ValueError(
+                f"{model.name} has no BatchNorm layers, so bn_momentum does not apply. "
+                f"Received: bn_momentum={momentum!r}"
+            )
     return model
-
-
-def _no_batch_norm(name, momentum):
-    return ValueError(
-        f"{name} has no BatchNorm layers, so bn_momentum does not apply. "
-        f"Received: bn_momentum={momentum!r}"
-    )
 
 
 def _check_card_arguments(card, kwargs):

@@ -221,3 +221,19 @@ def test_lr_auto_runs_the_range_test_before_the_phase_and_reports_it(tmp_path):
     assert args.head_lr == "auto"
     with pytest.raises(ValueError, match="head_lr must be a number >= 0 or 'auto'"):
         kr.resolve_config(head_lr="fast")
+
+
+def test_a_demo_backbone_far_from_converged_is_named_never_used_silently(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASRECIPES_CACHE", str(tmp_path))
+    folder = tmp_path / "demo" / "backbones"
+    folder.mkdir(parents=True)
+    inputs = keras.Input((32, 32, 3))
+    keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs)).save(
+        folder / "mobilenet_v2_32px_6ep.keras"
+    )
+    report = {"model": "mobilenet_v2", "image_size": 32, "epochs": 6, "val_accuracy": 0.213}
+    (folder / "mobilenet_v2_32px_6ep.json").write_text(json.dumps(report))
+    with pytest.warns(UserWarning, match="far from converged"):
+        loaded = kr.load_backbone("mobilenet_v2", "demo")
+    assert "(validation accuracy 0.213)" in loaded.description
+    assert "WARNING: its pre-training ended far from converged" in loaded.description
