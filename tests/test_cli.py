@@ -108,7 +108,7 @@ def test_weights_none_trains_the_whole_network_without_a_head_phase(shapes, tmp_
         (["--data", "no/such/folder"], "--data no/such/folder: no such folder"),
         (["--model", "resnet5O", "--weights", "none"], "Unknown model name: 'resnet5O'"),
         (["--unfreeze", "0"], "unfreeze must be 'all', a number of top blocks >= 1"),
-        (["--head-lr", "-1"], "head_lr must be >= 0"),
+        (["--head-lr", "-1"], "head_lr must be a number >= 0 or 'auto'"),
         (["--model", "resnet20", "--weights", "imagenet"], "No ImageNet weights for 'resnet20'"),
         (["--weights", "missing.weights.h5", "--model", "resnet20"], "Weights file not found"),
     ],
