@@ -379,14 +379,10 @@ def _finished_report(folder):
         return json.load(file)
 
 
-def _final_val_loss(report):
+def _last_phase_value(report, name):
+    """`name` ("val_loss", "accuracy") at the end of the run's last phase, or None."""
     phases = list(report["phases"].values())
-    return phases[-1]["val_loss"] if phases else None
-
-
-def _final_train_accuracy(report):
-    phases = list(report["phases"].values())
-    return phases[-1].get("accuracy") if phases else None
+    return phases[-1].get(name) if phases else None
 
 
 def _num_classes(report):
@@ -400,8 +396,10 @@ def _row(variant, reports, folders):
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
     accuracies = [report["val_accuracy"] for report in reports]
-    losses = [loss for loss in map(_final_val_loss, reports) if loss is not None]
-    train = [value for value in map(_final_train_accuracy, reports) if value is not None]
+    losses = [_last_phase_value(report, "val_loss") for report in reports]
+    losses = [loss for loss in losses if loss is not None]
+    train = [_last_phase_value(report, "accuracy") for report in reports]
+    train = [value for value in train if value is not None]
     num_classes = _num_classes(reports[0])
     row = {
         "variant": variant.name,

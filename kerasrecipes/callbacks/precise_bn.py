@@ -120,8 +120,7 @@ class PreciseBN(ConfigurableCallback):
 
 
 def _take(data, num_batches):
-    if hasattr(data, "take") and hasattr(data, "element_spec"):
-        data = data.take(num_batches)
+    """The first `num_batches` batches of a dataset or any iterable."""
     for index, batch in enumerate(data):
         if index >= num_batches:
             return

@@ -43,6 +43,7 @@ class TaskDefaults(typing.NamedTuple):
     augment: str | None = None
     head_steps: int | None = None  # None: the budget of `BUDGETS`
     finetune_steps: int | None = None
+    size_multiple: int = 8  # what `data_image_size` rounds to
 
 
 # Detection: at 3e-3 RetinaNet's heads reached a quarter of the demo's mAP@.5 after the head
@@ -53,7 +54,12 @@ TASK_DEFAULTS = {
     "classification": TaskDefaults(),
     "segmentation": TaskDefaults(),
     "detection": TaskDefaults(
-        batch_size=16, head_lr=DETECTION_HEAD_LR, augment="flip", head_steps=120, finetune_steps=240
+        batch_size=16,
+        head_lr=DETECTION_HEAD_LR,
+        augment="flip",
+        head_steps=120,
+        finetune_steps=240,
+        size_multiple=32,  # RetinaNet's coarsest stride
     ),
 }
 DATA_MODEL = "efficientnet_b0"
@@ -379,12 +385,8 @@ def resolve_budget(config, steps_per_epoch):
     """
     changes = {}
     for phase in ("head", "finetune"):
+        _check_count(config, f"{phase}_steps")
         steps = getattr(config, f"{phase}_steps")
-        if steps is not None and (not isinstance(steps, int) or steps < 0):
-            raise ValueError(
-                f"{phase}_steps must be an integer >= 0, or None for the default. "
-                f"Received: {phase}_steps={steps!r}"
-            )
         if getattr(config, f"{phase}_epochs") is not None:
             continue
         budget = BUDGETS["scratch" if phase == "finetune" and config.weights == "none" else phase]
@@ -406,8 +408,8 @@ def is_weights_file(weights):
 def data_image_size(data, model, task="classification"):
     """The input size for training `model` from scratch on the images in folder `data`.
 
-    Their median side (`(height + width) / 2`), rounded to a multiple of 8 (of
-    32 for detection, RetinaNet's stride), at least the card's
+    Their median side (`(height + width) / 2`), rounded to the task's
+    `size_multiple` (8; 32 for detection, RetinaNet's stride), at least the card's
     `min_input_size` and at most its default size: 32-px images train at 32
     px, where the card's 224 would cost 49x the compute for nothing, and
     large photos at the size the architecture was designed for. The card's
@@ -421,7 +423,7 @@ def data_image_size(data, model, task="classification"):
     median = median_image_size(data)
     if median is None:
         return default
-    multiple = 32 if task == "detection" else 8
+    multiple = TASK_DEFAULTS.get(task, TaskDefaults()).size_multiple
     size = max(multiple, round(median / multiple) * multiple)
     return min(max(size, card.min_input_size), default)
 
@@ -502,9 +504,7 @@ def check_config(config):
         raise ValueError(f"{name} {rule}. Received: {name}={getattr(config, name)!r}")
 
     for name in ("head_epochs", "finetune_epochs", "head_steps", "finetune_steps"):
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            fail(name, "must be an integer >= 0, or None for the default")
+        _check_count(config, name)
     if config.phases is None and config.head_epochs == 0 == config.finetune_epochs:
         raise ValueError(
             "head_epochs and finetune_epochs must not both be 0: nothing would train. "
@@ -579,6 +579,15 @@ def check_config(config):
                 f"Phase {phase.name!r}: learning_rate must be a number >= 0 or {AUTO_LR!r}. "
                 f"Received: {phase.learning_rate!r}"
             )
+
+
+def _check_count(config, name):
+    """A `ValueError` naming field `name` unless it is None or an integer >= 0."""
+    value = getattr(config, name)
+    if value is not None and (not isinstance(value, int) or value < 0):
+        raise ValueError(
+            f"{name} must be an integer >= 0, or None for the default. Received: {name}={value!r}"
+        )
 
 
 def _is_rate(value):

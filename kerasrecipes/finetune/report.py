@@ -72,8 +72,8 @@ def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbo
 
 
 def lr_find_records(folder):
-    """`{phase: {"suggested_lr", "min_loss_lr", "plot"}}` of the phases whose rate the LR range
-    test picked (`lr_find/<phase>.json`, the whole curve is in that file)."""
+    """`{phase: {"suggested_lr", "min_loss_lr", "curve"}}` of the phases whose rate the LR range
+    test picked; "curve" names `lr_find/<phase>.json`, which holds the whole sweep."""
     records = {}
     folder_path = folder.file("lr_find")
     if not os.path.isdir(folder_path):
