@@ -3,7 +3,7 @@
 The jobs (all generated here, offline):
 
 - `scratch`: ResNet-18 from scratch on the demo's ten-class source task
-  (3,000 32-px shapes).
+  (3,000 shapes, 64 px on disk).
 - `finetune`: the two-class demo target (ellipses vs pentagons), fine-tuned
   from a backbone each library pre-trained on the source task with its own
   defaults (ours: `weights="demo"`, `baseline_cnn` for 6 epochs, cached;
@@ -17,8 +17,9 @@ Each side uses its library's defaults, as a new user would:
   step budget, the rates, warm-up and cosine, PreciseBN, early stopping;
 - fastai: `vision_learner(..., metrics=accuracy)`, then `fine_tune(epochs)`
   on a pre-trained body and `fit_one_cycle(epochs)` from scratch, with
-  fastai's default rates; `epochs` is the number of epochs ours runs, so
-  both train equally long.
+  fastai's default rates; `epochs` is the number of epochs ours runs and the
+  images are resized to the size ours chose (`config.image_size`, from the
+  data's size), so both train equally long on equally large images.
 
 Each side runs in its own process, alternating, `--repeats` times. The
 threshold of a job is the highest of 0.50, 0.55, ..., 0.95, 0.99 that every
@@ -57,6 +58,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--job", default=None, choices=JOBS, help=argparse.SUPPRESS)
     parser.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -125,10 +127,10 @@ def ours_worker(job, data):
     )
     # What the user gets: the model fine_tune returns (best epoch, PreciseBN statistics).
     final = float(model.evaluate(val, verbose=0, return_dict=True)["accuracy"])
-    return start, epochs, final
+    return start, epochs, final, config.image_size
 
 
-def fastai_worker(job, data, epochs_to_run):
+def fastai_worker(job, data, epochs_to_run, size):
     import torch
     from fastai.vision.all import (
         Callback,
@@ -150,7 +152,7 @@ def fastai_worker(job, data, epochs_to_run):
 
     def loaders(folder):
         return ImageDataLoaders.from_folder(
-            folder, valid_pct=0.2, seed=0, item_tfms=Resize(32), num_workers=0
+            folder, valid_pct=0.2, seed=0, item_tfms=Resize(size), num_workers=0
         )
 
     if job == "finetune":
@@ -170,23 +172,24 @@ def fastai_worker(job, data, epochs_to_run):
         start = time.perf_counter()
         with learner.no_bar(), learner.no_logging():
             learner.fit_one_cycle(epochs_to_run, cbs=[EpochClock()])
-    return start, epochs, epochs[-1][1]
+    return start, epochs, epochs[-1][1], size
 
 
 def run_worker(args):
     data = data_paths(args.folder)
     if args.worker == "ours":
-        start, epochs, final = ours_worker(args.job, data)
+        start, epochs, final, size = ours_worker(args.job, data)
     else:
-        start, epochs, final = fastai_worker(args.job, data, args.epochs)
+        start, epochs, final, size = fastai_worker(args.job, data, args.epochs, args.size)
     times = [t - start for t, _ in epochs]
-    print(json.dumps({"times": times, "accuracy": [a for _, a in epochs], "final": final}))
+    accuracy = [a for _, a in epochs]
+    print(json.dumps({"times": times, "accuracy": accuracy, "final": final, "size": size}))
 
 
-def run_side(side, job, args, epochs=None):
+def run_side(side, job, args, epochs=None, size=None):
     command = [sys.executable, __file__, "--worker", side, "--job", job, "--folder", args.folder]
     if epochs:
-        command += ["--epochs", str(epochs)]
+        command += ["--epochs", str(epochs), "--size", str(size)]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -215,6 +218,7 @@ def compare(job, runs):
             "time": statistics.median(times) if times else None,
             "final": statistics.median(run["final"] for run in side_runs),
             "epochs": len(side_runs[0]["accuracy"]),
+            "size": side_runs[0]["size"],
         }
     return threshold, summary
 
@@ -244,15 +248,16 @@ def main(argv=None):
     for job in args.jobs:
         runs = {"ours": [], "fastai": []}
         for repeat in range(args.repeats):
-            # fastai trains as many epochs as ours chose for the job.
+            # fastai trains as many epochs as ours chose for the job, at the size ours chose.
             if not runs["ours"]:
                 runs["ours"].append(run_side("ours", job, args))
             epochs = len(runs["ours"][0]["accuracy"])
+            size = runs["ours"][0]["size"]
             order = ("fastai", "ours") if repeat % 2 == 0 else ("ours", "fastai")
             for side in order:
                 if side == "ours" and len(runs["ours"]) > repeat:
                     continue
-                runs[side].append(run_side(side, job, args, epochs))
+                runs[side].append(run_side(side, job, args, epochs, size))
             for side in ("ours", "fastai"):
                 run = runs[side][repeat]
                 accuracy = " ".join(f"{a:.3f}" for a in run["accuracy"])
@@ -263,8 +268,8 @@ def main(argv=None):
             line = summary[side]
             shown = "-" if line["time"] is None else f"{line['time']:.1f} s"
             print(
-                f"{job} {side}: {line['epochs']} epochs, to {threshold} in {shown}, final "
-                f"accuracy {line['final']:.3f}"
+                f"{job} {side}: {line['epochs']} epochs at {line['size']} px, to {threshold:.2f} "
+                f"in {shown}, final accuracy {line['final']:.3f}"
             )
         ours, theirs = summary["ours"]["time"], summary["fastai"]["time"]
         if ours is not None and theirs:
