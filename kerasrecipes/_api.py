@@ -18,6 +18,7 @@ from kerasrecipes import (
     plots,
     precision,
     schedules,
+    tasks,
 )
 from kerasrecipes.ablation import ablate
 from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
@@ -31,11 +32,15 @@ from kerasrecipes.finetune import (
     resolve_budget,
     resolve_config,
 )
+from kerasrecipes.finetune.pipeline import RunResult, run
 from kerasrecipes.inference import (
     ImageClassifier,
+    ImageSegmenter,
+    ObjectDetector,
     evaluate,
     export,
     load_classifier,
+    load_model,
 )
 from kerasrecipes.info import ModelInfo, model_info
 from kerasrecipes.models.efficientnet import efficientnet_scaling
@@ -59,12 +64,15 @@ __all__ = [
     "FineTuneConfig",
     "FineTuneHistory",
     "ImageClassifier",
+    "ImageSegmenter",
     "LoadedBackbone",
     "ModelCard",
     "ModelInfo",
+    "ObjectDetector",
     "ParamGroup",
     "Phase",
     "PretrainedWeights",
+    "RunResult",
     "ablate",
     "ablation",
     "auto_precision",
@@ -85,6 +93,7 @@ __all__ = [
     "list_models",
     "load_backbone",
     "load_classifier",
+    "load_model",
     "losses",
     "model_card",
     "model_info",
@@ -99,6 +108,8 @@ __all__ = [
     "register_model",
     "resolve_budget",
     "resolve_config",
+    "run",
     "schedules",
+    "tasks",
     "training_compile_options",
 ]

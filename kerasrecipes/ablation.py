@@ -23,8 +23,11 @@ import statistics
 
 import numpy as np
 
-from kerasrecipes.cli import read_config_data
-from kerasrecipes.finetune.config import FineTuneConfig, resolve_config
+from kerasrecipes.data.demo import make_demo_dataset
+from kerasrecipes.data.verify import default_cache_dir, verify_images
+from kerasrecipes.files import write_json
+from kerasrecipes.finetune.config import FineTuneConfig
+from kerasrecipes.finetune.pipeline import run
 
 BUCKETS = ("architecture", "data", "regularization", "optimization")
 # A cell within this of chance (1 / classes) in validation accuracy is flagged and left out of
@@ -283,8 +286,6 @@ def summarize(out_dir, changes, seeds):
 
 def write_reports(result, baseline, changes):
     """`ablation.json`, `ablation.md` and `ablation.png` in the result's folder."""
-    from kerasrecipes.finetune.run_folder import write_json
-
     os.makedirs(result.out_dir, exist_ok=True)
     write_json(
         os.path.join(result.out_dir, "ablation.json"),
@@ -331,9 +332,6 @@ def _run_folder(out_dir, variant, seed):
 
 
 def _demo_folder():
-    from kerasrecipes.data.demo import make_demo_dataset
-    from kerasrecipes.data.verify import default_cache_dir
-
     return make_demo_dataset(
         os.path.join(default_cache_dir(), "demo", "ablation"),
         task="source",
@@ -344,30 +342,16 @@ def _demo_folder():
 
 def _scan_once(data):
     """Scans the folder once, so its skipped files are listed once, not once per run."""
-    from kerasrecipes.data.verify import verify_images
-
     verify_images(data)
 
 
 def _train(config, data):
-    """One run, as the `finetune` command runs it: backbone, data folder, `fine_tune`."""
-    import warnings
+    """One run, as the `finetune` command runs it (`kr.run`), silently."""
+    run(config, data, echo=_silent)
 
-    import kerasrecipes as kr
-    from kerasrecipes.finetune.training import FINISHED_EARLIER
 
-    config = resolve_config(config)
-    backbone = kr.load_backbone(
-        config.model,
-        config.weights,
-        image_size=config.image_size,
-        preprocessing=config.preprocessing,
-        verbose=0,
-    )
-    train, val, info = read_config_data(data, config)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")
-        kr.fine_tune(backbone, train, val, config=config, info=info)
+def _silent(line):
+    pass
 
 
 def _finished_report(folder):

@@ -18,11 +18,11 @@ and the input preprocessing its weights need, ready for `kr.fine_tune`:
 import json
 import os
 import time
-import typing
 import warnings
 
 import keras
 
+from kerasrecipes.features import LoadedBackbone
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.precision import training_compile_options
 from kerasrecipes.registry import HEAD_PREFIX, create_model, model_card
@@ -38,21 +38,6 @@ DEMO_CONVERGED_ACCURACY = 0.5
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be fetched (no network, or the download failed)."""
-
-
-class LoadedBackbone(typing.NamedTuple):
-    """What `load_backbone` returns.
-
-    Attributes:
-        model: the backbone, a `keras.Model` without classifier.
-        preprocessing: the `ImagePreprocessing` mode its weights expect for
-            [0, 255] images, or None when the model does it itself.
-        description: one line saying where the weights came from.
-    """
-
-    model: keras.Model
-    preprocessing: str | None
-    description: str
 
 
 def load_backbone(
@@ -192,6 +177,7 @@ def demo_backbone(
         vector per image out, and a dict with `val_accuracy`, `seconds`,
         `epochs`, `path`.
     """
+    # Here, not at the top: the model builders load without `kerasrecipes.data` (TensorFlow).
     from kerasrecipes.data import image_folder, make_demo_dataset
     from kerasrecipes.data.verify import default_cache_dir
 

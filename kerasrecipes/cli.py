@@ -19,18 +19,12 @@ lines). `--help` and `models` do not import TensorFlow.
 """
 
 import argparse
-import contextlib
 import dataclasses
-import json
-import logging
-import os
+import importlib
 import sys
-import time
 import warnings
 
 from kerasrecipes.finetune.config import AUTO_LR, FineTuneConfig, cli_flag
-
-DEMO_OUT = os.path.join("runs", "demo")
 
 
 def build_parser():
@@ -58,27 +52,40 @@ def build_parser():
 
     predict = commands.add_parser(
         "predict",
-        help="classify images with a trained model",
-        description="Classifies image files and folders (with class subfolders or not) with "
-        "the model of a run folder or a .keras file. Unreadable files are skipped and listed.",
+        help="classify, segment or find objects in images with a trained model",
+        description="Runs the model of a run folder or a .keras file on image files and "
+        "folders (with class subfolders or not): the classes of a classifier, the masks of a "
+        "segmenter, the boxes of a detector. Unreadable files are skipped and listed.",
     )
     predict.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    predict.add_argument("--top-k", type=int, default=1, help="classes per image (default: 1)")
     predict.add_argument(
-        "--output", help="write the predictions to this .csv or .json file (else print them)"
+        "--top-k", type=int, default=1, help="classes per image, for a classifier (default: 1)"
+    )
+    predict.add_argument(
+        "--confidence-threshold",
+        type=float,
+        default=None,
+        help="for a detector: the lowest class probability a box keeps (default: the model's, 0.3)",
+    )
+    predict.add_argument(
+        "--output",
+        help="write the predictions to this .csv or .json file (classes; boxes: a CSV, or COCO "
+        "results in JSON) or, for masks, a new folder of PNGs and overlays (else print them)",
     )
     _add_inference_options(predict)
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="accuracy, per-class figures, confusion matrix and top losses on a test folder",
-        description="Evaluates the model on a folder of class folders named as its classes, "
-        "and writes evaluation.json, evaluation_confusion.png and evaluation_top_losses.png "
-        "into the run folder (or --out).",
+        help="accuracy, IoU or COCO mAP on a test folder, with the figures of where it fails",
+        description="Evaluates the model on a test folder in its task's layout: class folders "
+        "named as its classes (accuracy, per-class figures, confusion matrix, top losses), "
+        "images/, masks/ and classes.txt (mean and per-class IoU, confusion matrix, worst "
+        "images), or images/ and annotations.json (COCO mAP, mAP@.5, AP per class, worst "
+        "images); writes evaluation.json and the figures into the run folder (or --out).",
     )
     evaluate.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
-    evaluate.add_argument("--data", required=True, help="the test folder, a subfolder per class")
+    evaluate.add_argument("--data", required=True, help="the test folder, in the task's layout")
     evaluate.add_argument(
         "--out", help="folder for the files (default: the run folder; none for a bare .keras file)"
     )
@@ -217,31 +224,62 @@ def main(argv=None):
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     if args.command == "models" and not args.exact:
-        return _run(args, list_zoo_table, args.pattern)
+        # The zoo table needs no Keras: this command starts without TensorFlow.
+        return _run(args, lambda: importlib.import_module("kerasrecipes.commands.models").run(args))
     if not args.debug:
-        from kerasrecipes._startup import import_tensorflow_quietly
+        from kerasrecipes._startup import import_tensorflow_quietly  # TF-free itself
 
         import_tensorflow_quietly()
-    import kerasrecipes
+    import kerasrecipes  # the package's __init__ loads no Keras until `_load_api`
 
     kerasrecipes._load_api()  # registers every layer a saved model may hold, before loading one
     # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle anyway.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    commands = {
-        "finetune": finetune,
-        "predict": predict,
-        "evaluate": evaluate,
-        "export": export,
-        "ablate": run_ablation,
-        "models": lambda args: list_zoo(args.pattern),
-    }
-    return _run(args, commands[args.command], args)
+    # The command's module imports TensorFlow; it is loaded once the command is known, so that
+    # `--help` starts without it.
+    command = importlib.import_module(f"kerasrecipes.commands.{args.command}")
+    return _run(args, lambda: command.run(*_command_arguments(args)))
 
 
-def _run(args, command, *arguments):
-    """Runs `command(*arguments)`; an error becomes one line on stderr and exit code 1."""
+def _command_arguments(args):
+    """What the command's `run` takes: the options, and the config or the ablation grid that
+    the command line describes."""
+    if args.command == "finetune":
+        fields = {
+            f.name: getattr(args, f.name)
+            for f in dataclasses.fields(FineTuneConfig)
+            if f.metadata.get("cli", True)
+        }
+        return args, FineTuneConfig(**fields)
+    if args.command == "ablate":
+        return args, *_ablation_grid(args)
+    return (args,)
+
+
+def _ablation_grid(args):
+    """`(baseline, changes, shard)` from `--set`, `--change` and `--shard`."""
+    from kerasrecipes.ablation import DEMO_BASELINE  # after TensorFlow: see `main`
+
+    baseline = dict(DEMO_BASELINE)
+    baseline.update(_field_values(args.set, "--set"))
+    changes = {}
+    for text in args.change:
+        bucket, separator, assignment = text.partition(":")
+        if not separator or not bucket:
+            raise ValueError(
+                f"--change {text!r}: write BUCKET:FIELD=VALUE, e.g. data:augment=basic"
+            )
+        changes.setdefault(bucket, {}).update(_field_values([assignment], "--change"))
+    index, separator, count = args.shard.partition("/")
+    if not (separator and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--shard {args.shard!r}: write I/N with 0 <= I < N, e.g. 0/2")
+    return baseline, changes, (int(index), int(count))
+
+
+def _run(args, command):
+    """Runs `command()`; an error becomes one line on stderr and exit code 1."""
     try:
-        command(*arguments)
+        command()
     except KeyboardInterrupt:
         again = "; run the same command again to resume" if args.command == "finetune" else ""
         print(f"kerasrecipes: interrupted{again}.", file=sys.stderr)
@@ -261,303 +299,6 @@ def _one_line(error):
     ):
         return text
     return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
-
-
-def finetune(args):
-    """The `finetune` command; returns the report of the run folder."""
-    import kerasrecipes as kr
-    from kerasrecipes.finetune import report as reports
-    from kerasrecipes.finetune.config import resolve_config
-    from kerasrecipes.finetune.run_folder import default_out_dir, is_inside
-    from kerasrecipes.finetune.training import FINISHED_EARLIER
-
-    started = time.perf_counter()
-    fields = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(FineTuneConfig)
-        if f.metadata.get("cli", True)
-    }
-    if args.data is not None and not os.path.isdir(args.data):
-        raise FileNotFoundError(
-            f"--data {args.data}: no such folder. Give "
-            + (
-                {
-                    "segmentation": "a folder with images/, masks/ and classes.txt.",
-                    "detection": "a folder with images/ and annotations.json (COCO).",
-                }.get(args.task, "a folder with one subfolder per class.")
-            )
-        )
-    config = resolve_config(FineTuneConfig(**fields), demo=args.data is None, data=args.data)
-    if config.weights == "none" and args.image_size is None and args.data is not None:
-        print(
-            f"Image size: {config.image_size}x{config.image_size}, from the data's median image "
-            f"size (no pretrained weights fix it; --image-size sets it)"
-        )
-    out = config.out_dir or (
-        demo_out_dir(config.task) if args.data is None else default_out_dir(args.data)
-    )
-    if args.data is not None and is_inside(out, args.data):
-        raise ValueError(
-            f"--out {out} is inside the data folder {os.path.realpath(args.data)}; the run's "
-            "files would be read as images next time. Give an --out outside it."
-        )
-    config = config.replace(out_dir=out, verbose=1 if sys.stdout.isatty() else 2)
-    data = args.data
-    dense = config.task != "classification"
-    if data is None and dense:
-        from kerasrecipes.data.verify import default_cache_dir
-
-        data = kr.data.make_demo_dataset(
-            os.path.join(default_cache_dir(), "demo", "scenes"), task=config.task
-        )
-        print(f"Demo data: {data} (scenes of 1-4 shapes of 3 classes, VOC masks, COCO boxes)")
-    elif data is None:
-        from kerasrecipes.data.verify import default_cache_dir
-
-        data = kr.data.make_demo_dataset(
-            os.path.join(default_cache_dir(), "demo", "target"), task="target", bad_files=True
-        )
-        print(f"Demo data: {data} (two classes of shapes, with 4 unreadable files)")
-    kr.model_card(config.model)  # an unknown name fails before any work
-    backbone = kr.load_backbone(
-        config.model,
-        config.weights,
-        # The demo backbone is pre-trained at its own size; a dense head rebuilds it at the data's.
-        image_size=None if dense and config.weights == "demo" else config.image_size,
-        preprocessing=config.preprocessing,
-        verbose=config.verbose,
-    )
-    print(f"Backbone: {backbone.description}")
-    if config.image_size is None:  # a weights file: its model's input size, else the card's
-        size = backbone.model.input_shape[1] or kr.model_card(config.model).default_input_shape[0]
-        config = config.replace(image_size=int(size))
-    train, val, info = read_config_data(data, config)
-    _print_data(info, data)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
-        _, history = kr.fine_tune(backbone, train, val, config=config, info=info)
-    with open(os.path.join(out, "report.json")) as file:
-        report = json.load(file)
-    if history.finished_earlier:
-        print(
-            f"{out} holds a run that finished earlier ({report['finished_at']}); nothing was "
-            "trained. Its result:"
-        )
-    for line in reports.summary_lines(report, out, saved_now=not history.finished_earlier):
-        print(line)
-    if history.finished_earlier:
-        print("Run with --restart to train again there, or give another --out.")
-    else:
-        print(f"{time.perf_counter() - started:.0f} s in all")
-    return report
-
-
-def demo_out_dir(task):
-    """The demo's run folder: runs/demo, and one per dense task so the demos do not collide."""
-    return DEMO_OUT if task == "classification" else f"{DEMO_OUT}-{task}"
-
-
-def read_config_data(data, config):
-    """`image_folder` of `data` at the config's size, batch, split and seed, as a run reads it;
-    the scan's warning kept off the terminal (see `quiet_scan_log`)."""
-    import kerasrecipes as kr
-
-    dense_readers = {"segmentation": kr.data.mask_folder, "detection": kr.data.coco_folder}
-    if config.task in dense_readers:
-        with quiet_scan_log():
-            return dense_readers[config.task](
-                data,
-                image_size=(config.image_size, config.image_size),
-                batch_size=config.batch_size,
-                validation_split=config.validation_split or None,
-                seed=config.seed,
-            )
-    with quiet_scan_log():
-        return kr.data.image_folder(
-            data,
-            image_size=(config.image_size, config.image_size),
-            batch_size=config.batch_size,
-            validation_split=config.validation_split,
-            seed=config.seed,
-        )
-
-
-@contextlib.contextmanager
-def quiet_scan_log():
-    """Keeps the scan's warning off the terminal: the commands list the skipped files
-    themselves, and `kr.ablate` lists them once before its runs scan the same folder."""
-    data_logger = logging.getLogger("kerasrecipes.data")
-    level = data_logger.level
-    data_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        data_logger.setLevel(level)
-
-
-def _print_data(info, folder):
-    counts = ", ".join(f"{name} {count}" for name, count in info.counts.items())
-    if hasattr(info, "train_images"):
-        print(
-            f"Data: {len(info.train_images)} training and {len(info.val_images)} validation "
-            f"images, {sum(info.counts.values())} training boxes ({counts}); "
-            f"{len(info.skipped)} files skipped"
-        )
-    elif hasattr(info, "train_pairs"):
-        print(
-            f"Data: {len(info.train_pairs)} training and {len(info.val_pairs)} validation "
-            f"image/mask pairs, classes {', '.join(info.class_names)}; {len(info.skipped)} "
-            "files skipped"
-        )
-    else:
-        print(
-            f"Data: {sum(info.counts.values())} training images ({counts}), "
-            f"{sum(info.val_counts.values())} validation images; {len(info.skipped)} files "
-            "skipped"
-        )
-    for path, reason in info.skipped[:10]:
-        print(f"  skipped {os.path.relpath(path, folder)}: {reason}")
-    if len(info.skipped) > 10:
-        print(f"  ... and {len(info.skipped) - 10} more, listed in report.json")
-
-
-def predict(args):
-    """The `predict` command: a line per image (or the --output file), the skipped files listed."""
-    from kerasrecipes.finetune.run_folder import write_atomically, write_json
-    from kerasrecipes.inference import load_classifier
-
-    if args.output and os.path.splitext(args.output)[1] not in (".csv", ".json"):
-        raise ValueError(f"--output {args.output}: give a .csv or .json file name.")
-    classifier = load_classifier(args.model)
-    rows, read = [], 0
-    for path in args.paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no such file or folder.")
-    with quiet_scan_log():
-        for path in args.paths:
-            predictions = classifier.predict_images(
-                path if os.path.isdir(path) else [path],
-                top_k=args.top_k,
-                batch_size=args.batch_size,
-                tta=args.tta,
-            )
-            rows += predictions.rows()
-            read += len(predictions)
-    predicted = [row for row in rows if "label" in row]
-    skipped = [row for row in rows if "skipped" in row]
-    if args.output:
-        if args.output.endswith(".json"):
-            write_json(args.output, predicted + skipped)
-        else:
-            write_atomically(args.output, _csv_text(predicted + skipped))
-        counts = {name: 0 for name in classifier.class_names}
-        for row in predicted:
-            counts[row["label"]] += 1
-        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
-        print(f"{read} images classified ({shown}); written to {args.output}")
-    else:
-        for row in predicted:
-            top = "  ".join(
-                f"{row[f'top{rank}_label']} {row[f'top{rank}_probability']:.3f}"
-                for rank in range(1, args.top_k + 1)
-                if f"top{rank}_label" in row
-            )
-            print(f"{row['path']}  {top}")
-    for row in skipped[:10]:
-        print(f"  skipped {row['path']}: {row['skipped']}")
-    if len(skipped) > 10:
-        print(
-            f"  ... and {len(skipped) - 10} more skipped" + (" (in --output)" * bool(args.output))
-        )
-
-
-def _csv_text(rows):
-    import csv
-    import io
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()
-
-
-def evaluate(args):
-    """The `evaluate` command: prints the report and writes it to the run folder or --out."""
-    from kerasrecipes.finetune.run_folder import is_inside
-    from kerasrecipes.inference import evaluate as evaluate_classifier
-    from kerasrecipes.inference import load_classifier
-    from kerasrecipes.inference.classifier import run_folder_of
-
-    out = args.out or run_folder_of(args.model)
-    if out is not None and is_inside(out, args.data):
-        raise ValueError(f"--out {out} is inside the test folder {args.data}; give another --out.")
-    classifier = load_classifier(args.model)
-    with quiet_scan_log():
-        evaluation = evaluate_classifier(
-            classifier, args.data, tta=args.tta, batch_size=args.batch_size, out_dir=out
-        )
-    print(evaluation.summary())
-    for path, reason in evaluation.skipped[:10]:
-        print(f"  skipped {os.path.relpath(path, args.data)}: {reason}")
-    if out is None:
-        print("Nothing written: the model is not in a run folder; give --out DIR for the files.")
-    else:
-        print(f"Wrote {', '.join(evaluation.files)} in {out}/")
-
-
-def export(args):
-    """The `export` command: writes the artifact and prints its agreement with the Keras model."""
-    from kerasrecipes.inference import export as export_classifier
-    from kerasrecipes.inference import load_classifier
-    from kerasrecipes.inference.classifier import run_folder_of
-
-    out = args.out
-    if out is None:
-        folder = run_folder_of(args.model)
-        stem = os.path.splitext(args.model)[0]
-        out = os.path.join(folder, "export") if folder else f"{stem}_export"
-    classifier = load_classifier(args.model)
-    result = export_classifier(classifier, out, args.format, overwrite=args.overwrite)
-    print(
-        f"Exported {args.format} to {result.path}; on {result.check_images} images its output "
-        f"differs from the Keras model's by at most {result.max_abs_difference:.2e} "
-        f"({result.relative_difference:.2e} relative)"
-    )
-
-
-def run_ablation(args):
-    """The `ablate` command: the grid, then the table and where the reports are."""
-    from kerasrecipes import ablation
-
-    baseline = dict(ablation.DEMO_BASELINE)
-    baseline.update(_field_values(args.set, "--set"))
-    changes = {}
-    for text in args.change:
-        bucket, separator, assignment = text.partition(":")
-        if not separator or not bucket:
-            raise ValueError(
-                f"--change {text!r}: write BUCKET:FIELD=VALUE, e.g. data:augment=basic"
-            )
-        changes.setdefault(bucket, {}).update(_field_values([assignment], "--change"))
-    index, separator, count = args.shard.partition("/")
-    if not (separator and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise ValueError(f"--shard {args.shard!r}: write I/N with 0 <= I < N, e.g. 0/2")
-    result = ablation.ablate(
-        baseline,
-        changes or None,
-        data=args.data,
-        seeds=args.seeds,
-        out_dir=args.out,
-        shard=(int(index), int(count)),
-        verbose=0,
-    )
-    for line in result.table():
-        print(line)
-    if result.missing:
-        print(f"{len(result.missing)} runs are not finished yet (other shards, or interrupted).")
-    print(f"Saved ablation.json, ablation.md, ablation.png in {args.out}/")
 
 
 def _field_values(assignments, option):
@@ -580,27 +321,17 @@ def _field_values(assignments, option):
     return values
 
 
-def list_zoo_table(pattern):
-    """The `models` command: one line per registered model, from the zoo table (nothing built)."""
-    from kerasrecipes.zoo_table import format_rows, read_table
+def read_config_data(data, config):
+    """Deprecated alias of `kerasrecipes.finetune.pipeline.read_data`."""
+    from kerasrecipes.finetune.pipeline import read_data  # imports TensorFlow: only when called
 
-    rows = read_table(pattern)
-    if not rows:
-        raise ValueError(f"No registered model matches {pattern!r}; try 'kerasrecipes models'.")
-    print("\n".join(format_rows(rows)))
-
-
-def list_zoo(pattern):
-    """`models --exact`: one line per registered model, each built at its default input size."""
-    import kerasrecipes as kr
-    from kerasrecipes.zoo_table import format_rows, table_row
-
-    names = kr.list_models(pattern)
-    if not names:
-        raise ValueError(f"No registered model matches {pattern!r}; try 'kerasrecipes models'.")
-    print(format_rows([])[0])
-    for name in names:
-        print(format_rows([table_row(name)])[1], flush=True)
+    warnings.warn(
+        "kerasrecipes.cli.read_config_data is deprecated; use "
+        "kerasrecipes.finetune.pipeline.read_data",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return read_data(data, config)
 
 
 def main_exit():

@@ -10,6 +10,7 @@ blocks and head for layer decay and gradual unfreezing (timm's
 
 import dataclasses
 import math
+import typing
 
 import keras
 
@@ -256,6 +257,21 @@ class PyramidEncoder:
     preprocessing: list
 
 
+class LoadedBackbone(typing.NamedTuple):
+    """What `load_backbone` returns.
+
+    Attributes:
+        model: the backbone, a `keras.Model` without classifier.
+        preprocessing: the `ImagePreprocessing` mode its weights expect for
+            [0, 255] images, or None when the model does it itself.
+        description: one line saying where the weights came from.
+    """
+
+    model: keras.Model
+    preprocessing: str | None
+    description: str
+
+
 def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
     """The deepest tap of each reduction up to `max_reduction` of `backbone`, at `input_shape`.
 
@@ -264,9 +280,8 @@ def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
     demo backbones, `kr.load_backbone`'s), or a `kr.LoadedBackbone`. A model
     built at another size is rebuilt at `input_shape` with the same weights.
     """
-    from kerasrecipes.backbones import LoadedBackbone
     from kerasrecipes.layers.preprocessing import ImagePreprocessing
-    from kerasrecipes.registry import create_model, model_card
+    from kerasrecipes.registry import create_model, model_card  # it imports this module
 
     preprocessing = []
     if isinstance(backbone, LoadedBackbone):
@@ -311,7 +326,7 @@ def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
 
 def _carded_net(model):
     """`model` if `create_model` built it, else the one such model nested in it."""
-    from kerasrecipes.registry import find_card
+    from kerasrecipes.registry import find_card  # it imports this module
 
     if find_card(model) is not None:
         return model, find_card(model)

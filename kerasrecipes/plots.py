@@ -89,6 +89,8 @@ def plot_predictions(images, labels, probabilities, class_names, path, columns=4
 def blend_mask(image, mask, alpha=0.5):
     """`image` ([0, 255] RGB) with `mask`'s classes painted over it in the VOC colours;
     background (0) and void (255) pixels are left as they are."""
+    # Here, not at the top: importing `kerasrecipes.data` imports TensorFlow, which the plots
+    # do not need.
     from kerasrecipes.data.scenes import VOID_INDEX, voc_palette
 
     image = np.clip(np.asarray(image, "float32"), 0, 255)
@@ -107,7 +109,7 @@ def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
-    from kerasrecipes.data.scenes import voc_palette
+    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
 
     count = len(images)
     figure, axes = plt.subplots(count, 3, figsize=(6.6, 2.2 * count + 0.5), squeeze=False)
@@ -146,7 +148,7 @@ def plot_detections(images, truth, predicted, class_names, path, columns=4):
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
 
-    from kerasrecipes.data.scenes import voc_palette
+    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
 
     colours = voc_palette()[1:] / 255.0
     count = len(images)

@@ -6,6 +6,8 @@ TensorFlow nor the rest of the package at import time (the benchmark's
 workers run it on JAX and PyTorch machines without TensorFlow).
 """
 
+import contextlib
+
 
 def auto_precision(model=None):
     """ "mixed_bfloat16" where this machine trains `model` faster in bf16, else "float32".
@@ -101,3 +103,46 @@ def training_compile_options():
     if keras.backend.backend() == "tensorflow" and _gpu_compute_capability() == (0, 0):
         return {"jit_compile": False}
     return {}
+
+
+def rebuilt(model, precision=None):
+    """A copy of `model` with its weights, built in the current scope (a distribution strategy's);
+    with `precision` set as every layer's dtype policy when given (a built layer keeps the
+    policy it was made with)."""
+    import keras  # here, not at the top: see the module docstring
+
+    serialized = keras.saving.serialize_keras_object(model)
+    if precision is not None:
+        serialized = _with_policy(serialized, precision)
+    try:
+        copy = keras.saving.deserialize_keras_object(serialized)
+    except Exception as error:
+        raise ValueError(
+            f"fine_tune: backbone {model.name!r} cannot be rebuilt from its config for the "
+            f"strategy or precision ({error}). Pass a function that builds it instead."
+        ) from None
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _with_policy(serialized, precision):
+    if isinstance(serialized, list):
+        return [_with_policy(item, precision) for item in serialized]
+    if not isinstance(serialized, dict):
+        return serialized
+    if serialized.get("class_name") == "DTypePolicy":
+        return {**serialized, "config": {**serialized["config"], "name": precision}}
+    return {key: _with_policy(value, precision) for key, value in serialized.items()}
+
+
+@contextlib.contextmanager
+def dtype_policy(precision):
+    """Keras' global dtype policy set to `precision` while a model is built."""
+    import keras  # here, not at the top: see the module docstring
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)

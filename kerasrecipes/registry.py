@@ -325,6 +325,7 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
                 f"Received: out_indices={out_indices!r}"
             )
         return _with_bn_momentum(card.builder(**kwargs), bn_momentum)
+    # Here, not at the top: the registry imports no Keras (the zoo table and --help read it).
     from kerasrecipes.features import features_model
 
     for argument in ("include_top", "pooling"):
@@ -339,7 +340,7 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
 
 def _with_bn_momentum(model, momentum):
     if momentum is not None:
-        from kerasrecipes.layers.normalization import set_bn_momentum
+        from kerasrecipes.layers.normalization import set_bn_momentum  # Keras: see above
 
         if not set_bn_momentum(model, momentum):
             raise ValueError(

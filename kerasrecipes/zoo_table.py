@@ -69,7 +69,7 @@ def _natural_key(name):
 
 
 if __name__ == "__main__":
-    from kerasrecipes.finetune.run_folder import write_json
+    from kerasrecipes.files import write_json
 
     write_json(TABLE_FILE, make_table())
     print(f"wrote {TABLE_FILE}", file=sys.stderr)

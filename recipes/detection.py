@@ -38,7 +38,7 @@ The demo backbone is a ResNet-18 pre-trained at 32x32 on the ten shapes of
 the demo's source task (RetinaNet needs maps at strides 8, 16 and 32, which
 the CIFAR-style demo CNN does not have); the detector rebuilds it at the
 scenes' size. The anchors are scaled to the data's small objects
-(`kr.finetune.tasks.anchor_size_for`). `flip` augmentation flips the boxes
+(`kr.tasks.detection.anchor_size_for`). `flip` augmentation flips the boxes
 with the images (Keras' box-aware `RandomFlip`).
 """
 

@@ -14,7 +14,7 @@ import kerasrecipes as kr
 from kerasrecipes.cli import main
 from kerasrecipes.data.coco import coco_folder
 from kerasrecipes.data.masks import mask_folder
-from kerasrecipes.finetune import tasks
+from kerasrecipes.tasks import dense, detection
 
 CNNS = [name for name in kr.list_models() if not name.startswith("vit")]
 
@@ -109,7 +109,7 @@ def test_a_flip_moves_the_mask_with_the_image():
     dataset = tf.data.Dataset.from_tensors((images, masks))
     flipped_any = False
     for seed in range(4):
-        new_images, new_masks = next(iter(tasks.augment(dataset, "flip", seed=seed)))
+        new_images, new_masks = next(iter(dense.augment(dataset, "flip", seed=seed)))
         new_images, new_masks = np.asarray(new_images), np.asarray(new_masks)
         np.testing.assert_array_equal(new_images[..., 0] > 127, new_masks == 2)
         flipped_any |= bool((new_masks[:, 2:6, 11:15] == 2).all(axis=(1, 2)).any())
@@ -257,7 +257,7 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
 
 
 def test_each_task_has_its_own_demo_run_folder():
-    from kerasrecipes.cli import demo_out_dir
+    from kerasrecipes.finetune.pipeline import demo_out_dir
 
     folders = [demo_out_dir(task) for task in ("classification", "segmentation", "detection")]
     assert folders == [
@@ -297,7 +297,7 @@ def test_the_command_segments_a_mask_folder(scenes, tmp_path, capsys):
     assert "Data: 19 training and 5 validation image/mask pairs" in stdout
     assert "validation mean IoU" in stdout and "Final validation mean IoU" in stdout
     assert (tmp_path / "run" / "overlays.png").exists()
-    with pytest.raises(ValueError, match="the model of a segmentation run"):
+    with pytest.raises(ValueError, match="not a classifier: it holds a kr.ImageSegmenter"):
         kr.load_classifier(tmp_path / "run")
 
 
@@ -378,7 +378,7 @@ def test_a_flip_moves_the_boxes_with_the_image():
         "labels": np.tile(np.array([1, -1], "int32"), (8, 1)),
     }
     dataset = tf.data.Dataset.from_tensors((images, targets))
-    new_images, new_targets = next(iter(tasks.augment(dataset, "flip", seed=3)))
+    new_images, new_targets = next(iter(dense.augment(dataset, "flip", seed=3)))
     boxes, labels = np.asarray(new_targets["boxes"]), np.asarray(new_targets["labels"])
     flipped = 0
     for image, box in zip(np.asarray(new_images), boxes[:, 0]):
@@ -399,8 +399,8 @@ def test_anchor_size_follows_the_small_objects():
     dataset = tf.data.Dataset.from_tensors(
         (np.zeros((4, 8, 8, 3), "float32"), {"boxes": boxes, "labels": labels})
     )
-    assert tasks.anchor_size_for(dataset) == pytest.approx(2.0)
-    assert tasks.anchor_size_for(None) == 4
+    assert detection.anchor_size_for(dataset) == pytest.approx(2.0)
+    assert detection.anchor_size_for(None) == 4
 
 
 class _Oracle:
@@ -482,9 +482,10 @@ def test_fine_tune_detection_writes_map_and_overlays(scenes, tmp_path):
     for name in ("overlays.png", "curves.png", "model.keras"):
         assert (tmp_path / name).stat().st_size > 0, name
     loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert isinstance(loaded, kr.ObjectDetector)
     images = next(iter(val))[0]
     np.testing.assert_allclose(
-        loaded(images)["cls_logits"], model(images)["cls_logits"], rtol=1e-5, atol=1e-5
+        loaded.network(images)["cls_logits"], model(images)["cls_logits"], rtol=1e-5, atol=1e-5
     )
 
 

@@ -7,6 +7,7 @@ import keras
 from kerasrecipes import _compat
 from kerasrecipes.callbacks.base import ConfigurableCallback, strategy_scope
 from kerasrecipes.callbacks.phases import mark_phase
+from kerasrecipes.features import param_groups
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
 from kerasrecipes.optimizers.paths import depth_groups, variable_paths
 from kerasrecipes.registry import HEAD_PREFIX
@@ -130,8 +131,6 @@ class UnfreezeBackbone(ConfigurableCallback):
         if self.block_pattern is not None:
             depths, num_blocks = depth_groups(paths, self.block_pattern)
             return {p for p, depth in zip(paths, depths) if depth > num_blocks - int(blocks)}
-        from kerasrecipes.features import param_groups
-
         ours = set(paths)
         groups = [g for g in param_groups(self.model) if not g.is_head and ours & set(g.paths)]
         # The top k groups of the backbone; the stem only once every block is unfrozen.

@@ -6,11 +6,13 @@ target task and a ten-class source task to pre-train on, optionally with a
 few unreadable files.
 """
 
-import functools
 import io
 import os
 
 import numpy as np
+
+from kerasrecipes.data.scenes import make_scenes
+from kerasrecipes.data.shapes import SHAPES, shape_area
 
 
 def demo_images(num_images=2000, image_size=32, num_classes=10, seed=0):
@@ -95,40 +97,6 @@ DEMO_SIZES = {"target": 400, "source": 3000}
 SCENE_TASKS = ("segmentation", "detection")
 
 
-def _polygon(x, y, sides, apothem=0.8):
-    sector = 2 * np.pi / sides
-    angle = np.mod(np.arctan2(y, x), sector) - sector / 2
-    return np.hypot(x, y) * np.cos(angle) - apothem
-
-
-def _box(x, y, half_width, half_height):
-    return np.maximum(np.abs(x) - half_width, np.abs(y) - half_height)
-
-
-_SHAPES = {
-    "disk": lambda x, y: np.hypot(x, y) - 0.9,
-    "ring": lambda x, y: np.abs(np.hypot(x, y) - 0.7) - 0.22,
-    "square": lambda x, y: _box(x, y, 0.75, 0.75),
-    "frame": lambda x, y: np.abs(_box(x, y, 0.65, 0.65)) - 0.18,
-    "triangle": lambda x, y: _polygon(x, y, 3, 0.5),
-    "hexagon": lambda x, y: _polygon(x, y, 6),
-    "star": lambda x, y: np.hypot(x, y) - (0.62 + 0.33 * np.cos(5 * np.arctan2(y, x))),
-    "cross": lambda x, y: np.minimum(_box(x, y, 0.95, 0.28), _box(x, y, 0.28, 0.95)),
-    "bar": lambda x, y: _box(x, y, 1.0, 0.3),
-    "crescent": lambda x, y: np.maximum(np.hypot(x, y) - 0.9, 0.75 - np.hypot(x - 0.45, y)),
-    "ellipse": lambda x, y: np.hypot(x, y / 0.55) - 0.95,
-    "pentagon": lambda x, y: _polygon(x, y, 5),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def _area(shape):
-    """The shape's area in its unit frame, measured on a fine grid."""
-    coords = np.linspace(-1.5, 1.5, 600)
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    return float((_SHAPES[shape](xx, yy) <= 0).mean() * 9.0)
-
-
 def _render(shape, size, rng):
     """One RGB uint8 image: `shape` at a random place, scale, angle and colour on a noisy
     gradient background."""
@@ -136,14 +104,14 @@ def _render(shape, size, rng):
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
     # Every shape covers the same area on average, so the image's brightness says nothing
     # about the class; the extent is capped so the shape stays inside the image.
-    scale = min(rng.uniform(0.3, 0.55) * np.sqrt(_area("disk") / _area(shape)), 0.8)
+    scale = min(rng.uniform(0.3, 0.55) * np.sqrt(shape_area("disk") / shape_area(shape)), 0.8)
     cx, cy = rng.uniform(-0.95 + scale, 0.95 - scale, 2)
     angle = rng.uniform(0, 2 * np.pi)
     cos, sin = np.cos(angle), np.sin(angle)
     local_x = ((xx - cx) * cos + (yy - cy) * sin) / scale
     local_y = (-(xx - cx) * sin + (yy - cy) * cos) / scale
     # Distance in pixels, so the edge is anti-aliased over about one pixel at any scale.
-    distance = _SHAPES[shape](local_x, local_y) * scale * size / 2
+    distance = SHAPES[shape](local_x, local_y) * scale * size / 2
     mask = np.clip(0.5 - distance, 0.0, 1.0)[..., None]
     # Random hues, but the shape is always the lighter one: with both polarities a small CNN
     # needed several times more data and epochs to learn the shapes.
@@ -205,17 +173,16 @@ def make_demo_dataset(
     >>> sorted(os.listdir(folder)), len(os.listdir(os.path.join(folder, "ellipse")))
     (['ellipse', 'pentagon'], 5)
     """
-    if task in SCENE_TASKS:
-        from kerasrecipes.data.scenes import make_scenes
-
+    if task not in DEMO_TASKS:
+        if task not in SCENE_TASKS:
+            raise ValueError(
+                f"task must be one of {sorted(DEMO_TASKS) + list(SCENE_TASKS)}. "
+                f"Received: task={task!r}"
+            )
         if bad_files:
             raise ValueError(f"bad_files applies to the class-folder tasks, not {task!r}.")
         return make_scenes(
             path, num_images=num_images or 600, image_size=image_size or 96, seed=seed
-        )
-    if task not in DEMO_TASKS:
-        raise ValueError(
-            f"task must be one of {sorted(DEMO_TASKS) + list(SCENE_TASKS)}. Received: task={task!r}"
         )
     image_size = image_size or 64
     if image_size < 16:

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from kerasrecipes.data.demo import _SHAPES, _area
+from kerasrecipes.data.shapes import SHAPES, shape_area
 
 # The scene classes are shapes the demo source task (`make_demo_dataset(task="source")`) does
 # not have, so a backbone pre-trained there transfers rather than recognises.
@@ -54,7 +54,7 @@ def _scene(size, classes, rng, max_objects=4):
     for _ in range(rng.integers(1, max_objects + 1)):
         label = int(rng.integers(len(classes)))
         shape = classes[label]
-        scale = min(rng.uniform(0.18, 0.35) * np.sqrt(_area("disk") / _area(shape)), 0.5)
+        scale = min(rng.uniform(0.18, 0.35) * np.sqrt(shape_area("disk") / shape_area(shape)), 0.5)
         for _ in range(20):  # objects may touch, but none hides most of another
             cx, cy = rng.uniform(-0.95 + scale, 0.95 - scale, 2)
             if all(np.hypot(cx - x, cy - y) > 0.9 * (scale + s) for x, y, s in placed):
@@ -66,7 +66,7 @@ def _scene(size, classes, rng, max_objects=4):
         cos, sin = np.cos(angle), np.sin(angle)
         local_x = ((xx - cx) * cos + (yy - cy) * sin) / scale
         local_y = (-(xx - cx) * sin + (yy - cy) * cos) / scale
-        coverage = np.clip(0.5 - _SHAPES[shape](local_x, local_y) * scale * size / 2, 0, 1)
+        coverage = np.clip(0.5 - SHAPES[shape](local_x, local_y) * scale * size / 2, 0, 1)
         colour = np.clip(background + rng.uniform(0.35, 0.6, 3), 0, 1)
         image = coverage[..., None] * colour + (1 - coverage[..., None]) * image
         inside = coverage >= 0.5

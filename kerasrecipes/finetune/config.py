@@ -17,60 +17,46 @@ import math
 import os
 import re
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 from kerasrecipes.precision import auto_precision
+from kerasrecipes.registry import model_card
+from kerasrecipes.tasks import get_task, task_names
 
 DEMO_MODEL = "baseline_cnn"
 DEMO_IMAGE_SIZE = 32
-# The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
-# pre-trained at 32 px, is rebuilt at it under the U-Net.
-DEMO_SCENE_SIZE = 96
-# The demo backbone of detection: RetinaNet needs maps at strides 8, 16 and 32, which the
-# CIFAR-style `baseline_cnn` (strides 1-4) does not have.
-DEMO_DETECTION_MODEL = "resnet18"
-HEAD_LR = 3e-3
-DETECTION_HEAD_LR = 1e-3
 # A phase's learning rate "auto": the LR range test runs before the phase and picks it.
 AUTO_LR = "auto"
 
 
-class TaskDefaults(typing.NamedTuple):
-    """What `resolve_config` fills in for a task when the config leaves it to the default."""
+def __getattr__(name):
+    """Old names: the task defaults and the demo constants now live on each task."""
+    old = {
+        "TASK_DEFAULTS": lambda: {name: get_task(name).defaults for name in task_names()},
+        "DEMO_DETECTION_MODEL": lambda: get_task("detection").defaults.demo_model,
+        "DETECTION_HEAD_LR": lambda: get_task("detection").defaults.head_lr,
+        "DEMO_SCENE_SIZE": lambda: get_task("segmentation").defaults.demo_image_size,
+        "DENSE_AUGMENT": lambda: get_task("segmentation").augment_presets,
+    }
+    if name not in old:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"kerasrecipes.finetune.config.{name} is deprecated: read it from the task, "
+        "kr.tasks.get_task(name).defaults",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return old[name]()
 
-    batch_size: int = 32
-    head_lr: float = HEAD_LR
-    augment: str | None = None
-    head_steps: int | None = None  # None: the budget of `BUDGETS`
-    finetune_steps: int | None = None
-    size_multiple: int = 8  # what `data_image_size` rounds to
 
-
-# Detection: at 3e-3 RetinaNet's heads reached a quarter of the demo's mAP@.5 after the head
-# phase and the loss jumped to 1.07 when the encoder unfroze; the command's earlier defaults
-# (batch 32, 60 + 90 steps, no flips) reached mAP@.5 0.15, the recipe's settings (batch 16,
-# 120 + 240 steps, flips) 0.78 (recipes/detection.py), and these with the warm-up 0.965.
-TASK_DEFAULTS = {
-    "classification": TaskDefaults(),
-    "segmentation": TaskDefaults(),
-    "detection": TaskDefaults(
-        batch_size=16,
-        head_lr=DETECTION_HEAD_LR,
-        augment="flip",
-        head_steps=120,
-        finetune_steps=240,
-        size_multiple=32,  # RetinaNet's coarsest stride
-    ),
-}
 DATA_MODEL = "efficientnet_b0"
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 OPTIMIZERS = ("adamw", "sgd")
 PREPROCESSING = ("auto", "caffe", "tf", "torch", "unit", "none")
 BALANCE = (None, "class_weight", "oversample")
 SCHEDULES = ("constant", "cosine")
-TASKS = ("classification", "segmentation", "detection")
-# Augmentation presets of the dense tasks: Keras' mask-aware layers (`finetune.tasks.augmentation`).
-DENSE_AUGMENT = ("flip", "basic")
+TASKS = task_names()  # the built-in ones; `check_config` also takes registered tasks
 
 
 class Budget(typing.NamedTuple):
@@ -314,8 +300,9 @@ def resolve_config(config=None, *, demo=None, has_validation=True, data=None, **
       Without pretrained weights (`weights="none"`) and with a `data`
       folder, the data's median image size instead (`data_image_size`).
     - `head_lr`, `batch_size`, `augment` ("auto"), and the step budgets when
-      no epochs are set: the task's `TASK_DEFAULTS` (3e-3, 32, none; for
-      detection 1e-3, 16, "flip", 120 + 240 steps); `augment="none"` is None;
+      no epochs are set: the task's (`kr.tasks.get_task(task).defaults`:
+      3e-3, 32, none; for detection 1e-3, 16, "flip", 120 + 240 steps);
+      `augment="none"` is None;
       `finetune_lr`: `head_lr`; `monitor`: "val_loss" (or "loss" when
       there is no validation data); `precision` "auto": `auto_precision(model)`
       (`fine_tune` asks again with the backbone it is given);
@@ -329,8 +316,9 @@ def resolve_config(config=None, *, demo=None, has_validation=True, data=None, **
     weights, model = config.weights, config.model
     if weights is None and demo is not None:
         weights = "demo" if demo else "imagenet"
+    defaults = get_task(config.task).defaults
     if weights == "demo" and model is None:
-        model = DEMO_DETECTION_MODEL if config.task == "detection" else DEMO_MODEL
+        model = defaults.demo_model
     elif model is None and demo is not None:
         model = DATA_MODEL
     changes.update(model=model, weights=weights)
@@ -338,11 +326,10 @@ def resolve_config(config=None, *, demo=None, has_validation=True, data=None, **
         changes.update(head_epochs=0, backbone_lr_mult=1.0, train_bn=True)
     if config.image_size is None and model is not None and not is_weights_file(weights):
         changes["image_size"] = native_image_size(model, weights)
-        if weights == "demo" and config.task != "classification":
-            changes["image_size"] = DEMO_SCENE_SIZE
+        if weights == "demo" and defaults.demo_image_size:
+            changes["image_size"] = defaults.demo_image_size
         elif weights == "none" and data is not None:
             changes["image_size"] = data_image_size(data, model, config.task)
-    defaults = TASK_DEFAULTS.get(config.task, TaskDefaults())
     head_lr = defaults.head_lr if config.head_lr is None else config.head_lr
     changes["head_lr"] = head_lr
     changes["batch_size"] = defaults.batch_size if config.batch_size is None else config.batch_size
@@ -415,15 +402,16 @@ def data_image_size(data, model, task="classification"):
     large photos at the size the architecture was designed for. The card's
     default when no image is readable.
     """
+    # Here, not at the top: this module stays free of TensorFlow (the command's --help reads
+    # it), and importing `kerasrecipes.data` imports TensorFlow.
     from kerasrecipes.data.verify import median_image_size
-    from kerasrecipes.registry import model_card
 
     card = model_card(model)
     default = int(card.default_input_shape[0])
     median = median_image_size(data)
     if median is None:
         return default
-    multiple = TASK_DEFAULTS.get(task, TaskDefaults()).size_multiple
+    multiple = get_task(task).defaults.size_multiple
     size = max(multiple, round(median / multiple) * multiple)
     return min(max(size, card.min_input_size), default)
 
@@ -432,8 +420,6 @@ def native_image_size(model, weights):
     """The input size for `model` with `weights`: the pretrained one, else the card's default."""
     if weights == "demo":
         return DEMO_IMAGE_SIZE
-    from kerasrecipes.registry import model_card
-
     card = model_card(model)
     if weights in card.pretrained and card.pretrained[weights].input_size:
         return int(card.pretrained[weights].input_size)
@@ -544,24 +530,11 @@ def check_config(config):
         ("balance", BALANCE),
         ("pooling", ("avg", "max")),
         ("optimizer", OPTIMIZERS),
-        ("task", TASKS),
+        ("task", task_names()),
     ):
         if getattr(config, name) not in allowed:
             fail(name, f"must be one of {list(allowed)}")
-    if config.task != "classification":
-        if config.balance is not None:
-            fail("balance", f"is for classification; the {config.task} task has none")
-        if config.augment is not None and config.augment not in DENSE_AUGMENT:
-            fail(
-                "augment",
-                f"must be one of {list(DENSE_AUGMENT)} for {config.task} (they move the masks "
-                "with the images)",
-            )
-    elif config.augment is not None:
-        from kerasrecipes.data.augment import PRESETS
-
-        if isinstance(config.augment, str) and config.augment not in PRESETS:
-            fail("augment", f"must be one of {list(PRESETS)} or an augmentation layer")
+    get_task(config.task).check_config(config, fail)
     if config.tensorboard and not config.out_dir:
         fail("tensorboard", "needs a run folder to write to: set out_dir (--out)")
     if config.tensorboard and importlib.util.find_spec("tensorboard") is None:

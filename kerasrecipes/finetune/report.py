@@ -8,63 +8,33 @@ import json
 import os
 import time
 
-import keras
-import numpy as np
-
-from kerasrecipes import plots
 from kerasrecipes.callbacks import TrainingCurves, phase_marks
+from kerasrecipes.files import write_json
 from kerasrecipes.finetune.config import describe_phase
-from kerasrecipes.finetune.run_folder import REPORT_FILE, write_json
+from kerasrecipes.finetune.run_folder import REPORT_FILE
+from kerasrecipes.tasks import get_task
 
-FILES = ("report.json", "history.csv", "curves.png", "confusion.png", "model.keras")
+# The files every run folder may hold; each task adds its own (`Task.run_files`).
+FILES = ("report.json", "history.csv", "curves.png", "model.keras")
 
 
 def save_run(folder, model, history, config, phases, val_ds, info=None, backbone=None):
-    """Writes `model.keras` (no optimizer state), the figures and `report.json` into `folder`."""
-    finished = history.status == "finished"
-    if config.task != "classification":
-        return _save_dense_run(folder, model, history, config, phases, val_ds, info, backbone)
-    matrix = None
-    if finished and val_ds is not None:
-        labels, predictions = predict_labels(model, val_ds)
-        matrix = plots.confusion_matrix(labels, predictions, model.output_shape[-1])
-        names = list(info.class_names) if info else [str(i) for i in range(len(matrix))]
-        plots.plot_confusion(matrix, names, folder.file("confusion.png"))
-    if finished:
-        save_inference_model(
-            model,
-            folder.file("model.keras"),
-            class_names=list(info.class_names) if info else None,
-            source={"model": config.model, "weights": config.weights, "backbone": backbone},
-        )
-    draw_curves(folder, model)
-    report = build_report(config, phases, history, matrix, info, backbone)
-    report["lr_find"] = lr_find_records(folder)
-    report["files"] = [
-        name for name in FILES if name == REPORT_FILE or os.path.exists(folder.file(name))
-    ]
-    write_json(folder.file(REPORT_FILE), report)
-    return report
-
-
-def _save_dense_run(folder, model, history, config, phases, val_ds, info, backbone):
-    """`save_run` for segmentation and detection: `model.keras`, `overlays.png`, and the IoU or
-    the COCO mAP in the report."""
-    from kerasrecipes.finetune import tasks
-
-    num_classes = model.output_shape[-1]
+    """Writes `model.keras` (no optimizer state), the task's figures and results, the curves and
+    `report.json` into `folder`."""
+    task = get_task(config.task)
+    num_classes = model.output_shape[-1] if info is None else len(info.class_names)
     class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
-    results = {}
+    results = dict.fromkeys(task.result_keys)
     if history.status == "finished":
-        results = tasks.save_dense_run(folder, model, config.task, val_ds, class_names)
+        results.update(task.save_results(folder, model, val_ds, class_names, config, backbone))
     draw_curves(folder, model)
-    report = build_report(config, phases, history, None, info, backbone)
+    report = build_report(config, phases, history, info, backbone)
     report["lr_find"] = lr_find_records(folder)
     report["data"]["class_names"] = class_names
     report.update(results)
     report["files"] = [
         name
-        for name in (REPORT_FILE, "history.csv", "curves.png", "overlays.png", "model.keras")
+        for name in (*FILES, *task.run_files)
         if name == REPORT_FILE or os.path.exists(folder.file(name))
     ]
     write_json(folder.file(REPORT_FILE), report)
@@ -90,59 +60,6 @@ def lr_find_records(folder):
     return records
 
 
-def save_inference_model(model, path, class_names=None, source=None):
-    """Saves `model` as a `kr.ImageClassifier` for inference, without optimizer state, atomically.
-
-    A new functional model over the same layers shares the weights without a
-    copy and has no optimizer; the classifier around it records the class
-    names, input size, preprocessing and `source`, so
-    `kr.load_classifier(run_folder)` needs nothing else.
-    """
-    from kerasrecipes.inference.classifier import ImageClassifier
-
-    inputs, outputs = model.inputs, model.outputs
-    if len(inputs) == 1 and len(outputs) == 1:  # one tensor each, called with one tensor
-        inputs, outputs = inputs[0], outputs[0]
-    inference = keras.Model(inputs, outputs, name=model.name)
-    classifier = ImageClassifier(
-        inference,
-        class_names=class_names,
-        preprocessing=preprocessing_of(model, (source or {}).get("model")),
-        source=source,
-    )
-    writing = f"{os.fspath(path)[: -len('.keras')]}.writing.keras"
-    classifier.save(writing)
-    os.replace(writing, path)
-
-
-def preprocessing_of(model, model_name=None):
-    """The input scaling inside `model`: its `ImagePreprocessing` layer's mode, else the card's."""
-    from kerasrecipes._compat import sublayers
-    from kerasrecipes.layers.preprocessing import ImagePreprocessing
-    from kerasrecipes.registry import find_card, list_models, model_card
-
-    for layer in sublayers(model, recursive=True):
-        if isinstance(layer, ImagePreprocessing):
-            return layer.mode
-    card = model_card(model_name) if model_name in list_models() else find_card(model)
-    return card.preprocessing if card else None
-
-
-def predict_labels(model, dataset):
-    """`(true labels, predicted labels)` over a dataset of `(images, labels)`, one-hot or not."""
-    labels, predictions = [], []
-    for images, batch_labels in dataset:
-        probabilities = keras.ops.convert_to_numpy(model(images, training=False))
-        batch_labels = np.asarray(batch_labels)
-        if batch_labels.ndim == 2:
-            batch_labels = batch_labels.argmax(-1)
-        labels.append(batch_labels.reshape(-1))
-        predictions.append(probabilities.argmax(-1))
-    if not labels:
-        return np.zeros(0, int), np.zeros(0, int)
-    return np.concatenate(labels), np.concatenate(predictions)
-
-
 def draw_curves(folder, model=None):
     """`curves.png` from the folder's recorded epochs, a line at each phase's start."""
     rows = folder.rows()
@@ -163,11 +80,11 @@ def _first_of_phase(rows, row):
     return not earlier or earlier[-1]["phase"] != row["phase"]
 
 
-def build_report(config, phases, history, matrix, info=None, backbone=None):
-    """The report of a run: resolved config, data, each phase's epochs and results, accuracy."""
-    from kerasrecipes.finetune.tasks import MAIN_METRIC
-
-    metric = MAIN_METRIC[config.task]
+def build_report(config, phases, history, info=None, backbone=None):
+    """The report of a run: resolved config, data, each phase's epochs and results (the task's
+    results are added by `save_run`)."""
+    task = get_task(config.task)
+    metric = task.main_metric
     by_name = {phase.name: phase for phase in phases}
     report_phases = {}
     for name in history.phases:
@@ -190,13 +107,10 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
             "val_counts": dict(info.val_counts),
             "skipped": [[os.fspath(path), reason] for path, reason in info.skipped],
         }
-        if config.task != "classification":
-            data["counts_are"] = {"segmentation": "labelled pixels", "detection": "boxes"}[
-                config.task
-            ]
+        if task.counts_are:
+            data["counts_are"] = task.counts_are
     else:
-        data = {"num_classes": None if matrix is None else len(matrix)}
-    accuracy = None if matrix is None else float(np.trace(matrix) / max(matrix.sum(), 1))
+        data = {}
     return {
         "status": history.status,
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -218,18 +132,14 @@ def build_report(config, phases, history, matrix, info=None, backbone=None):
         "backbone": backbone,
         "data": data,
         "phases": report_phases,
-        "val_accuracy": accuracy,
-        "confusion_matrix": None if matrix is None else matrix.tolist(),
         "seconds": {name: round(s, 1) for name, s in history.timings.items()},
     }
 
 
 def summary_lines(report, out, saved_now=True):
     """The lines the command prints for a report (`saved_now`: written by this run)."""
-    from kerasrecipes.finetune.tasks import MAIN_METRIC
-
-    metric = MAIN_METRIC[report["config"].get("task", "classification")]
-    words = {"mean_iou": "mean IoU", "map50": "mAP@.5"}.get(metric, metric)
+    task = get_task(report["config"].get("task", "classification"))
+    metric, words = task.main_metric, task.metric_words
     lines = []
     for phase in report["phases"].values():
         value = phase[f"val_{metric}"]
@@ -241,25 +151,8 @@ def summary_lines(report, out, saved_now=True):
         )
     if report["status"] != "finished":
         lines.append(f"Run {report['status']}")
-    elif report.get("mean_iou") is not None:
-        per_class = ", ".join(
-            f"{name} {value:.3f}" for name, value in report["per_class_iou"].items()
-        )
-        lines.append(f"Final validation mean IoU {report['mean_iou']:.3f} ({per_class})")
-    elif report.get("map50") is not None:
-        per_class = ", ".join(
-            f"{name} {value:.3f}"
-            for name, value in report["per_class_ap"].items()
-            if value is not None
-        )
-        lines.append(
-            f"Final validation COCO mAP@.5 {report['map50']:.3f}, mAP@[.5:.95] {report['map']:.3f} "
-            f"(AP per class: {per_class})"
-        )
-    elif report["val_accuracy"] is not None:
-        lines.append(
-            f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"
-        )
+    else:
+        lines.extend(task.summary_lines(report))
     verb = "Saved" if saved_now else "Its files:"
     lines.append(f"{verb} {', '.join(report['files'])} in {out}/")
     return lines

@@ -20,50 +20,30 @@ import os
 import socket
 import time
 
+from kerasrecipes.files import write_atomically, write_json  # noqa: F401 (their old home)
+from kerasrecipes.finetune.config import FineTuneConfig
+from kerasrecipes.tasks import all_run_files
+
 STATE_FILE = "state.json"
 IDENTITY_FILE = "run.json"
 LOCK_FILE = "run.lock"
 HISTORY_FILE = "history.csv"
 REPORT_FILE = "report.json"
-# What the run writes; `restart` removes these and nothing else.
-RUN_FILES = (
-    STATE_FILE,
-    IDENTITY_FILE,
-    HISTORY_FILE,
-    REPORT_FILE,
-    "curves.png",
-    "confusion.png",
-    "model.keras",
-)
+# What every run writes; `restart` removes these, the tasks' own (`Task.run_files`), and
+# nothing else.
+RUN_FILES = (STATE_FILE, IDENTITY_FILE, HISTORY_FILE, REPORT_FILE, "curves.png", "model.keras")
 RUN_FOLDERS = ("backup", "phases", "tensorboard", "lr_find")
 # Fields that change how a run trains; the others (output, verbosity) may differ on a rerun.
 NOT_IDENTITY = ("out_dir", "restart", "verbose", "tensorboard")
 
 
+def run_files():
+    """Every file a run of any task writes."""
+    return RUN_FILES + tuple(name for name in all_run_files() if name not in RUN_FILES)
+
+
 class RunFolderError(RuntimeError):
     """A run folder that cannot be used as asked; the message says why and what to do."""
-
-
-def write_atomically(path, data):
-    """Writes `data` (str or bytes) to `path` through a temporary file in the same folder."""
-    path = os.fspath(path)
-    writing = f"{path}.writing"
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(writing, mode) as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(writing, path)
-
-
-def write_json(path, value):
-    write_atomically(path, json.dumps(value, indent=1, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
 
 
 def _pid_alive(pid):
@@ -168,7 +148,7 @@ class RunFolder:
         if stored is None:
             if state is not None:
                 raise self.corrupt(self.file(IDENTITY_FILE), "missing, next to state.json")
-            leftovers = [name for name in RUN_FILES if os.path.exists(self.file(name))]
+            leftovers = [name for name in run_files() if os.path.exists(self.file(name))]
             if leftovers:
                 raise RunFolderError(
                     f"{self.path} already holds {', '.join(leftovers)}, from something other "
@@ -193,10 +173,10 @@ class RunFolder:
         return "finished" if state["status"] != "running" else "resume"
 
     def clear(self):
-        """Removes the files a run writes (RUN_FILES, RUN_FOLDERS), nothing else."""
+        """Removes the files a run writes (`run_files()`, RUN_FOLDERS), nothing else."""
         import shutil
 
-        for name in RUN_FILES:
+        for name in run_files():
             for path in (self.file(name), self.file(name) + ".writing"):
                 if os.path.exists(path):
                     os.remove(path)
@@ -253,8 +233,6 @@ def describe_differences(stored, identity):
 
 
 def _default(field_name):
-    from kerasrecipes.finetune.config import FineTuneConfig
-
     fields = {f.name: f for f in dataclasses.fields(FineTuneConfig)}
     return fields[field_name].default if field_name in fields else None
 

@@ -30,7 +30,6 @@ import time
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kerasrecipes import _compat, distribute
@@ -39,7 +38,6 @@ from kerasrecipes.callbacks import AtomicBackupAndRestore, LRFinder, PreciseBN, 
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
-from kerasrecipes.finetune import tasks
 from kerasrecipes.finetune.config import (
     AUTO_LR,
     FineTuneConfig,
@@ -51,13 +49,15 @@ from kerasrecipes.finetune.config import (
 )
 from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint, write_json
 from kerasrecipes.layers.normalization import set_bn_momentum
-from kerasrecipes.layers.preprocessing import ImagePreprocessing
-from kerasrecipes.losses import SparseCategoricalCrossentropy
 from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
-from kerasrecipes.precision import auto_precision, training_compile_options
-from kerasrecipes.registry import HEAD_PREFIX
+from kerasrecipes.precision import (
+    auto_precision,
+    dtype_policy,
+    rebuilt,
+    training_compile_options,
+)
+from kerasrecipes.tasks import get_task
 
-MIXING_PRESETS = ("mixup", "cutmix")
 FINISHED_EARLIER = "holds a run that finished earlier"
 # Batches of the LR range test before a phase whose rate is "auto" (fastai's lr_find: 100).
 LR_FIND_STEPS = 100
@@ -128,7 +128,7 @@ def fine_tune(
     `head_epochs=2`): by default a new head on the frozen backbone, then the
     backbone unfrozen at per-layer rates. See `kr.finetune.plan_phases`.
     The head is a classifier, or with `task="segmentation"` a U-Net decoder
-    and with `task="detection"` a RetinaNet (`kerasrecipes.finetune.tasks`;
+    and with `task="detection"` a RetinaNet (`kerasrecipes.tasks`;
     docs/dense-prediction.md), whose run folders hold `overlays.png` and
     the IoU or COCO mAP instead of `confusion.png` and the accuracy.
 
@@ -193,7 +193,7 @@ def fine_tune(
         description = backbone.description
         if config.preprocessing == "auto" and backbone.preprocessing:
             config = config.replace(preprocessing=backbone.preprocessing)
-    num_classes = _num_classes(num_classes, info, train_ds, config.task)
+    num_classes = _num_classes(num_classes, info, train_ds, get_task(config.task))
     config = resolve_budget(config, _steps(train_ds, 1))
     phases = plan_phases(config)
     folder = RunFolder(config.out_dir) if config.out_dir else None
@@ -232,63 +232,26 @@ class _Run:
         self.strategy = strategy or distribute.default_strategy()
         self.num_classes = num_classes
         self.class_names = class_names
+        self.task = get_task(config.task)
         self.memory_rows = {}  # epoch -> row, when there is no run folder to record them
 
     def prepare(self, backbone, train_ds, val_ds, class_counts):
-        """The datasets (balanced, augmented, scaled for replicas), the model and the loss."""
-        config = self.config
-        if config.task != "classification":
-            return self._prepare_dense(backbone, train_ds, val_ds)
-        train_ds, self.class_weight = _balance(
-            train_ds, config.balance, class_counts, self.num_classes, config.seed
+        """The datasets (balanced, augmented, scaled for replicas), the model and the loss, as
+        the task makes them."""
+        config, task = self.config, self.task
+        train_ds, val_ds, self.population_ds, self.class_weight = task.training_data(
+            train_ds, val_ds, config, class_counts, self.num_classes
         )
-        self.population_ds = train_ds  # what PreciseBN reads: the training data, unaugmented
-        one_hot = len(train_ds.element_spec[1].shape) == 2
-        if config.augment in MIXING_PRESETS and not one_hot:
-            # MixUp and CutMix mix the labels too, so they need them one-hot.
-            train_ds, val_ds = (_one_hot(d, self.num_classes) for d in (train_ds, val_ds))
-            one_hot = True
-        if config.augment is not None:
-            from kerasrecipes.data.augment import augment
-
-            size = tuple(train_ds.element_spec[0].shape[1:3])
-            train_ds = augment(train_ds, config.augment, image_size=size, seed=config.seed)
         self._set_datasets(train_ds, val_ds)
-        with self.strategy.scope(), _dtype_policy(config.precision):
-            backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
-            _check_image_size(backbone, train_ds)
-            if config.seed is not None:
-                keras.utils.set_random_seed(config.seed)
-            self.model = _classifier(backbone, self.num_classes, config)
-        if config.bn_momentum is not None:
-            set_bn_momentum(self.model, config.bn_momentum)
-        loss_class = (
-            keras.losses.CategoricalCrossentropy if one_hot else SparseCategoricalCrossentropy
-        )
-        self.loss = loss_class(label_smoothing=config.label_smoothing)
-        self.metrics = ["accuracy"]
-
-    def _prepare_dense(self, backbone, train_ds, val_ds):
-        """`prepare` for segmentation and detection: augmentation that moves the masks or boxes
-        with the images, and a U-Net or RetinaNet on the backbone."""
-        config = self.config
-        self.class_weight = None
-        self.population_ds = train_ds
-        if config.augment is not None:
-            train_ds = tasks.augment(train_ds, config.augment, seed=config.seed)
-        self._set_datasets(train_ds, val_ds)
-        image_shape = tuple(train_ds.element_spec[0].shape[1:])
-        with self.strategy.scope(), _dtype_policy(config.precision):
+        with self.strategy.scope(), dtype_policy(config.precision):
             backbone = _backbone_in_scope(backbone, self.strategy, config.precision)
             if config.seed is not None:
                 keras.utils.set_random_seed(config.seed)
-            self.model = tasks.build_model(
-                config.task, backbone, self.num_classes, image_shape, train_ds
-            )
+            self.model = task.build_model(backbone, self.num_classes, config, train_ds)
         if config.bn_momentum is not None:
             set_bn_momentum(self.model, config.bn_momentum)
-        self.loss = tasks.loss(config.task, config.label_smoothing)
-        self.metrics = tasks.metrics(config.task, self.num_classes)
+        self.loss = task.loss(config, train_ds)
+        self.metrics = task.metrics(self.num_classes)
 
     def _set_datasets(self, train_ds, val_ds):
         """The datasets scaled for the replicas (`linear_scaling`) and sharded across workers."""
@@ -347,7 +310,7 @@ class _Run:
             )
         self.recorder = _Recorder(self, phase)
         callbacks = (
-            tasks.callbacks(config.task, self.val_ds, self.class_names)
+            self.task.callbacks(self.val_ds, self.class_names)
             + self._phase_callbacks(phase, first_epoch)
             + list(user_callbacks)
         )
@@ -524,38 +487,6 @@ class _Recorder(keras.callbacks.Callback):
 # -- the model -------------------------------------------------------------------------------------
 
 
-def _classifier(backbone, num_classes, config):
-    """Images -> [preprocessing] -> backbone -> head_pool -> head_dropout -> head_dense."""
-    if backbone.name.startswith(HEAD_PREFIX):
-        raise ValueError(
-            f"fine_tune: the backbone is named {backbone.name!r}; names starting with "
-            f"{HEAD_PREFIX!r} are kept for the new classifier. Rename the backbone "
-            "(backbone.name = ...)."
-        )
-    inputs = keras.Input(backbone.input_shape[1:], name="images")
-    x = inputs
-    if config.preprocessing not in ("auto", "none", None):
-        x = ImagePreprocessing(config.preprocessing, name="preprocessing")(x)
-    x = backbone(x)
-    if len(x.shape) == 4:
-        pool = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
-        x = pool[config.pooling](name=f"{HEAD_PREFIX}pool")(x)
-    elif len(x.shape) != 2:
-        raise ValueError(
-            f"fine_tune: the backbone's output has shape {x.shape}; expected a feature map "
-            "(batch, height, width, channels) or vectors (batch, features). Build it with "
-            "include_top=False."
-        )
-    if config.dropout:
-        x = keras.layers.Dropout(config.dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    # The classifier computes in float32 under mixed precision: a bf16 softmax loses the
-    # small probabilities the loss needs.
-    outputs = keras.layers.Dense(
-        num_classes, activation="softmax", dtype="float32", name=f"{HEAD_PREFIX}dense"
-    )(x)
-    return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
-
-
 def _backbone_in_scope(backbone, strategy, precision):
     """The backbone as a model, its variables created under `strategy`, computing in `precision`."""
     if isinstance(backbone, LoadedBackbone):
@@ -576,64 +507,13 @@ def _backbone_in_scope(backbone, strategy, precision):
     return rebuilt(backbone, None)
 
 
-def rebuilt(backbone, precision):
-    """A copy of `backbone` with its weights, built in the current scope; with `precision` set
-    as every layer's dtype policy when given (a built layer keeps the policy it was made with)."""
-    serialized = keras.saving.serialize_keras_object(backbone)
-    if precision is not None:
-        serialized = _with_policy(serialized, precision)
-    try:
-        copy = keras.saving.deserialize_keras_object(serialized)
-    except Exception as error:
-        raise ValueError(
-            f"fine_tune: backbone {backbone.name!r} cannot be rebuilt from its config for the "
-            f"strategy or precision ({error}). Pass a function that builds it instead."
-        ) from None
-    copy.set_weights(backbone.get_weights())
-    return copy
-
-
-def _with_policy(serialized, precision):
-    if isinstance(serialized, list):
-        return [_with_policy(item, precision) for item in serialized]
-    if not isinstance(serialized, dict):
-        return serialized
-    if serialized.get("class_name") == "DTypePolicy":
-        return {**serialized, "config": {**serialized["config"], "name": precision}}
-    return {key: _with_policy(value, precision) for key, value in serialized.items()}
-
-
-@contextlib.contextmanager
-def _dtype_policy(precision):
-    """Keras' global dtype policy set to `precision` while the model is built."""
-    before = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(before)
-
-
-def _check_image_size(backbone, train_ds):
-    expected = tuple(backbone.input_shape[1:3])
-    given = tuple(train_ds.element_spec[0].shape[1:3])
-    if None in expected or None in given or expected == given:
-        return
-    raise ValueError(
-        f"fine_tune: the training images are {given[0]}x{given[1]} but backbone "
-        f"{backbone.name!r} takes {expected[0]}x{expected[1]}. Read the data at the "
-        f"backbone's size (kr.data.image_folder(..., image_size={expected})) or load the "
-        f"backbone at the data's (kr.load_backbone(..., image_size={given[0]}))."
-    )
-
-
-def _num_classes(num_classes, info, train_ds, task="classification"):
+def _num_classes(num_classes, info, train_ds, task):
     if num_classes is None and info is not None:
         num_classes = info.num_classes
     labels = train_ds.element_spec[1]
     if num_classes is None and not isinstance(labels, dict) and len(labels.shape) == 2:
         num_classes = train_ds.element_spec[1].shape[-1]
-    least = 1 if task == "detection" else 2  # a detector may look for one kind of object
+    least = task.least_classes
     if not isinstance(num_classes, int) or num_classes < least:
         raise ValueError(
             f"fine_tune: num_classes must be an integer >= {least} (or give info=). "
@@ -701,37 +581,6 @@ def _steps(dataset, epochs):
 
 
 # -- data ------------------------------------------------------------------------------------------
-
-
-def _one_hot(dataset, num_classes):
-    if dataset is None:
-        return None
-    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)))
-
-
-def _balance(train_ds, balance, class_counts, num_classes, seed):
-    """`(dataset, class_weight)` for `balance` None, "class_weight" or "oversample"."""
-    if balance is None:
-        return train_ds, None
-    from kerasrecipes.data.imbalance import class_weights, oversample
-
-    counts = _counts(class_counts, train_ds, num_classes)
-    if balance == "class_weight":
-        return train_ds, class_weights(counts)
-    return oversample(train_ds, counts, seed=seed), None
-
-
-def _counts(class_counts, train_ds, num_classes):
-    if class_counts is not None:
-        if isinstance(class_counts, dict):
-            return [int(count) for count in class_counts.values()]
-        return [int(count) for count in class_counts]
-    counts = np.zeros(num_classes, dtype=int)
-    for _, labels in train_ds:
-        labels = np.asarray(labels)
-        labels = labels.argmax(-1) if labels.ndim == 2 else labels.reshape(-1)
-        counts += np.bincount(labels.astype(int), minlength=num_classes)[:num_classes]
-    return counts.tolist()
 
 
 # -- resuming --------------------------------------------------------------------------------------

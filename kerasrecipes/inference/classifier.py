@@ -21,9 +21,8 @@ import typing
 import keras
 import numpy as np
 
+from kerasrecipes.inference.inputs import image_batches
 from kerasrecipes.inference.tta import predict_with_tta
-
-MODEL_FILE = "model.keras"
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -125,8 +124,6 @@ class ImageClassifier(keras.Model):
             array, a PIL image), else `Predictions`: one per image read, the
             skipped files in `skipped` with their reasons.
         """
-        from kerasrecipes.inference.inputs import image_batches
-
         batches, paths, skipped, single = image_batches(images, self.image_size, batch_size)
         probabilities = self.probabilities(batches, tta=tta)
         top_k = max(1, min(int(top_k), len(self.class_names)))
@@ -234,7 +231,8 @@ def load_classifier(path):
     A file saved as an `ImageClassifier` needs nothing else. A plain Keras
     classifier (an earlier run's `model.keras`, any model with a softmax
     output) is wrapped, with the class names of the run folder's
-    `report.json` when there is one.
+    `report.json` when there is one. A segmentation or detection run's
+    model is an error that says to use `kr.load_model`.
 
     Args:
         path: a run folder of `kerasrecipes finetune` / `kr.fine_tune(out_dir=)`,
@@ -243,45 +241,29 @@ def load_classifier(path):
     Returns:
         an `ImageClassifier`.
     """
-    path = os.fspath(path)
-    file = os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
-    if not os.path.exists(file):
-        if os.path.isdir(path):
-            raise FileNotFoundError(
-                f"{path} has no {MODEL_FILE}: it is not a run folder, or its run has not "
-                "finished (run the same finetune command again to finish it)."
-            )
-        raise FileNotFoundError(f"No such model file or run folder: {path}.")
-    if not file.endswith(".keras"):
-        raise ValueError(f"{file} is not a .keras file; give a run folder or a .keras file.")
-    task = _report_task(os.path.dirname(file))
-    if task != "classification":
+    from kerasrecipes.inference.loading import load_model  # it imports this module
+
+    model = load_model(path)
+    if not isinstance(model, ImageClassifier):
         raise ValueError(
-            f"{file} is the model of a {task} run; predict, evaluate and export handle "
-            "classifiers. Load it with keras.saving.load_model(...) (with `import kerasrecipes` "
-            "first); its run folder's report.json and overlays.png hold its results."
+            f"{path} is not a classifier: it holds a kr.{type(model).__name__}. Load it with "
+            "kr.load_model(...), which returns whichever model a run holds."
         )
-    model = keras.saving.load_model(file, compile=False)
-    if isinstance(model, ImageClassifier):
-        return model
-    return ImageClassifier(model, class_names=_report_class_names(os.path.dirname(file)))
+    return model
 
 
-def _report_task(folder):
-    """The task of the run whose report is in `folder` ("classification" without a report)."""
-    report = os.path.join(folder, "report.json")
-    if not os.path.exists(report):
-        return "classification"
-    with open(report) as file:
-        return json.load(file).get("config", {}).get("task", "classification")
-
-
-def _report_class_names(folder):
-    report = os.path.join(folder, "report.json")
-    if not os.path.exists(report):
+def report_value(folder, *keys):
+    """`report.json`'s value at `keys` in `folder`, or None without a report or that key."""
+    path = os.path.join(folder, "report.json")
+    if not os.path.exists(path):
         return None
-    with open(report) as file:
-        return json.load(file).get("data", {}).get("class_names")
+    with open(path) as file:
+        value = json.load(file)
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
 
 
 def run_folder_of(path):

@@ -20,8 +20,12 @@ import keras
 import numpy as np
 
 from kerasrecipes import plots
-from kerasrecipes.data.folder import class_folders, walk_classes
+from kerasrecipes.data.folder import class_folders, read_image, walk_classes
+from kerasrecipes.files import write_json
+from kerasrecipes.inference.dense_evaluation import evaluate_detector, evaluate_segmenter
+from kerasrecipes.inference.detector import ObjectDetector
 from kerasrecipes.inference.inputs import file_batches
+from kerasrecipes.inference.segmenter import ImageSegmenter
 from kerasrecipes.inference.tta import tta_probabilities
 
 EVALUATION_FILE = "evaluation.json"
@@ -94,8 +98,15 @@ class Evaluation:
 def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_losses=12):
     """Evaluates `classifier` on a folder of class folders named as its classes.
 
+    A `kr.ImageSegmenter` or `kr.ObjectDetector` (`kr.load_model(run)`) is
+    evaluated on a folder in its task's layout instead (images, masks and
+    `classes.txt`; images and a COCO `annotations.json`): mean IoU, per-class
+    IoU and the confusion matrix, or COCO mAP, mAP@.5 and AP per class, and
+    the worst images (`kerasrecipes.inference.dense_evaluation`).
+
     Args:
-        classifier: a `kr.ImageClassifier` (`kr.load_classifier(run)`).
+        classifier: a `kr.ImageClassifier` (`kr.load_classifier(run)`), or a
+            segmenter or detector.
         data: a folder with a subfolder per class; every subfolder must be a
             class the classifier knows (a known class may be missing).
         tta: also evaluate with test-time augmentation (`TTA_VIEWS`); the
@@ -107,8 +118,15 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
         top_losses: how many images the gallery shows. Defaults to 12.
 
     Returns:
-        an `Evaluation`.
+        an `Evaluation` (a `DenseEvaluation` for a segmenter or detector).
     """
+    dense = {ImageSegmenter: evaluate_segmenter, ObjectDetector: evaluate_detector}
+    if type(classifier) in dense:
+        if tta:
+            raise ValueError(
+                f"evaluate: tta applies to classifiers; this is a {type(classifier).__name__}."
+            )
+        return dense[type(classifier)](classifier, data, batch_size=batch_size, out_dir=out_dir)
     files, labels, not_read = _labelled_files(data, classifier.class_names)
     dataset, paths, skipped = file_batches(
         files, classifier.image_size, batch_size, root=os.fspath(data), labels=labels
@@ -231,8 +249,6 @@ def top_loss_images(paths, labels, probabilities, class_names, count):
 
 def write_evaluation(evaluation, out_dir, image_size):
     """Writes the figures and `evaluation.json` into `out_dir`; fills `evaluation.files`."""
-    from kerasrecipes.finetune.run_folder import write_json
-
     os.makedirs(out_dir, exist_ok=True)
     evaluation.files = [EVALUATION_FILE, CONFUSION_FILE]
     matrix = np.asarray(evaluation.metrics["confusion_matrix"])
@@ -249,8 +265,6 @@ def plot_top_losses(top_losses, image_size, path, columns=4):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from kerasrecipes.data.folder import read_image
 
     rows = -(-len(top_losses) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)

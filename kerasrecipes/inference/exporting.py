@@ -1,4 +1,4 @@
-"""`export`: a classifier as a TensorFlow SavedModel, an ONNX file or a LiteRT file, checked.
+"""`export`: a trained model as a TensorFlow SavedModel, an ONNX file or a LiteRT file, checked.
 
 The conversion is Keras' own `Model.export`; what this adds is the check a
 user would otherwise write: the exported artifact is loaded with its own
@@ -17,7 +17,8 @@ import warnings
 import numpy as np
 
 from kerasrecipes._compat import sublayers
-from kerasrecipes.finetune.training import rebuilt
+from kerasrecipes.inference.segmenter import ImageSegmenter
+from kerasrecipes.precision import rebuilt
 
 FORMATS = {
     # our name: (Keras' format, the file or folder written, packages it needs)
@@ -52,11 +53,14 @@ class ExportResult:
     check_images: int
 
 
-def export(classifier, out_dir, format="saved_model", overwrite=False, check_images=None):
-    """Exports `classifier` into `out_dir` with Keras' `Model.export`, then checks the artifact.
+def export(model, out_dir, format="saved_model", overwrite=False, check_images=None):
+    """Exports `model` into `out_dir` with Keras' `Model.export`, then checks the artifact.
 
     Args:
-        classifier: a `kr.ImageClassifier`.
+        model: a `kr.ImageClassifier`, `kr.ImageSegmenter` (the masks must also be
+            identical per pixel) or `kr.ObjectDetector` (its rows of boxes and class
+            probabilities per anchor; non-max suppression is the step after it,
+            `kr.inference.select_boxes`).
         out_dir: the folder to write into (created if needed): `saved_model/`,
             `model.onnx` or `model.tflite` there.
         format: "saved_model", "onnx" or "litert". Defaults to "saved_model".
@@ -84,13 +88,13 @@ def export(classifier, out_dir, format="saved_model", overwrite=False, check_ima
     os.makedirs(out_dir, exist_ok=True)
     writing = os.path.join(os.fspath(out_dir), f".writing.{name}")
     _remove(writing)
-    height, width = classifier.image_size
+    height, width = model.image_size
     if check_images is None:
         check_images = np.random.default_rng(0).uniform(0, 255, (8, height, width, 3))
     check_images = np.asarray(check_images, "float32")
-    classifier = computing_in_float32(classifier)
+    model = computing_in_float32(model)
     # Also the model's first call, which a freshly loaded model needs before `export`.
-    expected = np.asarray(classifier.predict_on_batch(check_images), "float32")
+    expected = np.asarray(model.predict_on_batch(check_images), "float32")
     signature = None
     if format == "litert":  # LiteRT runs one static size best: the one the model was trained at
         import keras
@@ -98,7 +102,7 @@ def export(classifier, out_dir, format="saved_model", overwrite=False, check_ima
         signature = [keras.InputSpec(shape=(None, height, width, 3), dtype="float32")]
     with warnings.catch_warnings():  # Keras' tf2onnx patch probes numpy's removed `np.object`
         warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
-        classifier.export(writing, format=keras_format, verbose=False, input_signature=signature)
+        model.export(writing, format=keras_format, verbose=False, input_signature=signature)
     actual = run_exported(writing, format, check_images)
     difference = float(np.max(np.abs(actual - expected)))
     relative = difference / max(float(np.max(np.abs(expected))), 1e-12)
@@ -108,6 +112,14 @@ def export(classifier, out_dir, format="saved_model", overwrite=False, check_ima
             f"The {format} export disagrees with the Keras model: max difference {difference:.3g} "
             f"({relative:.3g} relative, above {TOLERANCE:g}); nothing was written."
         )
+    if isinstance(model, ImageSegmenter):
+        changed = int(np.sum(actual.argmax(-1) != expected.argmax(-1)))
+        if changed:
+            _remove(writing)
+            raise ExportError(
+                f"The {format} export's masks differ from the Keras model's in {changed} "
+                "pixels; nothing was written."
+            )
     _remove(path)
     os.replace(writing, path)
     return ExportResult(path, format, difference, relative, len(check_images))

@@ -112,3 +112,39 @@ def _is_pil(item):
 
 def _pil_array(image, image_size):
     return _resized(np.asarray(image.convert("RGB")), image_size)
+
+
+def original_sizes(images, paths):
+    """`(height, width)` of each image `image_batches(images, ...)` read, before resizing:
+    from the files' headers for paths, from the arrays or PIL images otherwise."""
+    from PIL import Image
+
+    if paths is not None:
+        sizes = []
+        for path in paths:
+            with Image.open(path) as image:
+                sizes.append(image.size[::-1])
+        return sizes
+    if _is_pil(images):
+        return [images.size[::-1]]
+    if isinstance(images, (list, tuple)):
+        return [item.size[::-1] if _is_pil(item) else np.shape(item)[:2] for item in images]
+    array = np.asarray(images)
+    return [array.shape[:2]] if array.ndim == 3 else [array.shape[1:3]] * len(array)
+
+
+def output_names(paths, count, root=None):
+    """A file name per prediction for writing its outputs: the input's path relative to `root`
+    (or its name) with `.png` for its extension, made distinct; `image_<i>.png` for arrays."""
+    if paths is None:
+        return [f"image_{index}.png" for index in range(count)]
+    if root is None:
+        relative = [os.path.basename(path) for path in paths]
+    else:
+        relative = [os.path.relpath(path, root) for path in paths]
+    names = [os.path.splitext(name)[0] + ".png" for name in relative]
+    seen = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    # Two inputs with one stem (a.jpg, a.png) keep their extensions in the name.
+    return [n if seen[n] == 1 else r + ".png" for n, r in zip(names, relative)]

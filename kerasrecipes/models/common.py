@@ -112,6 +112,7 @@ def classification_head(
     dense_initializer="glorot_uniform",
     flatten=False,
     hidden_units=(),
+    dense_dtype=None,
 ):
     """Global pooling, optional dropout and the linear classifier (`head_*` layers).
 
@@ -125,16 +126,18 @@ def classification_head(
     feature map instead of pooling it globally (AlexNet, VGG), and
     `hidden_units` adds the hidden fully connected ReLU layers `head_fc{k}`,
     each followed by `dropout`. An `x` that is already one vector per image
-    (ViT's class token) is not pooled.
+    (ViT's class token) is not pooled. `dense_dtype` "float32" keeps the
+    classifier in float32 under mixed precision (`kr.fine_tune`'s head: a
+    bf16 softmax loses the small probabilities the loss needs).
     """
     if len(x.shape) == 2:
         pass  # already one vector per image (ViT's class token)
     elif include_top and flatten:
         x = keras.layers.Flatten(name=f"{HEAD_PREFIX}flatten")(x)
-    elif include_top or pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name=f"{HEAD_PREFIX}pool")(x)
+    elif include_top or pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(x)
     if pooled_norm is not None:
         x = pooled_norm(x)
     if not include_top:
@@ -154,6 +157,7 @@ def classification_head(
         int(num_classes),
         activation=classifier_activation,
         kernel_initializer=dense_initializer,
+        dtype=dense_dtype,
         name=f"{HEAD_PREFIX}dense",
     )(x)
 

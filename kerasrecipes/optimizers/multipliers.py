@@ -514,7 +514,7 @@ def layer_decay_multipliers(model, rate=0.75, block_pattern=None):
         raise ValueError(f"layer_decay_multipliers: rate must be in (0, 1], got {rate}.")
     if block_pattern is not None:
         return _layer_decay_by_pattern(model, rate, block_pattern)
-    from kerasrecipes.features import param_groups
+    from kerasrecipes.features import param_groups  # features imports the optimizers
 
     groups = param_groups(model)
     if not groups:

@@ -1,0 +1,57 @@
+"""`load_model`: whatever a run folder holds, as the product of its task.
+
+A run's `model.keras` is a `kr.ImageClassifier`, a `kr.ImageSegmenter` or a
+`kr.ObjectDetector`, each carrying its class names and input size. Earlier
+runs saved the bare network; it is wrapped here with the class names of the
+run folder's `report.json`.
+"""
+
+import os
+
+import keras
+
+from kerasrecipes.inference.classifier import ImageClassifier, report_value
+from kerasrecipes.inference.detector import ObjectDetector
+from kerasrecipes.inference.segmenter import ImageSegmenter
+
+MODEL_FILE = "model.keras"
+PRODUCTS = (ImageClassifier, ImageSegmenter, ObjectDetector)
+
+
+def load_model(path):
+    """Loads the model of a run folder (its `model.keras`) or a `.keras` file.
+
+    Args:
+        path: a run folder of `kerasrecipes finetune` / `kr.run` /
+            `kr.fine_tune(out_dir=)`, or a `.keras` file.
+
+    Returns:
+        a `kr.ImageClassifier`, `kr.ImageSegmenter` or `kr.ObjectDetector`.
+    """
+    file = model_file(path)
+    model = keras.saving.load_model(file, compile=False)
+    if isinstance(model, PRODUCTS):
+        return model
+    folder = os.path.dirname(file)
+    class_names = report_value(folder, "data", "class_names")
+    if hasattr(model, "anchor_generator"):  # a bare RetinaNet
+        return ObjectDetector(model, class_names=class_names)
+    if len(model.output_shape) == 4:  # per-pixel probabilities: a bare segmentation network
+        return ImageSegmenter(model, class_names=class_names)
+    return ImageClassifier(model, class_names=class_names)
+
+
+def model_file(path):
+    """The `.keras` file of `path` (a run folder or the file); errors say what is missing."""
+    path = os.fspath(path)
+    file = os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
+    if not os.path.exists(file):
+        if os.path.isdir(path):
+            raise FileNotFoundError(
+                f"{path} has no {MODEL_FILE}: it is not a run folder, or its run has not "
+                "finished (run the same finetune command again to finish it)."
+            )
+        raise FileNotFoundError(f"No such model file or run folder: {path}.")
+    if not file.endswith(".keras"):
+        raise ValueError(f"{file} is not a .keras file; give a run folder or a .keras file.")
+    return file
