@@ -2,11 +2,13 @@
 from Python and from the command, as a classifier's does."""
 
 import csv
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -17,31 +19,39 @@ from test_inference import RUN_WITHOUT_KERASRECIPES
 import kerasrecipes as kr
 
 
-def _train(root, task, model):
-    data = kr.data.make_demo_dataset(root / "data", task=task, num_images=48, image_size=64)
-    config = kr.FineTuneConfig(
-        task=task,
-        model=model,
-        weights="none",
-        image_size=64,
-        finetune_epochs=2,
-        batch_size=8,
-        precision="float32",
-        out_dir=str(root / "run"),
-        verbose=0,
-    )
-    result = kr.run(config, data, echo=lambda line: None)
+def _train(shared, task, model):
+    """The run every test of the task uses, trained once: under xdist each worker asks, the
+    first trains under a lock, the others find the finished run (`kr.run` does not retrain)."""
+    root = shared / f"products_{task}"
+    root.mkdir(exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = kr.data.make_demo_dataset(root / "data", task=task, num_images=32, image_size=64)
+        config = kr.FineTuneConfig(
+            task=task,
+            model=model,
+            weights="none",
+            image_size=64,
+            finetune_epochs=2,
+            batch_size=8,
+            precision="float32",
+            out_dir=str(root / "run"),
+            verbose=0,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "holds a run that finished earlier"
+            result = kr.run(config, data, echo=lambda line: None)
     return data, result
 
 
 @pytest.fixture(scope="module")
 def segmentation(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("segmentation"), "segmentation", "baseline_cnn")
+    return _train(tmp_path_factory.getbasetemp().parent, "segmentation", "baseline_cnn")
 
 
 @pytest.fixture(scope="module")
 def detection(tmp_path_factory):
-    return _train(tmp_path_factory.mktemp("detection"), "detection", "resnet18")
+    return _train(tmp_path_factory.getbasetemp().parent, "detection", "baseline_cnn")
 
 
 def _validation_copy(data, report, folder, task):
@@ -188,14 +198,13 @@ def test_a_detection_run_holds_a_detector_that_predicts_boxes(detection, capsys,
     assert detector.class_names == result.report["data"]["class_names"]
     images = os.path.join(data, "images")
     first = os.path.join(images, sorted(os.listdir(images))[0])
-    big = Image.open(first).convert("RGB").resize((128, 128))
+    # Nearest-neighbour doubling: resized back to 64 px, the model sees the same pixels.
+    big = Image.open(first).convert("RGB").resize((128, 128), Image.NEAREST)
     small = detector.predict_images(Image.open(first).convert("RGB"), confidence_threshold=0.05)
     large = detector.predict_images(big, confidence_threshold=0.05)
-    # Boxes come in each image's own pixels: twice the image, twice the boxes (each of the
-    # first ten has its double among the large image's boxes; near ties may reorder them).
+    # Boxes come in each image's own pixels: twice the image, twice the boxes.
     assert len(small.boxes) and len(small.boxes) == len(large.boxes)
-    for box in small.boxes[:10]:
-        assert np.abs(large.boxes - 2 * box).max(axis=1).min() < 1.5
+    np.testing.assert_allclose(np.sort(large.boxes, 0), 2 * np.sort(small.boxes, 0), atol=0.05)
     out = tmp_path / "boxes.csv"
     low = ["--confidence-threshold", "0.05"]  # two epochs of training: low confidences
     code, stdout, stderr = run_main(
@@ -250,5 +259,10 @@ def test_detector_exports_agree_within_1e3_without_kerasrecipes(
     for row in range(len(images)):
         boxes, scores, _ = kr.inference.select_boxes(outputs[row], confidence_threshold=0.05)
         count = int(found["num_detections"][row])
-        np.testing.assert_allclose(boxes, found["boxes"][row, :count], rtol=1e-3, atol=1e-2)
-        np.testing.assert_allclose(scores, found["confidence"][row, :count], atol=1e-4)
+        # The same boxes; two of nearly equal score may come in either order.
+        assert len(boxes) == count
+        np.testing.assert_allclose(
+            np.sort(scores), np.sort(found["confidence"][row, :count]), atol=1e-4
+        )
+        for box in boxes:
+            assert np.abs(found["boxes"][row, :count] - box).max(axis=1).min() < 0.05
