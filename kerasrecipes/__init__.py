@@ -22,7 +22,7 @@ def _load_api():
     global _loading
     _loading = True
     try:
-        from kerasrecipes import _api
+        from kerasrecipes import _api  # Keras and TensorFlow come with it: on first use only
     finally:
         _loading = False
     globals().update({name: getattr(_api, name) for name in _api.__all__})

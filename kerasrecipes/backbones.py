@@ -179,7 +179,7 @@ def demo_backbone(
     """
     # Here, not at the top: the model builders load without `kerasrecipes.data` (TensorFlow).
     from kerasrecipes.data import image_folder, make_demo_dataset
-    from kerasrecipes.data.verify import default_cache_dir
+    from kerasrecipes.data.verify import default_cache_dir  # as above
 
     root = os.path.join(cache_dir or default_cache_dir(), "demo")
     key = f"{model}_{image_size}px_{epochs}ep"

@@ -14,6 +14,7 @@ import typing
 
 import keras
 
+from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.layers.vit import PatchTokensToGrid
 from kerasrecipes.optimizers.paths import block_of, variable_paths
 from kerasrecipes.registry import HEAD_PREFIX, FeatureTap, find_card
@@ -280,7 +281,6 @@ def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
     demo backbones, `kr.load_backbone`'s), or a `kr.LoadedBackbone`. A model
     built at another size is rebuilt at `input_shape` with the same weights.
     """
-    from kerasrecipes.layers.preprocessing import ImagePreprocessing
     from kerasrecipes.registry import create_model, model_card  # it imports this module
 
     preprocessing = []

@@ -36,7 +36,7 @@ def _uses_depthwise_convolutions(model):
     if model is None:
         return False
     if isinstance(model, str):
-        from kerasrecipes.registry import model_card
+        from kerasrecipes.registry import model_card  # here: see the module docstring
 
         try:
             return model_card(model).depthwise
@@ -44,7 +44,7 @@ def _uses_depthwise_convolutions(model):
             return False
     import keras
 
-    from kerasrecipes import _compat
+    from kerasrecipes import _compat  # Keras: see the module docstring
 
     layers = _compat.sublayers(model, recursive=True)
     return any(isinstance(layer, keras.layers.DepthwiseConv2D) for layer in layers)

@@ -30,7 +30,7 @@ def table_row(name, build=True):
     """The row of registered model `name`: from its card, and from a build when `build`."""
     import keras
 
-    import kerasrecipes as kr
+    import kerasrecipes as kr  # builds the model: Keras, only when the table is made
 
     card = kr.model_card(name)
     row = {
@@ -47,7 +47,7 @@ def table_row(name, build=True):
 
 
 def make_table():
-    import kerasrecipes as kr
+    import kerasrecipes as kr  # as in `table_row`
 
     return {"models": [table_row(name) for name in kr.list_models()]}
 
@@ -69,7 +69,7 @@ def _natural_key(name):
 
 
 if __name__ == "__main__":
-    from kerasrecipes.files import write_json
+    from kerasrecipes.files import write_json  # the script that writes the table
 
     write_json(TABLE_FILE, make_table())
     print(f"wrote {TABLE_FILE}", file=sys.stderr)

@@ -268,6 +268,7 @@ def test_detector_exports_agree_within_1e3_without_kerasrecipes(
             assert np.abs(found["boxes"][row, :count] - box).max(axis=1).min() < 0.05
 
 
+@pytest.mark.slow  # LiteRT is beyond what the issue asks of CI; `make test-slow` runs it
 def test_litert_exports_of_both_pass_the_check_against_keras(segmentation, detection, tmp_path):
     for name, (_, result) in (("segmenter", segmentation), ("detector", detection)):
         exported = kr.export(kr.load_model(result.out_dir), tmp_path / name, "litert")

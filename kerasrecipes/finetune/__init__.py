@@ -22,7 +22,7 @@ __all__ = [
 def __getattr__(name):
     # The training module imports Keras; the command's option parser reads the config only.
     if name in ("FineTuneHistory", "fine_tune"):
-        from kerasrecipes.finetune import training
+        from kerasrecipes.finetune import training  # see above
 
         return getattr(training, name)
     raise AttributeError(f"module 'kerasrecipes.finetune' has no attribute {name!r}")

@@ -14,7 +14,8 @@ from kerasrecipes.finetune.config import describe_phase
 from kerasrecipes.finetune.run_folder import REPORT_FILE
 from kerasrecipes.tasks import get_task
 
-# The files every run folder may hold; each task adds its own (`Task.run_files`).
+# The files every run folder may hold, `model.keras` last; each task adds its own
+# (`Task.run_files`), listed before the model.
 FILES = ("report.json", "history.csv", "curves.png", "model.keras")
 
 
@@ -34,7 +35,7 @@ def save_run(folder, model, history, config, phases, val_ds, info=None, backbone
     report.update(results)
     report["files"] = [
         name
-        for name in (*FILES, *task.run_files)
+        for name in (*FILES[:-1], *task.run_files, FILES[-1])
         if name == REPORT_FILE or os.path.exists(folder.file(name))
     ]
     write_json(folder.file(REPORT_FILE), report)

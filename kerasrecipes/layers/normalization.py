@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kerasrecipes import _compat
+
 # As keras.applications' ResNets, so ported moving statistics mean the same.
 BN_EPSILON = 1.001e-5
 # Moving averages forget 10% per step, as PyTorch's default; Keras' 0.99 lags
@@ -39,8 +41,6 @@ def set_bn_momentum(model, momentum):
     layer's config, so the model round-trips with it; the weights are untouched.
     Returns the number of layers changed.
     """
-    from kerasrecipes import _compat
-
     if not 0 <= momentum < 1:
         raise ValueError(f"bn_momentum must be in [0, 1). Received: {momentum!r}")
     layers = [

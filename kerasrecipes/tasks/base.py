@@ -51,7 +51,6 @@ class Task:
             demo backbone loads at its own).
         demo_run_suffix: the demo's run folder is `runs/demo-<suffix>` (`runs/demo` when
             empty).
-        predicts_classes: whether the run's `model.keras` is a `kr.ImageClassifier`.
         result_keys: the keys of the report's results (`save_results`).
     """
 
@@ -64,7 +63,6 @@ class Task:
     augment_presets = None
     run_files = ()
     counts_are = None
-    predicts_classes = False
     rebuilds_backbone = False
     result_keys = ()
 

@@ -35,7 +35,6 @@ class Classification(Task):
     metric_words = "accuracy"
     defaults = TaskDefaults(demo_image_size=32)
     run_files = ("confusion.png",)
-    predicts_classes = True
     result_keys = ("val_accuracy", "confusion_matrix")
 
     def check_config(self, config, fail):
