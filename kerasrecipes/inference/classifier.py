@@ -64,15 +64,8 @@ class ImageClassifier(keras.Model):
         source=None,
         **kwargs,
     ):
-        num_classes = network.output_shape[-1]
-        class_names = [str(i) for i in range(num_classes)] if class_names is None else class_names
-        class_names = [str(name) for name in class_names]
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"ImageClassifier: {len(class_names)} class_names for a network with "
-                f"{num_classes} outputs. Give one name per output, in the order of the labels."
-            )
-        image_size = _image_size(network, image_size)
+        class_names = checked_class_names(network.output_shape[-1], class_names, "ImageClassifier")
+        image_size = network_image_size(network, image_size, "ImageClassifier")
         images = keras.Input((None, None, 3), name="images")
         resized = keras.layers.Resizing(*image_size, name="resize", dtype="float32")(images)
         kwargs.setdefault("name", network.name.removesuffix("_finetuned") + "_classifier")
@@ -145,7 +138,21 @@ class ImageClassifier(keras.Model):
         return np.concatenate(outputs).astype("float32")
 
 
-def _image_size(network, image_size):
+def checked_class_names(num_classes, class_names, owner, unit="output"):
+    """`class_names` as strings ("0", "1", ... when None), one per `unit` of the network; a
+    `ValueError` naming `owner` otherwise."""
+    class_names = [str(i) for i in range(num_classes)] if class_names is None else class_names
+    class_names = [str(name) for name in class_names]
+    if len(class_names) != num_classes:
+        raise ValueError(
+            f"{owner}: {len(class_names)} class_names for a network with {num_classes} "
+            f"{unit}s. Give one name per {unit}, in the order of the labels."
+        )
+    return class_names
+
+
+def network_image_size(network, image_size, owner):
+    """`(height, width)` the network takes: `image_size`, else its input shape's."""
     if image_size is None:
         image_size = network.input_shape[1:3]
     if isinstance(image_size, int):
@@ -153,7 +160,7 @@ def _image_size(network, image_size):
     image_size = tuple(image_size)
     if len(image_size) != 2 or not all(isinstance(s, int) and s > 0 for s in image_size):
         raise ValueError(
-            f"ImageClassifier: the network {network.name!r} takes input of shape "
+            f"{owner}: the network {network.name!r} takes input of shape "
             f"{network.input_shape}; pass image_size=(height, width), the size it was trained at."
         )
     return image_size

@@ -18,10 +18,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasrecipes.inference.classifier import checked_class_names, network_image_size
 from kerasrecipes.inference.inputs import image_batches, original_sizes
-from kerasrecipes.inference.segmenter import network_image_size
-
-BOX_FORMAT = "xyxy"
+from kerasrecipes.models.retinanet import BOX_FORMAT, anchor_generator
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -38,20 +37,10 @@ class AnchorBoxDecoder(keras.layers.Layer):
     def __init__(self, image_size, max_level=7, anchor_size=4, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        import keras_hub
-
         self.image_size = tuple(int(s) for s in image_size)
         self.max_level = max_level
         self.anchor_size = anchor_size
-        generator = keras_hub.layers.AnchorGenerator(
-            BOX_FORMAT,
-            min_level=3,
-            max_level=max_level,
-            num_scales=3,
-            aspect_ratios=[0.5, 1.0, 2.0],
-            anchor_size=anchor_size,
-            dtype="float32",
-        )
+        generator = anchor_generator(max_level, anchor_size)
         by_level = generator(np.zeros((1, *self.image_size, 3), "float32"))
         self.anchors = np.concatenate(
             [ops.convert_to_numpy(by_level[level]) for level in by_level], axis=0
@@ -108,14 +97,9 @@ class ObjectDetector(keras.Model):
         source=None,
         **kwargs,
     ):
-        num_classes = network.num_classes
-        class_names = [str(i) for i in range(num_classes)] if class_names is None else class_names
-        if len(class_names) != num_classes:
-            raise ValueError(
-                f"ObjectDetector: {len(class_names)} class_names for a detector of "
-                f"{num_classes} classes. Give one name per class, in the order of the labels."
-            )
-        self.class_names = [str(name) for name in class_names]
+        self.class_names = checked_class_names(
+            network.num_classes, class_names, "ObjectDetector", unit="class"
+        )
         self.image_size = network_image_size(network, image_size, "ObjectDetector")
         images = keras.Input((None, None, 3), name="images")
         resized = keras.layers.Resizing(*self.image_size, name="resize", dtype="float32")(images)

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from kerasrecipes.data.scenes import voc_palette
+from kerasrecipes.inference.classifier import checked_class_names, network_image_size
 from kerasrecipes.inference.inputs import image_batches, original_sizes, output_names
 from kerasrecipes.plots import blend_mask
 
@@ -44,7 +45,8 @@ class ImageSegmenter(keras.Model):
     """
 
     def __init__(self, network, class_names=None, image_size=None, source=None, **kwargs):
-        self.class_names = checked_class_names(network, class_names, "ImageSegmenter")
+        num_classes = network.output_shape[-1]
+        self.class_names = checked_class_names(num_classes, class_names, "ImageSegmenter")
         self.image_size = network_image_size(network, image_size, "ImageSegmenter")
         images = keras.Input((None, None, 3), name="images")
         resized = keras.layers.Resizing(*self.image_size, name="resize", dtype="float32")(images)
@@ -155,29 +157,3 @@ class MaskPredictions:
             rows.append(row)
         rows += [{"path": path, "skipped": reason} for path, reason in self.skipped]
         return rows
-
-
-def checked_class_names(network, class_names, owner):
-    num_classes = network.output_shape[-1]
-    class_names = [str(i) for i in range(num_classes)] if class_names is None else class_names
-    class_names = [str(name) for name in class_names]
-    if len(class_names) != num_classes:
-        raise ValueError(
-            f"{owner}: {len(class_names)} class_names for a network with {num_classes} "
-            "outputs. Give one name per class, in the order of the labels."
-        )
-    return class_names
-
-
-def network_image_size(network, image_size, owner):
-    if image_size is None:
-        image_size = network.input_shape[1:3]
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    image_size = tuple(image_size)
-    if len(image_size) != 2 or not all(isinstance(s, int) and s > 0 for s in image_size):
-        raise ValueError(
-            f"{owner}: the network {network.name!r} takes input of shape "
-            f"{network.input_shape}; pass image_size=(height, width), the size it was trained at."
-        )
-    return image_size

@@ -63,15 +63,7 @@ class RetinaNet(keras.Model):
 
         feature_pyramid, prediction_head, label_encoder = _compat.retinanet_parts()
         image_shape = tuple(image_shape)
-        anchors = keras_hub.layers.AnchorGenerator(
-            BOX_FORMAT,
-            min_level=3,
-            max_level=max_level,
-            num_scales=3,
-            aspect_ratios=[0.5, 1.0, 2.0],
-            anchor_size=anchor_size,
-            dtype="float32",  # the box arithmetic stays in float32 under mixed precision
-        )
+        anchors = anchor_generator(max_level, anchor_size)
         inputs = keras.Input(image_shape, name="images")
         x = inputs
         if preprocessing:
@@ -238,6 +230,22 @@ class RetinaNet(keras.Model):
         if keras.backend.backend() == "jax":
             return self.decode(outputs[0], images), outputs[1]
         return self.decode(outputs, images)
+
+
+def anchor_generator(max_level=7, anchor_size=4):
+    """keras-hub's `AnchorGenerator` as RetinaNet tiles its levels 3..`max_level`: 3 scales x 3
+    ratios per cell, sides `anchor_size * 2**level`."""
+    import keras_hub
+
+    return keras_hub.layers.AnchorGenerator(
+        BOX_FORMAT,
+        min_level=3,
+        max_level=max_level,
+        num_scales=3,
+        aspect_ratios=[0.5, 1.0, 2.0],
+        anchor_size=anchor_size,
+        dtype="float32",  # the box arithmetic stays in float32 under mixed precision
+    )
 
 
 def _downsampled(by_stride, stride, filters):

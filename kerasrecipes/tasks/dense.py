@@ -77,6 +77,15 @@ def augment(dataset, preset, seed=None):
     return dataset.map(apply, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def training_data(train_ds, val_ds, config):
+    """`Task.training_data` of a dense task: the training data augmented with its masks or
+    boxes; PreciseBN reads it unaugmented; no class weights."""
+    population_ds = train_ds
+    if config.augment is not None:
+        train_ds = augment(train_ds, config.augment, seed=config.seed)
+    return train_ds, val_ds, population_ds, None
+
+
 def dense_read(reader, folder, config):
     """`reader` (`mask_folder`, `coco_folder`) at the config's size, batch, split and seed."""
     return reader(

@@ -68,10 +68,7 @@ class Detection(Task):
         )
 
     def training_data(self, train_ds, val_ds, config, class_counts, num_classes):
-        population_ds = train_ds
-        if config.augment is not None:
-            train_ds = dense.augment(train_ds, config.augment, seed=config.seed)
-        return train_ds, val_ds, population_ds, None
+        return dense.training_data(train_ds, val_ds, config)
 
     def build_model(self, backbone, num_classes, config, train_ds):
         return retinanet(
