@@ -21,7 +21,8 @@ from kerasrecipes import (
     tasks,
 )
 from kerasrecipes.ablation import ablate
-from kerasrecipes.backbones import LoadedBackbone, demo_backbone, load_backbone
+from kerasrecipes.backbones import LoadedBackbone, load_backbone
+from kerasrecipes.demo_backbone import demo_backbone
 from kerasrecipes.features import ParamGroup, feature_info, param_groups
 from kerasrecipes.finetune import (
     FineTuneConfig,

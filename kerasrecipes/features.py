@@ -14,12 +14,12 @@ import typing
 
 import keras
 
-from kerasrecipes.layers.preprocessing import ImagePreprocessing
+from kerasrecipes.cards import FeatureTap, find_card
 from kerasrecipes.layers.vit import PatchTokensToGrid
+from kerasrecipes.model_parts import head_layers
 from kerasrecipes.optimizers.paths import block_of, variable_paths
-from kerasrecipes.registry import HEAD_PREFIX, FeatureTap, find_card
 
-# The group of the `head_*` layers in `param_groups`.
+# The group of the head's layers (`kr.model_parts.head_layers`) in `param_groups`.
 HEAD_GROUP = "head"
 
 
@@ -151,10 +151,13 @@ def _layer_groups(model, prefix=""):
     """(layer path, group name) for every leaf layer of `model`, nested models expanded, in order."""
     card = find_card(model)
     blocks = list(card.blocks) if card is not None else None
+    head = {id(layer) for layer in head_layers(model)}
     entries = []
     for layer in model.layers:
         path = f"{prefix}{layer.name}"
-        if isinstance(layer, keras.Model) and not layer.name.startswith(HEAD_PREFIX):
+        if id(layer) in head:
+            entries.append((path, HEAD_GROUP))
+        elif isinstance(layer, keras.Model):
             entries.append((path, _layer_groups(layer, f"{path}/")))
         else:
             entries.append((path, _block(layer.name, blocks)))
@@ -167,8 +170,6 @@ def _layer_groups(model, prefix=""):
 
 
 def _block(name, blocks):
-    if name.startswith(HEAD_PREFIX):
-        return HEAD_GROUP
     if blocks is None:
         return block_of(name + "/variable")
     return next((b for b in blocks if name == b or name.startswith(b + "_")), None)
@@ -202,9 +203,9 @@ def param_groups(model):
     `conv3_block2_*`). A nested backbone's groups are named with its name
     (`"efficientnetb0/block4a"`). Layers between two blocks (a stage's
     downsampling) go with the block after them, layers after the last block
-    (`post_*`, a final norm) with the last block, and the layers named
-    `head_*` form the "head" group. Frozen layers count: their variables
-    train once unfrozen.
+    (`post_*`, a final norm) with the last block, and the head's layers
+    (`kr.model_parts.head_layers`: what the builder recorded) form the
+    "head" group. Frozen layers count: their variables train once unfrozen.
 
     Returns:
         list of `ParamGroup(name, variables)`, shallow to deep, without empty groups.
@@ -240,22 +241,7 @@ def param_groups(model):
     return groups
 
 
-# -- encoders for dense heads ----------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class PyramidEncoder:
-    """What a dense head (U-Net, detector) builds on.
-
-    Attributes:
-        model: a model from images to feature maps, shallow to deep, one per reduction.
-        reductions: the nominal stride of each map.
-        preprocessing: layers to apply to [0, 255] images before `model`, in order.
-    """
-
-    model: keras.Model
-    reductions: tuple
-    preprocessing: list
+# -- what load_backbone returns --------------------------------------------------------------------
 
 
 class LoadedBackbone(typing.NamedTuple):
@@ -271,81 +257,3 @@ class LoadedBackbone(typing.NamedTuple):
     model: keras.Model
     preprocessing: str | None
     description: str
-
-
-def pyramid_encoder(backbone, input_shape, weights=None, max_reduction=32):
-    """The deepest tap of each reduction up to `max_reduction` of `backbone`, at `input_shape`.
-
-    `backbone` is a registered name (built with `weights`), a model built by
-    `create_model`, one that wraps such a model after its input scaling (the
-    demo backbones, `kr.load_backbone`'s), or a `kr.LoadedBackbone`. A model
-    built at another size is rebuilt at `input_shape` with the same weights.
-    """
-    from kerasrecipes.registry import create_model, model_card  # it imports this module
-
-    preprocessing = []
-    if isinstance(backbone, LoadedBackbone):
-        if backbone.preprocessing:
-            preprocessing.append(ImagePreprocessing(backbone.preprocessing, name="preprocessing"))
-        backbone = backbone.model
-    if isinstance(backbone, str):
-        card = model_card(backbone)
-        net = create_model(
-            backbone, include_top=False, input_shape=tuple(input_shape), weights=weights
-        )
-    elif isinstance(backbone, keras.Model):
-        net, card = _carded_net(backbone)
-        wrapper_scaling = [
-            layer for layer in backbone.layers if isinstance(layer, ImagePreprocessing)
-        ]
-        preprocessing += (
-            [ImagePreprocessing.from_config(layer.get_config()) for layer in wrapper_scaling]
-            if net is not backbone
-            else []
-        )
-        if tuple(net.input_shape[1:]) != tuple(input_shape):
-            net = _at_input_size(net, input_shape)
-    else:
-        raise TypeError(
-            "backbone must be a registered model name, a keras.Model built by kr.create_model "
-            f"(or wrapping one) or a kr.LoadedBackbone. Received: {type(backbone).__name__}"
-        )
-    deepest = {}
-    for index, tap in enumerate(card.feature_taps):
-        if tap.reduction <= max_reduction:
-            deepest[tap.reduction] = index
-    if len(deepest) < 2:
-        raise ValueError(
-            f"{card.name} gives feature maps at one reduction only "
-            f"({sorted(deepest) or [t.reduction for t in card.feature_taps]}); a dense head needs "
-            "a pyramid of at least two. Use a CNN backbone (kr.list_models())."
-        )
-    indices = tuple(deepest[r] for r in sorted(deepest))
-    return PyramidEncoder(features_model(card, net, indices), tuple(sorted(deepest)), preprocessing)
-
-
-def _carded_net(model):
-    """`model` if `create_model` built it, else the one such model nested in it."""
-    from kerasrecipes.registry import find_card  # it imports this module
-
-    if find_card(model) is not None:
-        return model, find_card(model)
-    nested = [layer for layer in model.layers if find_card(layer) is not None]
-    if len(nested) != 1:
-        raise ValueError(
-            f"Model {model.name!r} is not a kr.create_model network and does not wrap exactly "
-            "one; a dense head needs the model card's feature taps. Pass a registered name "
-            "or a model built by kr.create_model(..., include_top=False)."
-        )
-    return nested[0], find_card(nested[0])
-
-
-def _at_input_size(net, input_shape):
-    """A copy of the functional `net` built for `input_shape`, with the same weights."""
-    serialized = keras.saving.serialize_keras_object(net)
-    for layer in serialized["config"]["layers"]:
-        if layer["class_name"] == "InputLayer":
-            layer["config"]["batch_shape"] = [None, *input_shape]
-    copy = keras.saving.deserialize_keras_object(serialized)
-    copy.set_weights(net.get_weights())
-    return copy

@@ -36,7 +36,7 @@ def _uses_depthwise_convolutions(model):
     if model is None:
         return False
     if isinstance(model, str):
-        from kerasrecipes.registry import model_card  # here: see the module docstring
+        from kerasrecipes.cards import model_card  # here: see the module docstring
 
         try:
             return model_card(model).depthwise

@@ -5,20 +5,14 @@ import os
 import keras
 
 from kerasrecipes import _compat
-from kerasrecipes.registry import HEAD_PREFIX
-
-CLASSIFIER = f"{HEAD_PREFIX}dense"
+from kerasrecipes.model_parts import head_layers
 
 
 def _weights_of(model, skip_head):
     if not skip_head:
         return list(model.weights)
-    return [
-        weight
-        for layer in model.layers
-        if not layer.name.startswith(HEAD_PREFIX)
-        for weight in layer.weights
-    ]
+    head = {id(layer) for layer in head_layers(model)}
+    return [weight for layer in model.layers if id(layer) not in head for weight in layer.weights]
 
 
 def port_weights(source_model, target_model, skip_head=False):
@@ -37,7 +31,7 @@ def port_weights(source_model, target_model, skip_head=False):
     Args:
         source_model: the model to copy from, e.g. `keras.applications.ResNet50()`.
         target_model: the model to copy into, e.g. `create_model("resnet50")`.
-        skip_head: bool, leave the target's `head_*` layers out (they keep their
+        skip_head: bool, leave the target's head (`kr.model_parts.head_layers`) out (they keep their
             initialization), for a source built without its classifier.
             Defaults to False.
 
@@ -56,7 +50,7 @@ def port_weights(source_model, target_model, skip_head=False):
         target_weights,
         source_model.name,
         target_model,
-        " outside its head_ layers" if skip_head else "",
+        " outside its head" if skip_head else "",
     )
     return len(target_weights)
 
@@ -100,6 +94,30 @@ def _port_variables(source_weights, target_weights, source_name, target_model, s
             layer.finalize_state()
 
 
+def _port_saved_model(saved, model, path):
+    """`saved`'s variables into `model`: all of them when the two have the same head; else
+    those of `saved`'s backbone into `model` without its head, which keeps its initialization.
+
+    The meaning a `.keras` file has everywhere (`load_backbone`, the command): its model's
+    backbone, with its head only where the head fits.
+    """
+    try:
+        port_weights(saved, model)
+        return
+    except ValueError as whole:
+        head = {id(layer) for layer in head_layers(saved)}
+        backbone = [w for layer in saved.layers if id(layer) not in head for w in layer.weights]
+        try:
+            _port_variables(
+                backbone, _weights_of(model, skip_head=True), saved.name, model, " outside its head"
+            )
+        except ValueError as cut:
+            raise ValueError(
+                f"{path}: its model does not fit {model.name!r}, whole ({whole}) or without "
+                f"the heads ({cut}). Build the architecture the file was saved from."
+            ) from None
+
+
 def _without_unit_axes(shape):
     return tuple(size for size in shape if size != 1)
 
@@ -113,8 +131,10 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
     ported and the new head keeps its initialization; when the top has
     pretrained hidden layers (VGG's `head_fc1`, `head_fc2`), they are ported
     from the file with the top, and only the classifier is new. A path may
-    name a `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file
-    (its model's variables are ported by position).
+    name a `.weights.h5` file (loaded with `model.load_weights`) or a `.keras` file:
+    the variables of the model saved in it, ported by position, its head's
+    only when it fits (another number of classes keeps the new head), as
+    `load_backbone` reads the same file.
     """
     if weights is None:
         return model
@@ -126,13 +146,16 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
                 "or .keras file."
             )
         with_top = include_top and num_classes == 1000
-        hidden_head = any(layer.name.startswith(f"{HEAD_PREFIX}fc") for layer in model.layers)
-        if include_top and not with_top and hidden_head:
+        head_dense = [
+            layer for layer in head_layers(model) if isinstance(layer, keras.layers.Dense)
+        ]
+        if include_top and not with_top and len(head_dense) > 1:  # hidden layers before it
             source = keras_twin(weights="imagenet", include_top=True)
+            classifier = head_dense[-1]
             target_weights = [
                 weight
                 for layer in model.layers
-                if layer.name != CLASSIFIER
+                if layer is not classifier
                 for weight in layer.weights
             ]
             # All but the source's 1000-class classifier, its last two variables.
@@ -141,7 +164,7 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
                 target_weights,
                 source.name,
                 model,
-                f" outside {CLASSIFIER}",
+                f" outside {classifier.name}",
             )
             return model
         source = keras_twin(weights="imagenet", include_top=with_top)
@@ -159,7 +182,8 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
             "path of an existing .weights.h5 or .keras file."
         )
     if path.endswith(".keras"):
-        port_weights(keras.saving.load_model(path, compile=False), model)
+        saved = keras.saving.load_model(path, compile=False)
+        _port_saved_model(getattr(saved, "network", saved), model, path)  # a kr.ImageClassifier's
     elif path.endswith(".h5"):
         model.load_weights(path)
     else:

@@ -69,7 +69,7 @@ def distinct(images):
 
 
 @pytest.mark.parametrize("where", ["model", "tf.data"])
-@pytest.mark.parametrize("preset", [p for p in kr.data.PRESETS if p != "none"])
+@pytest.mark.parametrize("preset", [p for p in kr.data.PRESETS if p not in ("none", "flip")])
 def test_every_image_of_a_batch_is_augmented_on_its_own(preset, where):
     images = identical_images()
     labels = tf.one_hot(np.arange(16) % 4, 4)
@@ -380,3 +380,19 @@ def test_fixmatch_trains_under_mirrored_strategy(two_device_strategy):
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     history = model.fit(kr.data.semi_supervised_dataset(labelled, unlabelled), epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
+
+
+@pytest.mark.parametrize("where", ["model", "tf.data"])
+def test_the_flip_preset_flips_each_image_on_its_own_and_nothing_else(where):
+    images = identical_images()
+    layer = kr.data.augmentation("flip", seed=0)
+    if where == "model":
+        out = np.asarray(layer(images, training=True))
+    else:
+        dataset = tf.data.Dataset.from_tensors(images)
+        out = np.asarray(next(iter(dataset.map(lambda x: layer(x, training=True)))))
+    flipped = np.asarray(images)[:, :, ::-1]
+    is_flipped = [np.allclose(o, f) for o, f in zip(out, flipped)]
+    is_same = [np.allclose(o, i) for o, i in zip(out, np.asarray(images))]
+    assert all(a or b for a, b in zip(is_flipped, is_same))
+    assert 0 < sum(is_flipped) < len(out)

@@ -252,7 +252,7 @@ def test_fine_tune_segmentation_trains_the_decoder_first_and_writes_the_run(scen
     np.testing.assert_allclose(again(images), model(images), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="balance is for classification"):
         kr.fine_tune(backbone, train, val, info=info, task="segmentation", balance="oversample")
-    with pytest.raises(ValueError, match="augment must be one of \\['flip', 'basic'\\]"):
+    with pytest.raises(ValueError, match="augment must be one of \\['none', 'flip', 'basic'\\]"):
         kr.fine_tune(backbone, train, val, info=info, task="segmentation", augment="mixup")
 
 

@@ -41,14 +41,26 @@ class LogLearningRates(ConfigurableCallback):
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
-        optimizer = self.model.optimizer
-        logs["learning_rate"] = float(ops.convert_to_numpy(optimizer.learning_rate))
-        wrapper = _multiplier_wrapper(optimizer)
-        if wrapper is not None:
-            for group, rate in wrapper.group_learning_rates().items():
-                logs[f"lr/{group_label(group)}"] = rate
+        if logs is not None:
+            logs.update(learning_rate_logs(self.model.optimizer))
+
+
+def learning_rate_logs(optimizer):
+    """`{"learning_rate": base rate, "lr/<group>": effective rate, ...}` of `optimizer` now.
+
+    The groups are an `LRMultiplierOptimizer`'s: named ones (`with_group_rates`,
+    as `kr.fine_tune` makes) by name, without the variables no group holds
+    (frozen); patterns by `group_label`. The one reader of the rates:
+    `LogLearningRates` and `kr.fine_tune`'s history both call it.
+    """
+    logs = {"learning_rate": float(ops.convert_to_numpy(optimizer.learning_rate))}
+    wrapper = _multiplier_wrapper(optimizer)
+    if wrapper is not None:
+        for group, rate in wrapper.group_learning_rates().items():
+            if group == "default" and wrapper.labels:
+                continue
+            logs[f"lr/{group_label(group)}"] = rate
+    return logs
 
 
 def default_callbacks(
@@ -110,6 +122,7 @@ __all__ = [
     "UnfreezeBackbone",
     "default_callbacks",
     "group_label",
+    "learning_rate_logs",
     "mark_phase",
     "phase_marks",
 ]

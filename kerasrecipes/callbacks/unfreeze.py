@@ -10,7 +10,6 @@ from kerasrecipes.callbacks.phases import mark_phase
 from kerasrecipes.features import param_groups
 from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owning_layers
 from kerasrecipes.optimizers.paths import depth_groups, variable_paths
-from kerasrecipes.registry import HEAD_PREFIX
 
 
 def _is_batch_norm(layer):
@@ -106,8 +105,11 @@ class UnfreezeBackbone(ConfigurableCallback):
     def _backbone_paths(self, model):
         pairs = variable_paths(model)
         backbone = self.backbone
-        if backbone is None:
-            chosen = [(p, v) for p, v in pairs if not p.startswith(HEAD_PREFIX)]
+        if backbone is None:  # all but the head the model's builder recorded
+            head = {
+                id(v) for group in param_groups(model) if group.is_head for v in group.variables
+            }
+            chosen = [(p, v) for p, v in pairs if id(v) not in head]
         elif isinstance(backbone, keras.layers.Layer):
             ids = {id(v) for v in backbone.weights}
             chosen = [(p, v) for p, v in pairs if id(v) in ids]

@@ -4,7 +4,13 @@ import keras
 
 from kerasrecipes.layers.augmentation import RandAugment, RandomPaddedCrop, RandomResizedCrop
 
-PRESETS = ("none", "basic", "cifar", "randaugment", "mixup", "cutmix")
+# The augmentation vocabulary: one list, one meaning per name, for every task. A name means the
+# same kind of change wherever it is used; for masks and boxes, which must move with the image,
+# "basic" draws its crop as a shift and a zoom (Keras' box- and mask-aware layers) instead of a
+# `RandomResizedCrop` (see `kerasrecipes.tasks.dense.augmentation`).
+PRESETS = ("none", "flip", "basic", "cifar", "randaugment", "mixup", "cutmix")
+# The presets that move masks and boxes with their image (segmentation and detection).
+MASK_AND_BOX_PRESETS = ("none", "flip", "basic")
 
 
 @keras.saving.register_keras_serializable(package="kerasrecipes")
@@ -12,6 +18,7 @@ class Augmentation(keras.layers.Layer):
     """A training-time augmentation preset; every image of a batch is augmented on its own.
 
     - `"none"`: nothing.
+    - `"flip"`: a horizontal flip.
     - `"basic"`: Inception-style random resized crop of 25% to 100% of the
       area, aspect ratio 3/4 to 4/3, resized back to `image_size`
       (`RandomResizedCrop`), and a horizontal flip. The milder area range
@@ -44,10 +51,11 @@ class Augmentation(keras.layers.Layer):
     layer never sees labels, wrap the model in `AugmentedModel`.
 
     Args:
-        preset: one of `"none"`, `"basic"`, `"cifar"`, `"randaugment"`,
+        preset: one of `"none"`, `"flip"`, `"basic"`, `"cifar"`, `"randaugment"`,
             `"mixup"`, `"cutmix"`. Defaults to `"basic"`.
         image_size: `(height, width)` of the images; the output has the same
-            size. Required by every preset but `"none"`. Defaults to None.
+            size. Required by every preset that crops (all but `"none"` and
+            `"flip"`). Defaults to None.
         seed: int or None; seeds every random layer. Defaults to None.
         value_range: the range of pixel values, for RandAugment's colour
             operations. Defaults to `(0, 255)`.
@@ -67,7 +75,7 @@ class Augmentation(keras.layers.Layer):
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise ValueError(f"Unknown augmentation preset {preset!r}. Choose one of {PRESETS}.")
-        if preset != "none":  # every other preset crops and resizes back to the image size
+        if preset not in ("none", "flip"):  # the others crop and resize back to the image size
             if image_size is None:
                 raise ValueError(
                     f"Augmentation preset {preset!r} crops and resizes back, so it needs "
@@ -94,6 +102,8 @@ class Augmentation(keras.layers.Layer):
         if self.preset == "none":
             return []
         flip = keras.layers.RandomFlip("horizontal", seed=self._layer_seed(1))
+        if self.preset == "flip":
+            return [flip]
         if self.preset == "cifar":
             return [RandomPaddedCrop(padding=4, seed=self._layer_seed(0)), flip]
         smallest_area = 0.08 if self.preset == "randaugment" else 0.25

@@ -20,12 +20,10 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 
+from kerasrecipes.cards import DEMO_IMAGE_SIZE, DEMO_MODEL, model_card
 from kerasrecipes.precision import auto_precision
-from kerasrecipes.registry import model_card
 from kerasrecipes.tasks import get_task, task_names
 
-DEMO_MODEL = "baseline_cnn"
-DEMO_IMAGE_SIZE = 32
 # A phase's learning rate "auto": the LR range test runs before the phase and picks it.
 AUTO_LR = "auto"
 

@@ -16,12 +16,12 @@ import time
 import warnings
 
 from kerasrecipes.backbones import load_backbone
+from kerasrecipes.cards import model_card
 from kerasrecipes.data.verify import default_cache_dir
 from kerasrecipes.finetune import report as reports
 from kerasrecipes.finetune.config import FineTuneConfig, resolve_config
 from kerasrecipes.finetune.run_folder import default_out_dir, is_inside
 from kerasrecipes.finetune.training import FINISHED_EARLIER, fine_tune
-from kerasrecipes.registry import model_card
 from kerasrecipes.tasks import get_task
 
 DEMO_OUT = os.path.join("runs", "demo")

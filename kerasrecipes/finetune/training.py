@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import time
 import warnings
 
@@ -34,7 +33,13 @@ import tensorflow as tf
 
 from kerasrecipes import _compat, distribute
 from kerasrecipes.backbones import LoadedBackbone
-from kerasrecipes.callbacks import AtomicBackupAndRestore, LRFinder, PreciseBN, mark_phase
+from kerasrecipes.callbacks import (
+    AtomicBackupAndRestore,
+    LRFinder,
+    PreciseBN,
+    learning_rate_logs,
+    mark_phase,
+)
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.finetune import report as reports
@@ -49,7 +54,7 @@ from kerasrecipes.finetune.config import (
 )
 from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint, write_json
 from kerasrecipes.layers.normalization import set_bn_momentum
-from kerasrecipes.optimizers import exclude_from_decay, with_lr_multipliers
+from kerasrecipes.optimizers import exclude_from_decay, with_group_rates
 from kerasrecipes.precision import (
     auto_precision,
     dtype_policy,
@@ -299,9 +304,7 @@ class _Run:
         _compat.reset_initial_epoch(model)
         steps = _steps(self.train_ds, phase.epochs)
         with self.strategy.scope():
-            optimizer, self.group_multipliers = _phase_optimizer(
-                model, phase, config, self.rate_scale, steps
-            )
+            optimizer = _phase_optimizer(model, phase, config, self.rate_scale, steps)
             model.compile(
                 optimizer=optimizer,
                 loss=self.loss,
@@ -343,7 +346,7 @@ class _Run:
         model = self.model
         probe = dataclasses.replace(phase, learning_rate=1.0, schedule="constant", warmup=0.0)
         with self.strategy.scope():
-            optimizer, _ = _phase_optimizer(model, probe, self.config, self.rate_scale, None)
+            optimizer = _phase_optimizer(model, probe, self.config, self.rate_scale, None)
             model.compile(
                 optimizer=optimizer,
                 loss=self.loss,
@@ -470,12 +473,9 @@ class _Recorder(keras.callbacks.Callback):
         self.run, self.phase = run, phase
 
     def on_epoch_end(self, epoch, logs=None):
-        rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         row = {"epoch": int(epoch), "phase": self.phase.name}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
-        row["learning_rate"] = rate
-        for group, multiplier in self.run.group_multipliers.items():
-            row[f"lr/{group}"] = rate * multiplier
+        row.update(learning_rate_logs(self.model.optimizer))
         folder = self.run.folder
         if folder:
             folder.record_epoch(epoch, row)
@@ -527,7 +527,7 @@ def _num_classes(num_classes, info, train_ds, task):
 
 def _phase_optimizer(model, phase, config, rate_scale, steps):
     """The optimizer of one phase (AdamW, or SGD with momentum; decoupled weight decay either
-    way) and the multiplier of each parameter group (`kr.param_groups`).
+    way), with a rate for each parameter group (`kr.param_groups`).
 
     The head trains at the phase's rate; the backbone at `backbone_lr_mult`
     of it, and with `layer_decay` each block below the top one `layer_decay`
@@ -565,14 +565,14 @@ def _phase_optimizer(model, phase, config, rate_scale, steps):
             multipliers[group.name] = phase.backbone_lr_mult * phase.layer_decay**depth
     elif below_head:
         multipliers["backbone"] = phase.backbone_lr_mult
-    patterns = {}
+    rates = {}
     for group in groups:
         key = group.name if group.is_head or phase.layer_decay else "backbone"
-        if group.paths and key in multipliers:
-            alternatives = "|".join(re.escape(path) for path in group.paths)
-            patterns[f"(?:{alternatives})$"] = multipliers[key]
-    optimizer = with_lr_multipliers(base, patterns, model=model)
-    return exclude_from_decay(optimizer, model), multipliers
+        if key in multipliers:
+            variables, _ = rates.get(key, ([], None))
+            rates[key] = (variables + group.variables, multipliers[key])
+    optimizer = with_group_rates(base, rates, model)
+    return exclude_from_decay(optimizer, model)
 
 
 def _steps(dataset, epochs):

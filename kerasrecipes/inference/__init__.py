@@ -5,7 +5,6 @@ from kerasrecipes.inference.classifier import (
     ImageClassifier,
     Prediction,
     Predictions,
-    load_classifier,
 )
 from kerasrecipes.inference.detector import (
     AnchorBoxDecoder,
@@ -16,7 +15,7 @@ from kerasrecipes.inference.detector import (
 )
 from kerasrecipes.inference.evaluation import Evaluation, evaluate
 from kerasrecipes.inference.exporting import ExportError, ExportResult, export
-from kerasrecipes.inference.loading import load_model
+from kerasrecipes.inference.loading import load_classifier, load_model
 from kerasrecipes.inference.segmenter import ImageSegmenter, MaskPrediction, MaskPredictions
 from kerasrecipes.inference.tta import TTA_VIEWS, tta_views
 

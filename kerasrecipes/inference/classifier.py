@@ -232,33 +232,6 @@ class Predictions:
         return rows
 
 
-def load_classifier(path):
-    """Loads a classifier from a `.keras` file or a run folder (its `model.keras`).
-
-    A file saved as an `ImageClassifier` needs nothing else. A plain Keras
-    classifier (an earlier run's `model.keras`, any model with a softmax
-    output) is wrapped, with the class names of the run folder's
-    `report.json` when there is one. A segmentation or detection run's
-    model is an error that says to use `kr.load_model`.
-
-    Args:
-        path: a run folder of `kerasrecipes finetune` / `kr.fine_tune(out_dir=)`,
-            or a `.keras` file.
-
-    Returns:
-        an `ImageClassifier`.
-    """
-    from kerasrecipes.inference.loading import load_model  # it imports this module
-
-    model = load_model(path)
-    if not isinstance(model, ImageClassifier):
-        raise ValueError(
-            f"{path} is not a classifier: it holds a kr.{type(model).__name__}. Load it with "
-            "kr.load_model(...), which returns whichever model a run holds."
-        )
-    return model
-
-
 def report_value(folder, *keys):
     """`report.json`'s value at `keys` in `folder`, or None without a report or that key."""
     path = os.path.join(folder, "report.json")

@@ -1,4 +1,4 @@
-"""`load_model`: whatever a run folder holds, as the product of its task.
+"""`load_model`: whatever a run folder holds, as the product of its task; `load_classifier`.
 
 A run's `model.keras` is a `kr.ImageClassifier`, a `kr.ImageSegmenter` or a
 `kr.ObjectDetector`, each carrying its class names and input size. Earlier
@@ -55,3 +55,28 @@ def model_file(path):
     if not file.endswith(".keras"):
         raise ValueError(f"{file} is not a .keras file; give a run folder or a .keras file.")
     return file
+
+
+def load_classifier(path):
+    """Loads a classifier from a `.keras` file or a run folder (its `model.keras`).
+
+    A file saved as an `ImageClassifier` needs nothing else. A plain Keras
+    classifier (an earlier run's `model.keras`, any model with a softmax
+    output) is wrapped, with the class names of the run folder's
+    `report.json` when there is one. A segmentation or detection run's
+    model is an error that says to use `kr.load_model`.
+
+    Args:
+        path: a run folder of `kerasrecipes finetune` / `kr.fine_tune(out_dir=)`,
+            or a `.keras` file.
+
+    Returns:
+        an `ImageClassifier`.
+    """
+    model = load_model(path)
+    if not isinstance(model, ImageClassifier):
+        raise ValueError(
+            f"{path} is not a classifier: it holds a kr.{type(model).__name__}. Load it with "
+            "kr.load_model(...), which returns whichever model a run holds."
+        )
+    return model

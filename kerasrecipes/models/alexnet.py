@@ -21,8 +21,8 @@ and every input below 223x223 needs such an enlargement.
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, register_model, stage_blocks
 from kerasrecipes.models.common import check_common_args, conv_relu, finish_model, model_inputs
-from kerasrecipes.registry import FeatureTap, register_model, stage_blocks
 
 PAPER = "Krizhevsky et al. 2012, ImageNet Classification with Deep Convolutional Neural Networks"
 # (filters, kernel size, stride) of the convolutions of each stage; each stage ends in a max pool.

@@ -9,9 +9,9 @@ depth and skip connections add.
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, register_model, stage_blocks
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
-from kerasrecipes.registry import FeatureTap, register_model, stage_blocks
 
 BASELINE_STAGES = (
     {"filters": 32, "convs": 3},

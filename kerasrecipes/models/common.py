@@ -18,7 +18,7 @@ import keras
 
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
-from kerasrecipes.registry import HEAD_PREFIX
+from kerasrecipes.model_parts import HEAD_PREFIX, record_head
 from kerasrecipes.weights import load_model_weights
 
 POOLINGS = (None, "avg", "max")
@@ -206,6 +206,7 @@ def finish_model(
     dropout,
     classifier_activation,
     keras_twin=None,
+    head_from=None,
     **head_options,
 ):
     """Adds the head to the backbone output `x`, makes the `keras.Model` and loads `weights`.
@@ -213,7 +214,10 @@ def finish_model(
     The closing steps of every builder. `keras_twin` is the keras.applications
     network with the same variables, for `weights="imagenet"`: its name in
     `keras.applications` (e.g. "ResNet50"), a function that builds it, or None.
-    `head_options` go to `classification_head` (`pooled_norm`, `flatten`, ...).
+    `head_from` is where the head starts when the builder began it before
+    `x` (ViT's class-token pooling); by default `x`. The model records its
+    head (`kr.model_parts.record_head`). `head_options` go to
+    `classification_head` (`pooled_norm`, `flatten`, ...).
     """
     outputs = classification_head(
         x,
@@ -224,7 +228,11 @@ def finish_model(
         classifier_activation=classifier_activation,
         **head_options,
     )
-    model = keras.Model(inputs, outputs, name=name)
+    model = record_head(
+        keras.Model(inputs, outputs, name=name),
+        x if head_from is None else head_from,
+        backbone_layers=[head_options["pooled_norm"]] if head_options.get("pooled_norm") else [],
+    )
     if isinstance(keras_twin, str):
         keras_twin = getattr(keras.applications, keras_twin)
     return load_model_weights(

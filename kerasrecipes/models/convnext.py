@@ -14,10 +14,10 @@ itself (`stem_normalize`).
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers import ConvNeXtBlock, drop_path_schedule
 from kerasrecipes.layers.convnext import CONVNEXT_INITIALIZER
 from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
 # Sec. 3 of the paper: blocks per stage and channels per stage.

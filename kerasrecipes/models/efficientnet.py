@@ -21,11 +21,11 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
+from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers import MBConv, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.models.common import check_common_args, finish_model
-from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs"
 # Table 1 of the paper (EfficientNet-B0), one row per stage: repeats,

@@ -17,6 +17,7 @@ it only helps training from scratch and has no pretrained weights there.
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers.inception import (
     INCEPTION_BN_EPSILON,
     InceptionModule,
@@ -28,7 +29,6 @@ from kerasrecipes.layers.inception import (
 )
 from kerasrecipes.layers.normalization import BN_MOMENTUM, BatchNormalization
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
-from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Szegedy et al. 2016, Rethinking the Inception Architecture for Computer Vision"
 # The stem: (filters, kernel size, stride, padding) per convolution; "pool" is a 3x3/2 max pool.

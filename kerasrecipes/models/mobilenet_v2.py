@@ -15,11 +15,11 @@ import functools
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers import InvertedResidual, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
-from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
 # Table 2 of the paper, one row per stage: expansion t, output channels c,

@@ -15,17 +15,17 @@ ImageNet mean subtracted, "caffe" style), which the model applies itself
 
 import keras
 
-from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
-from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.layers.residual import resolve_shortcut
-from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
-from kerasrecipes.registry import (
+from kerasrecipes.cards import (
     FeatureTap,
     PretrainedWeights,
     model_card,
     register_model,
     stage_blocks,
 )
+from kerasrecipes.layers import BasicBlock, BottleneckBlock, drop_path_schedule
+from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.layers.residual import resolve_shortcut
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": BottleneckBlock}
 

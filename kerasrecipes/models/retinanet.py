@@ -6,15 +6,17 @@ the backbone's stride-8/16/32 maps (C3-C5) plus P6/P7, two prediction heads
 shared across levels (box deltas, class logits per anchor), anchors of 3
 scales x 3 ratios per level, the focal loss, and non-max suppression.
 
-Why not `keras_hub.models.RetinaNetObjectDetector` itself: its layers are
-named for its own backbones, so `kr.fine_tune` could not tell its new
-layers (`head_*` here) from the pre-trained encoder to freeze the one and
-train the other at the phases' rates. So this model wires keras-hub's own
-parts (`FeaturePyramid`, `PredictionHead`, `AnchorGenerator`,
-`RetinaNetLabelEncoder`, `NonMaxSuppression`) and mirrors its
-`compute_loss`; only the graph is ours. One difference: the focal-loss
-prior (bias -log((1 - 0.01) / 0.01), the paper's Sec. 4.1) goes on the
-class head, where the paper puts it (keras-hub 0.32 sets it on the box head).
+Why not `keras_hub.models.RetinaNetObjectDetector` itself: not for its
+layer names any more (the model records its head, `kr.model_parts`), but
+for its graph. keras-hub 0.32 sets the focal-loss prior (bias
+-log((1 - 0.01) / 0.01), the paper's Sec. 4.1) on the box head, where the
+paper puts it on the class head; its heads have no GroupNorm; and it takes
+only keras-hub backbones, where this one aligns any zoo CNN's maps to the
+anchors. So this model wires keras-hub's own parts (`FeaturePyramid`,
+`PredictionHead`, `AnchorGenerator`, `RetinaNetLabelEncoder`,
+`NonMaxSuppression`) and mirrors its `compute_loss`; only the graph is
+ours. Three of those parts are not in keras-hub's public API, so they come
+through `kerasrecipes._compat`.
 """
 
 import math
@@ -23,9 +25,10 @@ import keras
 from keras import ops
 
 from kerasrecipes import _compat
-from kerasrecipes.features import pyramid_encoder
+from kerasrecipes.cards import register_head
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
-from kerasrecipes.registry import HEAD_PREFIX, register_head
+from kerasrecipes.model_parts import HEAD_PREFIX, record_head
+from kerasrecipes.models.encoders import pyramid_encoder
 
 # Boxes are [x_min, y_min, x_max, y_max] in pixels throughout, as in COCO after conversion.
 BOX_FORMAT = "xyxy"
@@ -131,6 +134,7 @@ class RetinaNet(keras.Model):
             )(logits),
         }
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        record_head(self, maps)
         self.encoder = encoder
         self.encoder_strides = tuple(encoder_strides)
         self.num_classes = num_classes

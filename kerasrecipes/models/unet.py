@@ -13,9 +13,10 @@ at its lower rate, as it does a classifier.
 
 import keras
 
-from kerasrecipes.features import pyramid_encoder
+from kerasrecipes.cards import register_head
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.registry import HEAD_PREFIX, register_head
+from kerasrecipes.model_parts import HEAD_PREFIX, record_head
+from kerasrecipes.models.encoders import pyramid_encoder
 
 # Filters of the decoder stages, coarsest first (segmentation_models' decoder_channels).
 DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -111,4 +112,5 @@ def unet(
     # The probabilities in float32 under mixed precision, as the classifier's.
     activation = "sigmoid" if num_classes == 1 else "softmax"
     outputs = keras.layers.Activation(activation, dtype="float32", name=f"{HEAD_PREFIX}masks")(x)
-    return keras.Model(inputs, outputs, name=name or f"unet_{encoder.model.name}")
+    model = keras.Model(inputs, outputs, name=name or f"unet_{encoder.model.name}")
+    return record_head(model, maps)

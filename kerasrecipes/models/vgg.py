@@ -15,8 +15,8 @@ ImageNet mean subtracted, 0-255 scale).
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.models.common import check_common_args, conv_relu, finish_model, model_inputs
-from kerasrecipes.registry import FeatureTap, PretrainedWeights, register_model, stage_blocks
 
 PAPER = (
     "Simonyan & Zisserman 2015, Very Deep Convolutional Networks for Large-Scale Image Recognition"

@@ -14,6 +14,7 @@ keras.applications twin, so no ImageNet weights.
 
 import keras
 
+from kerasrecipes.cards import FeatureTap, register_model, stage_blocks
 from kerasrecipes.layers import drop_path_schedule
 from kerasrecipes.layers.vit import (
     VIT_INITIALIZER,
@@ -22,8 +23,8 @@ from kerasrecipes.layers.vit import (
     PatchTokensToGrid,
     TransformerEncoderBlock,
 )
+from kerasrecipes.model_parts import HEAD_PREFIX
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
-from kerasrecipes.registry import HEAD_PREFIX, FeatureTap, register_model, stage_blocks
 
 PAPER = "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words"
 # Token width, encoder blocks, attention heads, MLP width.
@@ -154,6 +155,7 @@ def vit(
     x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="post_norm")(x)
 
     representation = pooling or ("token" if include_top else None)
+    tokens = x
     if representation == "token":
         x = ClassTokenPooling(name=f"{HEAD_PREFIX}pool")(x)
     else:
@@ -169,6 +171,7 @@ def vit(
         dropout=dropout,
         classifier_activation=classifier_activation,
         dense_initializer=VIT_INITIALIZER,
+        head_from=tokens if representation == "token" else None,
     )
 
 

@@ -23,6 +23,7 @@ from kerasrecipes.optimizers.multipliers import (
     LRMultiplierOptimizer,
     layer_decay_multipliers,
     resolve_multipliers,
+    with_group_rates,
     with_lr_multipliers,
 )
 from kerasrecipes.optimizers.paths import variable_paths
@@ -38,5 +39,6 @@ __all__ = [
     "resolve_multipliers",
     "variable_paths",
     "warn_if_double_decay",
+    "with_group_rates",
     "with_lr_multipliers",
 ]

@@ -111,7 +111,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
     optimizer variables does not depend on what is frozen.
     """
 
-    def __init__(self, inner_optimizer, multipliers, default=1.0, name=None, **kwargs):
+    def __init__(self, inner_optimizer, multipliers, default=1.0, name=None, labels=None, **kwargs):
         if kwargs:
             raise ValueError(
                 f"LRMultiplierOptimizer takes no arguments {sorted(kwargs)}; set "
@@ -131,6 +131,8 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         self.inner_optimizer = inner_optimizer
         self.multipliers = {str(k): float(v) for k, v in dict(multipliers).items()}
         self.default = float(default)
+        # pattern -> the group's name, for patterns made from named groups (`with_group_rates`)
+        self.labels = {str(k): str(v) for k, v in dict(labels or {}).items()}
         resolve_multipliers(self.multipliers, [], self.default, strict=False)  # validates
         self._strict = True
         self._model_ref = None
@@ -344,8 +346,14 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
         """`{pattern: effective rate now}` for each pattern and "default", read from the variables.
 
         A group's rate is the base rate times the multiplier its first
-        variable has now (after any `set_multiplier`).
+        variable has now (after any `set_multiplier`). A named group
+        (`with_group_rates`) is keyed by its name instead of its pattern.
         """
+        return {
+            self.labels.get(group, group): rate for group, rate in self._pattern_rates().items()
+        }
+
+    def _pattern_rates(self):
         base = float(ops.convert_to_numpy(self.learning_rate))
         if not self.built:
             groups = dict(self.multipliers, default=self.default)
@@ -410,6 +418,7 @@ class LRMultiplierOptimizer(keras.optimizers.Optimizer):
             "inner_optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
             "multipliers": dict(self.multipliers),
             "default": self.default,
+            "labels": dict(self.labels),
         }
 
     @classmethod
@@ -437,7 +446,8 @@ def with_lr_multipliers(optimizer, multipliers, model=None, default=1.0):
             with a float learning rate or any schedule.
         multipliers: dict of pattern -> multiplier, e.g.
             `{"head": 10.0, "stage4": 0.5, "stage[1-3]": 0.1}` or the output of
-            `layer_decay_multipliers`. The matching rule is below.
+            `layer_decay_multipliers`. The matching rule is below; to name the
+            variables themselves, use `with_group_rates`.
         model: optional; when given, patterns may name nested models, are
             checked now, and the optimizer is built on every variable that can
             train, frozen ones included (needed by `UnfreezeBackbone`).
@@ -477,6 +487,40 @@ def with_lr_multipliers(optimizer, multipliers, model=None, default=1.0):
     if model is not None:
         wrapped.bind(model)
     return wrapped
+
+
+def with_group_rates(optimizer, groups, model):
+    """Per-group learning rates, the groups given as variables: `{name: (variables, multiplier)}`.
+
+    What `kr.fine_tune` uses with `kr.param_groups`: no pattern to write, and
+    the rates are logged under the groups' names (`LogLearningRates`). The
+    optimizer saves each group as the exact paths of its variables in `model`
+    (a pattern, as `with_lr_multipliers` takes), so it round-trips through a
+    `.keras` file as any other.
+
+    Args:
+        optimizer: any `keras.optimizers.Optimizer`.
+        groups: dict of group name -> `(variables, multiplier)`; an empty group is skipped.
+        model: the model that holds the variables.
+
+    Returns:
+        an `LRMultiplierOptimizer` bound to `model`.
+    """
+    path_of = {id(variable): path for path, variable in variable_paths(model)}
+    patterns, labels = {}, {}
+    for name, (variables, multiplier) in groups.items():
+        missing = [variable.path for variable in variables if id(variable) not in path_of]
+        if missing:
+            raise ValueError(
+                f"with_group_rates: group {name!r} holds {missing[:3]}, which are not variables "
+                f"of model {model.name!r}."
+            )
+        if variables:
+            alternatives = "|".join(re.escape(path_of[id(v)]) for v in variables)
+            pattern = f"(?:{alternatives})$"
+            patterns[pattern], labels[pattern] = multiplier, name
+    wrapped = LRMultiplierOptimizer(optimizer, patterns, labels=labels)
+    return wrapped.bind(model)
 
 
 def layer_decay_multipliers(model, rate=0.75, block_pattern=None):

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kerasrecipes import plots
 from kerasrecipes._compat import sublayers
+from kerasrecipes.cards import find_card, list_models, model_card
 from kerasrecipes.data.augment import PRESETS, augment
 from kerasrecipes.data.demo import make_demo_dataset
 from kerasrecipes.data.folder import image_folder
@@ -22,8 +23,8 @@ from kerasrecipes.data.imbalance import class_weights, oversample
 from kerasrecipes.inference.classifier import ImageClassifier
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
+from kerasrecipes.model_parts import HEAD_PREFIX, record_head
 from kerasrecipes.models.common import classification_head
-from kerasrecipes.registry import HEAD_PREFIX, find_card, list_models, model_card
 from kerasrecipes.tasks.base import Task, TaskDefaults, register_task
 
 MIXING_PRESETS = ("mixup", "cutmix")
@@ -146,7 +147,8 @@ def classifier(backbone, num_classes, preprocessing=None, pooling="avg", dropout
         classifier_activation="softmax",
         dense_dtype="float32",
     )
-    return keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
+    model = keras.Model(inputs, outputs, name=f"{backbone.name}_finetuned")
+    return record_head(model, x)
 
 
 def save_inference_model(model, path, class_names=None, source=None):

@@ -13,10 +13,11 @@ import os
 import keras
 import tensorflow as tf
 
+from kerasrecipes.data.augment import MASK_AND_BOX_PRESETS
 from kerasrecipes.data.demo import make_demo_dataset
 
-# The augmentation presets of the dense tasks.
-DENSE_AUGMENT = ("flip", "basic")
+# The augmentation presets of the dense tasks (`kr.data.augment.PRESETS` names the vocabulary).
+DENSE_AUGMENT = MASK_AND_BOX_PRESETS
 # The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
 # pre-trained at 32 px, is rebuilt at it under the U-Net or RetinaNet.
 DEMO_SCENE_SIZE = 96
@@ -41,7 +42,11 @@ def demo_scenes(cache_dir, task):
 def augmentation(preset, seed=None, boxes=False):
     """Keras' preprocessing layers for `preset`, applied to an image batch and its masks or
     boxes alike: "flip", a random horizontal flip; "basic", the flip, then a shift of up to
-    10% and a zoom of up to 20% either way. `boxes=True`: boxes in "xyxy" pixels."""
+    10% and a zoom of up to 20% either way (the crop-and-scale of `kr.data.augmentation`'s
+    "basic", drawn by the layers that move masks and boxes). `boxes=True`: boxes in "xyxy"
+    pixels."""
+    if preset == "none":
+        return []
     box_format = {"bounding_box_format": "xyxy"} if boxes else {}
     layers = [keras.layers.RandomFlip("horizontal", seed=seed, **box_format)]
     if preset == "basic":
@@ -81,7 +86,7 @@ def training_data(train_ds, val_ds, config):
     """`Task.training_data` of a dense task: the training data augmented with its masks or
     boxes; PreciseBN reads it unaugmented; no class weights."""
     population_ds = train_ds
-    if config.augment is not None:
+    if config.augment not in (None, "none"):
         train_ds = augment(train_ds, config.augment, seed=config.seed)
     return train_ds, val_ds, population_ds, None
 
