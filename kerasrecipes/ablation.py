@@ -19,6 +19,7 @@ its last epoch.
 import dataclasses
 import json
 import os
+import re
 import statistics
 
 import numpy as np
@@ -233,6 +234,8 @@ def ablate(
     changes = dict(changes if changes is not None else DEMO_CHANGES)
     _check_changes(changes)
     seeds = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seeds:
+        raise ValueError("ablate: seeds must be at least 1 (or a non-empty list of seeds).")
     index, count = shard
     if data is None:
         data = _demo_folder()
@@ -317,6 +320,12 @@ def _check_changes(changes):
         raise ValueError("ablate: changes is empty; give at least one bucket's change.")
     fields = {f.name for f in dataclasses.fields(FineTuneConfig)}
     for bucket, overrides in changes.items():
+        # The bucket names its cells' folders under out_dir: nothing that leaves it.
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", str(bucket)):
+            raise ValueError(
+                f"ablate: bucket name {bucket!r} names the cells' folders; use letters, digits, "
+                "'_', '-' and '.' only (no '/', no leading '.')."
+            )
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(

@@ -21,6 +21,7 @@ lines). `--help` and `models` do not import TensorFlow.
 import argparse
 import dataclasses
 import importlib
+import re
 import sys
 import warnings
 
@@ -60,7 +61,10 @@ def build_parser():
     predict.add_argument("model", metavar="RUN_OR_MODEL", help="a run folder or a .keras file")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     predict.add_argument(
-        "--top-k", type=int, default=1, help="classes per image, for a classifier (default: 1)"
+        "--top-k",
+        type=_positive_int("--top-k"),
+        default=1,
+        help="classes per image, for a classifier (default: 1)",
     )
     predict.add_argument(
         "--confidence-threshold",
@@ -72,6 +76,9 @@ def build_parser():
         "--output",
         help="write the predictions to this .csv or .json file (classes; boxes: a CSV, or COCO "
         "results in JSON) or, for masks, a new folder of PNGs and overlays (else print them)",
+    )
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
     )
     _add_inference_options(predict)
 
@@ -133,7 +140,9 @@ def build_parser():
         help="a bucket's change, e.g. regularization:weight_decay=5e-4 (repeatable; a bucket may "
         "change several fields); replaces the demo study's changes",
     )
-    ablate.add_argument("--seeds", type=int, default=3, help="seeds per variant (default: 3)")
+    ablate.add_argument(
+        "--seeds", type=_positive_int("--seeds"), default=3, help="seeds per variant (default: 3)"
+    )
     ablate.add_argument("--out", default="runs/ablation", help="default: runs/ablation")
     ablate.add_argument(
         "--shard", default="0/1", metavar="I/N", help="run only every N-th run from the I-th"
@@ -153,7 +162,12 @@ def _add_inference_options(parser):
     parser.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average flips and crops"
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int("--batch-size"),
+        default=32,
+        help="images per batch (default: 32)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -188,9 +202,36 @@ def add_config_options(parser):
         )
 
 
+def _positive_int(flag):
+    def positive(value):
+        if not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer of 1 or more; got {value!r}")
+        return int(value)
+
+    positive.__name__ = "int"
+    return positive
+
+
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
 def _converter(field):
     """Parses an option's text into the field's type; "none" gives None for an optional number
-    (a text field keeps "none": `--weights none` means random initialization)."""
+    (a text field keeps "none": `--weights none` means random initialization). A true/false
+    field takes only true/false words: any other text is an error, never true."""
+    if field.type is bool or str(field.type) in ("bool", "bool | None"):
+
+        def boolean(value):
+            if value.lower() in TRUE_WORDS:
+                return True
+            if value.lower() in FALSE_WORDS:
+                return False
+            raise argparse.ArgumentTypeError(
+                f"{field.name} is true or false ({'/'.join(TRUE_WORDS)} or "
+                f"{'/'.join(FALSE_WORDS)}); got {value!r}"
+            )
+
+        return boolean
     kinds = {int: int, float: float, str: str}
     text = str(field.type)
     base = next((kind for name, kind in (("int", int), ("float", float)) if name in text), str)
@@ -265,9 +306,10 @@ def _ablation_grid(args):
     changes = {}
     for text in args.change:
         bucket, separator, assignment = text.partition(":")
-        if not separator or not bucket:
+        if not separator or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", bucket):
             raise ValueError(
-                f"--change {text!r}: write BUCKET:FIELD=VALUE, e.g. data:augment=basic"
+                f"--change {text!r}: write BUCKET:FIELD=VALUE, e.g. data:augment=basic; the "
+                "bucket names the cell's folder, so letters, digits, '_', '-' and '.' only"
             )
         changes.setdefault(bucket, {}).update(_field_values([assignment], "--change"))
     index, separator, count = args.shard.partition("/")
@@ -313,11 +355,14 @@ def _field_values(assignments, option):
                 f"weight_decay=5e-4. The fields: {', '.join(sorted(fields))}."
             )
         field = fields[name]
-        values[name] = (
-            None
-            if value.lower() == "none" and field.default is None
-            else (_converter(field)(value))
-        )
+        try:
+            values[name] = (
+                None
+                if value.lower() == "none" and field.default is None
+                else (_converter(field)(value))
+            )
+        except argparse.ArgumentTypeError as error:
+            raise ValueError(f"{option} {text!r}: {error}") from None
     return values
 
 

@@ -4,6 +4,8 @@ import os
 
 import numpy as np
 
+from kerasrecipes.files import replaced_atomically
+
 
 def save_figure(figure, path, dpi=100):
     """Saves a matplotlib figure to `path` through a temporary file, so a kill never leaves half a
@@ -11,10 +13,9 @@ def save_figure(figure, path, dpi=100):
     import matplotlib.pyplot as plt
 
     path = os.fspath(path)
-    writing = f"{path}.writing.png"
     try:
-        figure.savefig(writing, dpi=dpi)
-        os.replace(writing, path)
+        with replaced_atomically(path, ".png") as writing:
+            figure.savefig(writing, dpi=dpi)
     finally:
         plt.close(figure)
     return path

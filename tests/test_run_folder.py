@@ -310,3 +310,68 @@ def test_run_folder_never_adopts_a_folder_of_other_files(tmp_path):
     with RunFolder(folder) as run, pytest.raises(RunFolderError, match="other than a kerasrecipes"):
         run.open({"config": {}, "data": {}})
     assert (folder / "report.json").read_text() == "{}"
+
+
+class _Killed(BaseException):
+    """Stands in for a kill: nothing after it runs (a BaseException, as KeyboardInterrupt)."""
+
+
+def _kill_when(monkeypatch, moment):
+    """Raise `_Killed` at one step of finishing a run."""
+    from kerasrecipes.finetune import report, training
+
+    if moment == "before saving":
+        monkeypatch.setattr(training.reports, "save_run", _raise)
+    elif moment == "after the model, before the report":
+        writer = report.write_json
+
+        def write_json(path, value):
+            if str(path).endswith("report.json"):
+                raise _Killed
+            writer(path, value)
+
+        monkeypatch.setattr(report, "write_json", write_json)
+    elif moment == "after the report, before the state":
+        monkeypatch.setattr(RunFolder, "finish", _raise)
+
+
+def _raise(*args, **kwargs):
+    raise _Killed
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["before saving", "after the model, before the report", "after the report, before the state"],
+)
+def test_a_kill_at_any_step_of_finishing_is_completed_by_the_rerun(tmp_path, monkeypatch, moment):
+    data = toy_data()
+    out = tmp_path / "run"
+    with monkeypatch.context() as patches:
+        _kill_when(patches, moment)
+        with pytest.raises(_Killed):
+            kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    assert RunFolder(out).read_json("state.json")["status"] == "running"
+    model, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    assert history.timings == {}  # nothing trained again: the phases were recorded
+    report = json.loads((out / "report.json").read_text())
+    state = RunFolder(out).read_json("state.json")
+    assert report["status"] == state["status"] == "finished"
+    assert history.epoch == sorted(map(int, state["rows"]))
+    assert report["phases"]["finetune"]["epochs"] == 3
+    assert (out / "model.keras").exists() and "model.keras" in report["files"]
+    images = next(iter(data))[0]
+    saved = kr.load_model(out)
+    np.testing.assert_allclose(saved.network(images), model(images), rtol=1e-5, atol=1e-6)
+
+
+def test_a_run_the_old_order_left_finished_without_a_report_is_completed(tmp_path):
+    """Runs saved before the fix wrote the state first: finished, and no report or model."""
+    data = toy_data()
+    out = tmp_path / "run"
+    kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    (out / "report.json").unlink()
+    (out / "model.keras").unlink()
+    _, history = kr.fine_tune(tiny_backbone(), data, data, out_dir=out, verbose=0, **RUN)
+    assert not history.finished_earlier and history.timings == {}
+    assert json.loads((out / "report.json").read_text())["status"] == "finished"
+    assert (out / "model.keras").exists()

@@ -19,5 +19,6 @@ def run(args):
     print(
         f"Exported {args.format} to {result.path}; on {result.check_images} images its output "
         f"differs from the Keras model's by at most {result.max_abs_difference:.2e} "
-        f"({result.relative_difference:.2e} relative)"
+        f"({result.relative_difference:.2e} relative). The class names and the input it "
+        f"takes are in {os.path.join(out, 'export.json')}"
     )

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from kerasrecipes.files import csv_text, write_atomically, write_json
+from kerasrecipes.files import check_writable, csv_text, printable, write_atomically, write_json
 from kerasrecipes.finetune import pipeline
 from kerasrecipes.inference import load_model
 
@@ -33,7 +33,7 @@ def run(args):
     with pipeline.quiet_scan_log():
         skipped = writers[kind](model, args)
     for path, reason in skipped[:10]:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {printable(path)}: {printable(reason)}")
     if len(skipped) > 10:
         print(
             f"  ... and {len(skipped) - 10} more skipped" + (" (in --output)" * bool(args.output))
@@ -50,13 +50,18 @@ def _each_path(model, args, **options):
         yield predictions, path if folder else os.path.dirname(os.path.abspath(path))
 
 
-def _check_output_file(output):
-    if output and os.path.splitext(output)[1] not in (".csv", ".json"):
-        raise ValueError(f"--output {output}: give a .csv or .json file name.")
+def _check_output_file(args):
+    """The --output file, checked before any prediction: a .csv or .json name that can be
+    written and is not an existing file (unless --overwrite)."""
+    if not args.output:
+        return
+    if os.path.splitext(args.output)[1] not in (".csv", ".json"):
+        raise ValueError(f"--output {args.output}: give a .csv or .json file name.")
+    check_writable(args.output, overwrite=args.overwrite)
 
 
 def _predict_classes(classifier, args):
-    _check_output_file(args.output)
+    _check_output_file(args)
     rows, read = [], 0
     for predictions, _ in _each_path(classifier, args, top_k=args.top_k, tta=args.tta):
         rows += predictions.rows()
@@ -69,19 +74,20 @@ def _predict_classes(classifier, args):
             write_json(args.output, written)
         else:
             write_atomically(args.output, csv_text(written))
+        # Printed below: the counts per class name, which may hold control characters.
         counts = {name: 0 for name in classifier.class_names}
         for row in predicted:
             counts[row["label"]] += 1
-        shown = ", ".join(f"{name} {count}" for name, count in counts.items())
+        shown = ", ".join(f"{printable(name)} {count}" for name, count in counts.items())
         print(f"{read} images classified ({shown}); written to {args.output}")
     else:
         for row in predicted:
             top = "  ".join(
-                f"{row[f'top{rank}_label']} {row[f'top{rank}_probability']:.3f}"
+                f"{printable(row[f'top{rank}_label'])} {row[f'top{rank}_probability']:.3f}"
                 for rank in range(1, args.top_k + 1)
                 if f"top{rank}_label" in row
             )
-            print(f"{row['path']}  {top}")
+            print(f"{printable(row['path'])}  {top}")
     return skipped
 
 
@@ -112,16 +118,18 @@ def _predict_masks(segmenter, args):
             shares = np.bincount(prediction.mask.reshape(-1), minlength=len(segmenter.class_names))
             shares = shares / max(shares.sum(), 1)
             shown = "  ".join(
-                f"{name} {share:.1%}" for name, share in zip(segmenter.class_names, shares) if share
+                f"{printable(name)} {share:.1%}"
+                for name, share in zip(segmenter.class_names, shares)
+                if share
             )
-            print(f"{prediction.path}  {shown}")
+            print(f"{printable(prediction.path)}  {shown}")
     return skipped
 
 
 def _predict_boxes(detector, args):
     """Boxes: a line per image, or with --output a CSV (path, label, score, box) or a COCO
     results JSON (`{"images", "results", "categories"}`)."""
-    _check_output_file(args.output)
+    _check_output_file(args)
     threshold = args.confidence_threshold
     results = [p for p, _ in _each_path(detector, args, confidence_threshold=threshold)]
     skipped = [item for predictions in results for item in predictions.skipped]
@@ -145,8 +153,8 @@ def _predict_boxes(detector, args):
     for predictions in results:
         for prediction in predictions:
             boxes = "  ".join(
-                f"{label} {score:.2f} [{' '.join(f'{v:.0f}' for v in box)}]"
+                f"{printable(label)} {score:.2f} [{' '.join(f'{v:.0f}' for v in box)}]"
                 for box, score, label in zip(prediction.boxes, prediction.scores, prediction.labels)
             )
-            print(f"{prediction.path}  {boxes or 'no boxes'}")
+            print(f"{printable(prediction.path)}  {boxes or 'no boxes'}")
     return skipped

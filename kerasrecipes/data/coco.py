@@ -13,6 +13,7 @@ and keras-hub's detectors read).
 
 import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -74,6 +75,8 @@ def _load(path):
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise AnnotationError(f"{path} is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise AnnotationError(f"{path} nests its JSON too deeply to be a COCO file.") from None
     for key in ("images", "annotations", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise AnnotationError(
@@ -82,48 +85,102 @@ def _load(path):
     return data
 
 
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _categories(data, path):
+    """`(names, ids)` sorted by id: integer ids, each once, and names, each once."""
+    categories = data["categories"]
+    if not all(isinstance(c, dict) and _is_integer(c.get("id")) for c in categories) or not all(
+        isinstance(c.get("name"), str) for c in categories
+    ):
+        raise AnnotationError(f"{path}: every category needs an integer id and a name (text).")
+    categories = sorted(categories, key=lambda c: c["id"])
+    ids, names = [c["id"] for c in categories], [c["name"] for c in categories]
+    for values, what in ((ids, "id"), (names, "name")):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise AnnotationError(
+                f"{path}: category {what}(s) {repeated} appear twice in categories; each "
+                "category needs its own id and name."
+            )
+    return names, ids
+
+
+def _images(data, path):
+    """`{image id: record}`: each id and each file once, file names inside the images folder."""
+    images, ids_of_file = {}, {}
+    for entry in data["images"]:
+        if not (
+            isinstance(entry, dict)
+            and _is_integer(entry.get("id"))
+            and isinstance(entry.get("file_name"), str)
+            and _is_integer(entry.get("width"))
+            and _is_integer(entry.get("height"))
+        ):
+            raise AnnotationError(
+                f"{path}: image entry {str(entry)[:200]} needs an integer id, a file_name, and "
+                "integer width and height."
+            )
+        name = entry["file_name"]
+        parts = name.replace("\\", "/").split("/")
+        if os.path.isabs(name) or ".." in parts or not name.strip():
+            raise AnnotationError(
+                f"{path}: image {entry['id']} has file_name {name!r}; file names are relative "
+                "to the images folder and stay inside it (no absolute path, no '..')."
+            )
+        if entry["id"] in images:
+            raise AnnotationError(
+                f"{path}: image id {entry['id']} is listed twice in images; each image needs "
+                "its own id (boxes name their image by id)."
+            )
+        if os.path.normpath(name) in ids_of_file:
+            raise AnnotationError(
+                f"{path}: {name} is listed under image ids {ids_of_file[os.path.normpath(name)]} "
+                f"and {entry['id']}; list each file once, or the two entries could land in "
+                "training and validation both."
+            )
+        ids_of_file[os.path.normpath(name)] = entry["id"]
+        images[entry["id"]] = {
+            "file_name": name,
+            "width": entry["width"],
+            "height": entry["height"],
+            "boxes": [],
+            "labels": [],
+        }
+    return images
+
+
 def _records(data, path):
     """Image records with their boxes, from a loaded COCO file; `AnnotationError` on bad entries."""
-    categories = sorted(data["categories"], key=lambda c: c.get("id", 0))
-    try:
-        category_ids = [int(c["id"]) for c in categories]
-        names = [str(c["name"]) for c in categories]
-    except (KeyError, TypeError, ValueError):
-        raise AnnotationError(f"{path}: every category needs an integer id and a name.") from None
+    names, category_ids = _categories(data, path)
     label_of = {category: index for index, category in enumerate(category_ids)}
-    images = {}
-    for entry in data["images"]:
-        try:
-            images[int(entry["id"])] = {
-                "file_name": str(entry["file_name"]),
-                "width": int(entry["width"]),
-                "height": int(entry["height"]),
-                "boxes": [],
-                "labels": [],
-            }
-        except (KeyError, TypeError, ValueError):
-            raise AnnotationError(
-                f"{path}: image entry {entry!r} needs id, file_name, width and height."
-            ) from None
+    images = _images(data, path)
     for entry in data["annotations"]:
+        if not isinstance(entry, dict):
+            raise AnnotationError(f"{path}: annotation {str(entry)[:200]} is not an object.")
         where = f"{path}: annotation {entry.get('id', '?')}"
-        image = images.get(entry.get("image_id"))
+        image_id = entry.get("image_id")
+        image = images.get(image_id) if _is_integer(image_id) else None
         if image is None:
             raise AnnotationError(
                 f"{where} names image_id {entry.get('image_id')!r}, not in images."
             )
-        if entry.get("category_id") not in label_of:
+        if not _is_integer(entry.get("category_id")) or entry["category_id"] not in label_of:
             raise AnnotationError(
                 f"{where} names category_id {entry.get('category_id')!r}, not in categories "
                 f"{category_ids}."
             )
         box = entry.get("bbox")
-        if not (
-            isinstance(box, list)
-            and len(box) == 4
-            and all(isinstance(v, (int, float)) for v in box)
-        ):
-            raise AnnotationError(f"{where}: bbox must be [x, y, width, height]; got {box!r}.")
+        if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+            raise AnnotationError(
+                f"{where}: bbox must be [x, y, width, height], four finite numbers; got {box!r}."
+            )
         x, y, width, height = box
         if (
             width <= 0

@@ -9,14 +9,23 @@ writes this layout.
 """
 
 import dataclasses
+import io
 import os
+import stat
 
 import numpy as np
 import tensorflow as tf
 
 from kerasrecipes.data.folder import _check_image_size, read_image
 from kerasrecipes.data.scenes import VOID_INDEX
-from kerasrecipes.data.verify import _log_skipped, is_image_name, logger, verify_images
+from kerasrecipes.data.verify import (
+    DEFAULT_MAX_PIXELS,
+    _log_skipped,
+    is_image_name,
+    logger,
+    read_regular_file,
+    verify_images,
+)
 
 CLASS_FILE = "classes.txt"
 # Mask modes that hold class indices: palette, 8-bit grayscale, 16-bit and 32-bit grayscale.
@@ -62,8 +71,14 @@ def read_class_names(path):
             f"Class-name file {path} not found. Write one class name per line, line i naming "
             "mask index i (background first), or pass class_names=[...]."
         )
-    with open(path, encoding="utf-8") as file:
-        names = [line.strip() for line in file if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as file:
+            names = [line.strip() for line in file if line.strip()]
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"Class-name file {path} is not UTF-8 text (byte {error.start}); save it as UTF-8, "
+            "one class name per line."
+        ) from None
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if len(names) < 2 or duplicates:
         problem = f"repeats {duplicates}" if duplicates else f"names {len(names)} class(es)"
@@ -74,11 +89,30 @@ def read_class_names(path):
     return names
 
 
-def read_mask(path):
-    """A mask PNG as a `(height, width)` uint8 array of class indices (`ValueError` if not one)."""
+def read_mask(path, max_pixels=DEFAULT_MAX_PIXELS):
+    """A mask PNG as a `(height, width)` uint8 array of class indices.
+
+    Read as the scan reads images: a regular file only, opened without
+    blocking, and at most `max_pixels` pixels. Raises `ValueError` (or
+    `OSError`) saying why a file is not a usable mask.
+    """
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as image:
+    contents = read_regular_file(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(contents))
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"mask too large to decode ({error})") from None
+    with image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ValueError(
+                f"mask of {image.width * image.height / 1e6:.1f} M pixels, above the limit of "
+                f"{max_pixels / 1e6:.1f} M; not decoded"
+            )
         if image.mode not in _INDEX_MODES:
             raise ValueError(
                 f"mask mode {image.mode} holds colours, not class indices; save masks as "
@@ -92,13 +126,17 @@ def read_mask(path):
 
 def _check_mask(image_path, mask_path, num_classes):
     """The reason a mask cannot be used with its image, or None; and its pixel counts."""
+    import warnings
+
     from PIL import Image
 
     try:
         mask = read_mask(mask_path)
-        with Image.open(image_path) as image:
-            image_size = image.size[::-1]
-    except (OSError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(read_regular_file(image_path))) as image:
+                image_size = image.size[::-1]
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         return f"unreadable mask ({error})", None
     if mask.shape != tuple(image_size):
         shown = f"{image_size[1]}x{image_size[0]}"
@@ -114,6 +152,31 @@ def _check_mask(image_path, mask_path, num_classes):
     return None, counts[:num_classes]
 
 
+def _files_by_stem(folder, wanted, skipped):
+    """`{stem: path}` of the regular files in `folder` that `wanted` names; a stem two files
+    share (`x.jpg`, `x.png`) pairs with neither, and what is not a regular file is skipped."""
+    by_stem = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if name.startswith(".") or not wanted(name):
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as error:
+            skipped.append((path, f"cannot be read ({error.strerror})"))
+            continue
+        if not stat.S_ISREG(mode):
+            skipped.append((path, "not a regular file"))
+            continue
+        by_stem.setdefault(os.path.splitext(name)[0], []).append(path)
+    for stem, paths in list(by_stem.items()):
+        if len(paths) > 1:
+            names = ", ".join(os.path.basename(p) for p in paths)
+            skipped += [(p, f"{names} share the name {stem!r}; rename one") for p in paths]
+            del by_stem[stem]
+    return {stem: paths[0] for stem, paths in by_stem.items()}
+
+
 def _pairs(path, images, masks):
     """(image, mask) pairs matched by file stem, and the files without a partner."""
     image_dir, mask_dir = os.path.join(path, images), os.path.join(path, masks)
@@ -123,18 +186,11 @@ def _pairs(path, images, masks):
                 f"mask_folder: {folder} is not a folder. Put the {role} in {path}/{images}/ and "
                 f"{path}/{masks}/ (same file names, masks as PNG), or pass images=/masks=."
             )
-    image_files = {
-        os.path.splitext(name)[0]: os.path.join(image_dir, name)
-        for name in sorted(os.listdir(image_dir))
-        if not name.startswith(".") and is_image_name(name)
-    }
-    mask_files = {
-        os.path.splitext(name)[0]: os.path.join(mask_dir, name)
-        for name in sorted(os.listdir(mask_dir))
-        if not name.startswith(".") and name.lower().endswith(".png")
-    }
+    skipped = []
+    image_files = _files_by_stem(image_dir, is_image_name, skipped)
+    mask_files = _files_by_stem(mask_dir, lambda name: name.lower().endswith(".png"), skipped)
     pairs = [(image_files[stem], mask_files[stem]) for stem in image_files if stem in mask_files]
-    skipped = [
+    skipped += [
         (image_files[s], f"no mask {masks}/{s}.png") for s in image_files if s not in mask_files
     ]
     skipped += [

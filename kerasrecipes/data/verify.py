@@ -396,12 +396,64 @@ def _check_file(file, max_pixels):
     return None, int(image.shape[0]) * int(image.shape[1])
 
 
+def read_regular_file(path):
+    """The bytes of `path` if it is a regular file, opened without blocking (a FIFO or a device
+    never hangs the reader); `OSError` naming what it is otherwise."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(descriptor, "rb") as file:
+        mode = os.fstat(file.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path} is {_file_kind(mode)}, not a regular file")
+        return file.read()
+
+
+def _gif_frame_pixels(contents):
+    """The largest canvas any frame of a GIF needs (its screen, or a frame reaching past it),
+    read from the block structure without decoding; None if the blocks do not parse.
+
+    Pillow's header gives the first frame's size only; the decoder allocates for every frame.
+    """
+    if len(contents) < 13:
+        return None
+    width, height = (
+        int.from_bytes(contents[6:8], "little"),
+        int.from_bytes(contents[8:10], "little"),
+    )
+    largest = width * height
+    position = 13 + (3 * 2 ** ((contents[10] & 7) + 1) if contents[10] & 0x80 else 0)
+    while position < len(contents):
+        block = contents[position]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then sub-blocks
+            position += 2
+        elif block == 0x2C:  # image descriptor
+            if position + 10 > len(contents):
+                return largest
+            left, top, frame_width, frame_height = (
+                int.from_bytes(contents[position + i : position + i + 2], "little")
+                for i in (1, 3, 5, 7)
+            )
+            largest = max(largest, (left + frame_width) * (top + frame_height))
+            flags = contents[position + 9]
+            position += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return largest
+        while position < len(contents) and contents[position]:  # sub-blocks up to size 0
+            position += contents[position] + 1
+        position += 1
+    return largest
+
+
 def _header_pixels(contents):
-    """Width x height from the image header (Pillow reads only the header), or None.
+    """Width x height from the image header (Pillow reads only the header), or None; for a
+    GIF, its largest frame's.
 
     Pillow refuses headers above twice its own limit with `DecompressionBombError`, whose
     message gives the pixel count.
     """
+    if contents[:6] in (b"GIF87a", b"GIF89a"):
+        return _gif_frame_pixels(contents)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -176,9 +176,16 @@ class RunFolder:
         """Removes the files a run writes (`run_files()`, RUN_FOLDERS), nothing else."""
         import shutil
 
-        for name in run_files():
-            for path in (self.file(name), self.file(name) + ".writing"):
-                if os.path.exists(path):
+        names = set(run_files())
+        for entry in os.listdir(self.path):
+            # A run file, or what a kill left of writing one (`kerasrecipes.files`' temporary
+            # `.NAME.*.writing*`, or the older `NAME.writing`).
+            leftover = entry.removesuffix(".writing") in names or (
+                ".writing" in entry and any(entry.startswith(f".{name}.") for name in names)
+            )
+            if entry in names or leftover:
+                path = self.file(entry)
+                if os.path.isfile(path) or os.path.islink(path):
                     os.remove(path)
         for name in RUN_FOLDERS:
             shutil.rmtree(self.file(name), ignore_errors=True)

@@ -42,6 +42,7 @@ from kerasrecipes.callbacks import (
 )
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
+from kerasrecipes.files import replaced_atomically
 from kerasrecipes.finetune import report as reports
 from kerasrecipes.finetune.config import (
     AUTO_LR,
@@ -208,7 +209,10 @@ def fine_tune(
                 "config": config.to_dict(),
                 "data": data_fingerprint(train_ds, val_ds, num_classes, info),
             }
-            if folder.open(identity, restart=config.restart) == "finished":
+            opened = folder.open(identity, restart=config.restart)
+            # The report is written last: a run killed while saving trains nothing again but
+            # saves again.
+            if opened == "finished" and os.path.exists(folder.file(reports.REPORT_FILE)):
                 return _finished_run(folder, config)
         class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
         run = _Run(config, folder, strategy, num_classes, class_names)
@@ -218,6 +222,7 @@ def fine_tune(
             reports.save_run(
                 folder, run.model, history, config, phases, run.val_ds, info, description
             )
+            folder.finish(history.status)  # last: until here a rerun completes the saving
     return run.model, history
 
 
@@ -289,8 +294,6 @@ class _Run:
             if stored["status"] != "finished":
                 status = stored["status"]
                 break
-        if self.folder:
-            self.folder.finish(status)
         ordered = [rows[epoch] for epoch in sorted(rows)]
         return FineTuneHistory(ordered, starts, timings, status)
 
@@ -441,9 +444,8 @@ class _Run:
         record = {"first_epoch": first_epoch, "end_epoch": end_epoch, "status": status}
         if self.folder:
             weights = self.folder.phase_weights(phase.name)
-            writing = weights.replace(".weights.h5", ".writing.weights.h5")
-            self.model.save_weights(writing)
-            os.replace(writing, weights)
+            with replaced_atomically(weights, ".weights.h5") as writing:
+                self.model.save_weights(writing)
             self.folder.finish_phase(phase.name, record)
             import shutil
 

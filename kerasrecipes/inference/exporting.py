@@ -7,16 +7,25 @@ compared with the Keras model's. Above `TOLERANCE` relative difference the
 artifact is removed and the export fails. The preprocessing and the resize
 are inside the model, so the artifact takes RGB images in [0, 255],
 float32, `(batch, height, width, 3)`; LiteRT's at the model's image size.
+
+Beside the artifacts, `export.json` lists what export wrote in the folder,
+the class names in output order and the input the artifacts take. The
+export is made in a fresh folder of its own and moved into place only once
+checked; `overwrite=True` replaces a file the user names, but never deletes
+a folder that `export.json` does not list.
 """
 
 import dataclasses
+import json
 import os
 import shutil
+import tempfile
 import warnings
 
 import numpy as np
 
 from kerasrecipes._compat import sublayers
+from kerasrecipes.files import write_json
 from kerasrecipes.inference.segmenter import ImageSegmenter
 from kerasrecipes.precision import rebuilt
 
@@ -27,6 +36,8 @@ FORMATS = {
     "litert": ("litert", "model.tflite", ("ai_edge_litert",)),
 }
 TOLERANCE = 1e-4
+# What export wrote in a folder, with the class names and the input the artifacts take.
+EXPORT_RECORD = "export.json"
 
 
 class ExportError(RuntimeError):
@@ -64,7 +75,8 @@ def export(model, out_dir, format="saved_model", overwrite=False, check_images=N
         out_dir: the folder to write into (created if needed): `saved_model/`,
             `model.onnx` or `model.tflite` there.
         format: "saved_model", "onnx" or "litert". Defaults to "saved_model".
-        overwrite: replace an existing artifact of that name. Defaults to False.
+        overwrite: replace an existing artifact of that name (a folder only
+            if an earlier export wrote it). Defaults to False.
         check_images: `(n, h, w, 3)` images in [0, 255] to compare outputs on;
             None for 8 seeded random images at the model's size. Defaults to None.
 
@@ -79,15 +91,87 @@ def export(model, out_dir, format="saved_model", overwrite=False, check_images=N
         raise ValueError(f"format must be one of {sorted(FORMATS)}. Received: {format!r}")
     keras_format, name, packages = FORMATS[format]
     _require(packages, format)
-    path = os.path.join(os.fspath(out_dir), name)
-    if os.path.exists(path) and not overwrite:
+    out_dir = os.fspath(out_dir)
+    path = os.path.join(out_dir, name)
+    _check_destination(out_dir, path, overwrite)
+    os.makedirs(out_dir, exist_ok=True)
+    # A fresh folder of our own to write in: nothing of the user's is in it, or deleted with it.
+    scratch = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
+    try:
+        result = _export_checked(model, os.path.join(scratch, name), format, check_images)
+        if os.path.lexists(path):
+            _remove(path)  # ours (export.json says so) or a file the user asked to replace
+        os.replace(result.path, path)
+        _record(out_dir, name, format, model)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dataclasses.replace(result, path=path)
+
+
+def _check_destination(out_dir, path, overwrite):
+    """Before any work: a folder to write in, and nothing replaced that the user did not allow."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(
+            f"{out_dir} is a file; export writes a folder (saved_model/, model.onnx, ...). "
+            "Choose another --out."
+        )
+    parent = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir))
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{parent} is not writable; choose another --out.")
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
         raise FileExistsError(
             f"{path} exists already; pass overwrite=True (--overwrite) to replace it, or "
             "another output folder."
         )
-    os.makedirs(out_dir, exist_ok=True)
-    writing = os.path.join(os.fspath(out_dir), f".writing.{name}")
-    _remove(writing)
+    if (os.path.isdir(path) or os.path.islink(path)) and os.path.basename(path) not in _written(
+        out_dir
+    ):
+        raise FileExistsError(
+            f"{path} was not written by kerasrecipes export ({EXPORT_RECORD} does not list "
+            "it), so --overwrite leaves it alone; move it away or choose another --out."
+        )
+
+
+def _written(out_dir):
+    record = os.path.join(out_dir, EXPORT_RECORD)
+    try:
+        with open(record) as file:
+            return set(json.load(file)["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _record(out_dir, name, format, model):
+    """`export.json`: what export wrote here, with the class names and the input the model takes."""
+    record = os.path.join(out_dir, EXPORT_RECORD)
+    try:
+        with open(record) as file:
+            existing = json.load(file)
+        artifacts = dict(existing["artifacts"])
+    except (OSError, ValueError, KeyError, TypeError):
+        artifacts = {}
+    artifacts[name] = format
+    height, width = model.image_size
+    write_json(
+        record,
+        {
+            "artifacts": artifacts,
+            "class_names": list(getattr(model, "class_names", None) or []),
+            "input": {
+                "shape": [None, height, width, 3],
+                "dtype": "float32",
+                "range": [0, 255],
+                "channels": "RGB",
+            },
+        },
+    )
+
+
+def _export_checked(model, writing, format, check_images):
+    """Exports `model` to `writing` and compares the artifact's output with the model's."""
+    keras_format = FORMATS[format][0]
     height, width = model.image_size
     if check_images is None:
         check_images = np.random.default_rng(0).uniform(0, 255, (8, height, width, 3))
@@ -107,7 +191,6 @@ def export(model, out_dir, format="saved_model", overwrite=False, check_images=N
     difference = float(np.max(np.abs(actual - expected)))
     relative = difference / max(float(np.max(np.abs(expected))), 1e-12)
     if relative > TOLERANCE:
-        _remove(writing)
         raise ExportError(
             f"The {format} export disagrees with the Keras model: max difference {difference:.3g} "
             f"({relative:.3g} relative, above {TOLERANCE:g}); nothing was written."
@@ -115,14 +198,11 @@ def export(model, out_dir, format="saved_model", overwrite=False, check_images=N
     if isinstance(model, ImageSegmenter):
         changed = int(np.sum(actual.argmax(-1) != expected.argmax(-1)))
         if changed:
-            _remove(writing)
             raise ExportError(
                 f"The {format} export's masks differ from the Keras model's in {changed} "
                 "pixels; nothing was written."
             )
-    _remove(path)
-    os.replace(writing, path)
-    return ExportResult(path, format, difference, relative, len(check_images))
+    return ExportResult(writing, format, difference, relative, len(check_images))
 
 
 def computing_in_float32(model):
@@ -173,7 +253,7 @@ def _require(packages, format):
 
 
 def _remove(path):
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
-    elif os.path.exists(path):
+    elif os.path.lexists(path):
         os.remove(path)

@@ -7,6 +7,8 @@ run folder's `report.json`.
 """
 
 import os
+import re
+import zipfile
 
 import keras
 
@@ -29,7 +31,7 @@ def load_model(path):
         a `kr.ImageClassifier`, `kr.ImageSegmenter` or `kr.ObjectDetector`.
     """
     file = model_file(path)
-    model = keras.saving.load_model(file, compile=False)
+    model = read_keras_file(file)
     if isinstance(model, PRODUCTS):
         return model
     folder = os.path.dirname(file)
@@ -39,6 +41,34 @@ def load_model(path):
     if len(model.output_shape) == 4:  # per-pixel probabilities: a bare segmentation network
         return ImageSegmenter(model, class_names=class_names)
     return ImageClassifier(model, class_names=class_names)
+
+
+def read_keras_file(file):
+    """`keras.saving.load_model(file, compile=False)`, its failures said plainly: a file that is
+    not a whole `.keras` archive, and what Keras' safe mode refused."""
+    if not zipfile.is_zipfile(file):
+        raise ValueError(
+            f"{file} is not a .keras file Keras can read: it is not a zip archive (a copy cut "
+            "short, or another format). Copy it again, or train again."
+        )
+    try:
+        return keras.saving.load_model(file, compile=False)
+    except (TypeError, ValueError) as error:
+        text = str(error)
+        if "safe_mode" in text or "Lambda" in text or "unsafe" in text.lower():
+            found = re.search(r"(Lambda|lambda)\w*", text)
+            raise ValueError(
+                f"{file} holds {'a ' + found.group() + ' layer, ' if found else ''}code that "
+                "would run when the model loads, and Keras' safe mode refused it. If you trust "
+                "the file, load it yourself with keras.saving.load_model(path, safe_mode=False) "
+                "and pass the model on."
+            ) from None
+        raise ValueError(f"{file} could not be loaded as a Keras model: {text[:300]}") from None
+    except (OSError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(
+            f"{file} is a damaged .keras archive ({type(error).__name__}: {error}). Copy it "
+            "again, or train again."
+        ) from None
 
 
 def model_file(path):

@@ -20,6 +20,7 @@ from kerasrecipes.data.augment import PRESETS, augment
 from kerasrecipes.data.demo import make_demo_dataset
 from kerasrecipes.data.folder import image_folder
 from kerasrecipes.data.imbalance import class_weights, oversample
+from kerasrecipes.files import replaced_atomically
 from kerasrecipes.inference.classifier import ImageClassifier
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.losses import SparseCategoricalCrossentropy
@@ -64,7 +65,7 @@ class Classification(Task):
         return (
             f"{sum(info.counts.values())} training images ({counts}), "
             f"{sum(info.val_counts.values())} validation images"
-        )
+        ) + "".join(f". WARNING: {line}" for line in _small_classes(info))
 
     def training_data(self, train_ds, val_ds, config, class_counts, num_classes):
         train_ds, class_weight = balanced(
@@ -118,6 +119,24 @@ class Classification(Task):
         return [f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"]
 
 
+def _small_classes(info):
+    """What the scan logs about classes with fewer than 2 images in a split, for the command,
+    which keeps the scan's log off the terminal."""
+    small = [
+        f"{name!r} ({count} {split})"
+        for split, counts in (("training", info.counts), ("validation", info.val_counts))
+        if counts
+        for name, count in counts.items()
+        if count < 2
+    ]
+    if not small:
+        return []
+    return [
+        f"classes with fewer than 2 images in a split: {', '.join(small)}; their accuracy and "
+        "recall rest on one image or none"
+    ]
+
+
 def classifier(backbone, num_classes, preprocessing=None, pooling="avg", dropout=0.0):
     """Images -> [preprocessing] -> backbone -> head_pool -> head_dropout -> head_dense
     (`kr.models.common.classification_head`, in float32)."""
@@ -169,9 +188,8 @@ def save_inference_model(model, path, class_names=None, source=None):
         preprocessing=preprocessing_of(model, (source or {}).get("model")),
         source=source,
     )
-    writing = f"{os.fspath(path)[: -len('.keras')]}.writing.keras"
-    classifier.save(writing)
-    os.replace(writing, path)
+    with replaced_atomically(path, ".keras") as writing:
+        classifier.save(writing)
 
 
 def preprocessing_of(model, model_name=None):

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from kerasrecipes.data.augment import MASK_AND_BOX_PRESETS
 from kerasrecipes.data.demo import make_demo_dataset
+from kerasrecipes.files import replaced_atomically
 
 # The augmentation presets of the dense tasks (`kr.data.augment.PRESETS` names the vocabulary).
 DENSE_AUGMENT = MASK_AND_BOX_PRESETS
@@ -104,9 +105,8 @@ def dense_read(reader, folder, config):
 
 def save_product(product, path):
     """Saves `product` (the task's model class) to `path` atomically."""
-    writing = f"{os.fspath(path)[: -len('.keras')]}.writing.keras"
-    product.save(writing)
-    os.replace(writing, path)
+    with replaced_atomically(path, ".keras") as writing:
+        product.save(writing)
 
 
 def source_of(config, backbone):

@@ -1,0 +1,345 @@
+"""The surfaces after training, tried as an attacker would: predict output, export, the mask and
+COCO readers, the ablation's settings, CSV and terminal output.
+
+Each test asserts the clear message or the skip with its reason, that the user's files are
+byte-identical afterwards, and that nothing blocks (an alarm fails a test after 120 s)."""
+
+import json
+import os
+import signal
+import struct
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import kerasrecipes as kr
+from kerasrecipes.cli import main
+from kerasrecipes.files import csv_text, printable, write_atomically
+
+
+@pytest.fixture(autouse=True)
+def no_hang(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERASRECIPES_CACHE", str(tmp_path / "cache"))
+
+    def fail(*_):
+        raise TimeoutError("blocked for 120 s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+SAVED_MODEL = ("--format", "saved_model")
+
+
+def run_main(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A two-class `kr.ImageClassifier`, untrained: what predict and export need."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+    network = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x), name="tiny")
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    kr.ImageClassifier(network, class_names=["=HYPERLINK(x)", "b\x1b[31m"]).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.full((16, 16, 3), 120, "uint8")).save(path)
+    return str(path)
+
+
+# -- user files -------------------------------------------------------------------------------
+
+
+def test_predict_never_replaces_an_existing_output_unless_asked(
+    model_file, image, tmp_path, capsys
+):
+    output = tmp_path / "mine.csv"
+    output.write_bytes(b"my own notes\n")
+    code, _, err = run_main(capsys, "predict", model_file, image, "--output", str(output))
+    assert code == 1 and "exists already" in err and "--overwrite" in err
+    assert output.read_bytes() == b"my own notes\n"
+    code, _, err = run_main(
+        capsys, "predict", model_file, image, "--output", str(output), "--overwrite"
+    )
+    assert code == 0, err
+    text = output.read_text()
+    # Class names that are formulas or terminal escapes reach neither the sheet nor the terminal.
+    assert "'=HYPERLINK(x)" in text or "b\\x1b[31m" in text
+    assert "\x1b" not in text
+
+
+def test_predict_checks_its_output_before_predicting(model_file, image, tmp_path, capsys):
+    code, out, err = run_main(
+        capsys, "predict", model_file, image, "--output", str(tmp_path / "no" / "x.csv")
+    )
+    assert code == 1 and "does not exist" in err and "photo.png" not in out
+
+
+def test_predict_prints_no_terminal_escapes(model_file, image, capsys):
+    code, out, err = run_main(capsys, "predict", model_file, image, "--top-k", "2")
+    assert code == 0, err
+    assert "\x1b" not in out and "\\x1b" in out
+
+
+@pytest.mark.parametrize("flag", ["--top-k", "--batch-size"])
+def test_counts_of_zero_are_refused_by_the_parser(model_file, image, capsys, flag):
+    with pytest.raises(SystemExit):
+        main(["predict", model_file, image, flag, "0"])
+    assert f"{flag} takes an integer of 1 or more" in capsys.readouterr().err
+
+
+def test_write_atomically_never_writes_through_a_planted_link(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "report.json"
+    os.symlink(victim, tmp_path / "report.json.writing")  # the name the old helper used
+    write_atomically(target, "new")
+    assert victim.read_text() == "precious" and target.read_text() == "new"
+    assert os.path.islink(tmp_path / "report.json.writing")  # not ours: left alone
+    with pytest.raises(FileExistsError, match="report.json exists already"):
+        write_atomically(target, "again", overwrite=False)
+    assert target.read_text() == "new"
+    leftovers = [name for name in os.listdir(tmp_path) if name.startswith(".report.json.")]
+    assert leftovers == []
+
+
+def test_export_never_deletes_a_folder_it_did_not_write(model_file, tmp_path, capsys):
+    out = tmp_path / "export"
+    mine = out / "saved_model"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    (out / ".writing.model.onnx").write_text("also mine")
+    code, _, err = run_main(
+        capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
+    )
+    assert code == 1 and "not written by kerasrecipes export" in err
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert (out / ".writing.model.onnx").read_text() == "also mine"
+    assert sorted(os.listdir(out)) == [".writing.model.onnx", "saved_model"]
+
+
+def test_export_writes_its_record_and_replaces_only_its_own_folder(model_file, tmp_path, capsys):
+    out = tmp_path / "export"
+    code, stdout, err = run_main(capsys, "export", model_file, *SAVED_MODEL, "--out", str(out))
+    assert code == 0, err
+    record = json.loads((out / "export.json").read_text())
+    assert record["artifacts"] == {"saved_model": "saved_model"}
+    assert record["class_names"] == ["=HYPERLINK(x)", "b\x1b[31m"]
+    assert record["input"]["shape"] == [None, 16, 16, 3]
+    code, _, err = run_main(
+        capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
+    )
+    assert code == 0, err
+    assert not [name for name in os.listdir(out) if name.startswith(".export-")]
+
+
+def test_export_to_a_file_says_it_writes_a_folder(model_file, tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    code, _, err = run_main(capsys, "export", model_file, *SAVED_MODEL, "--out", str(target))
+    assert code == 1 and "is a file; export writes a folder" in err
+    assert target.read_text() == "x"
+
+
+# -- model files ------------------------------------------------------------------------------
+
+
+def test_a_truncated_keras_file_is_named_as_damaged(model_file, tmp_path):
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(open(model_file, "rb").read()[:500])
+    with pytest.raises(ValueError, match="not a zip archive"):
+        kr.load_model(cut)
+
+
+def test_a_lambda_layer_refused_by_safe_mode_says_how_to_load_a_trusted_file(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ValueError, match="safe mode refused it.*safe_mode=False"):
+        kr.load_model(path)
+
+
+# -- the ablation's settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [("false", False), ("no", False), ("TRUE", True)])
+def test_set_reads_booleans_strictly(text, expected):
+    from kerasrecipes.cli import _field_values
+
+    assert _field_values([f"restart={text}"], "--set") == {"restart": expected}
+
+
+def test_set_refuses_a_word_that_is_not_true_or_false():
+    from kerasrecipes.cli import _field_values
+
+    with pytest.raises(ValueError, match="--set 'ema=maybe': ema is true or false"):
+        _field_values(["ema=maybe"], "--set")
+
+
+def test_a_bucket_name_cannot_leave_the_output_folder(tmp_path):
+    with pytest.raises(ValueError, match="bucket name '../escape'"):
+        kr.ablate(changes={"../escape": {"weight_decay": 0.0}}, out_dir=tmp_path / "out")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_no_seeds_is_refused(tmp_path, capsys):
+    with pytest.raises(ValueError, match="seeds must be at least 1"):
+        kr.ablate(seeds=0, out_dir=tmp_path / "out")
+    with pytest.raises(SystemExit):
+        main(["ablate", "--seeds", "0"])
+    assert "--seeds takes an integer of 1 or more" in capsys.readouterr().err
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+def _segmentation_folder(root, count=4):
+    for name in ("images", "masks"):
+        (root / name).mkdir(parents=True)
+    (root / "classes.txt").write_text("background\nthing\n")
+    for i in range(count):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, "uint8")).save(root / "images" / f"{i}.png")
+        mask = np.zeros((8, 8), "uint8")
+        mask[2:5, 2:5] = 1
+        Image.fromarray(mask, mode="L").save(root / "masks" / f"{i}.png")
+    return root
+
+
+def test_a_fifo_among_the_masks_is_skipped_without_blocking(tmp_path):
+    root = _segmentation_folder(tmp_path / "seg")
+    os.mkfifo(root / "masks" / "9.png")
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(root / "images" / "9.png")
+    _, _, info = kr.data.mask_folder(root, image_size=(8, 8), batch_size=2)
+    reasons = dict(info.skipped)
+    assert reasons[str(root / "masks" / "9.png")] == "not a regular file"
+
+
+def test_two_images_sharing_a_name_are_both_skipped_with_the_reason(tmp_path):
+    root = _segmentation_folder(tmp_path / "seg")
+    Image.fromarray(np.zeros((8, 8, 3), "uint8")).save(root / "images" / "1.jpg")
+    _, _, info = kr.data.mask_folder(root, image_size=(8, 8), batch_size=2)
+    reasons = dict(info.skipped)
+    assert "share the name '1'" in reasons[str(root / "images" / "1.jpg")]
+    assert "share the name '1'" in reasons[str(root / "images" / "1.png")]
+    used = [pair[0] for pair in info.train_pairs + info.val_pairs]
+    assert not any(os.path.basename(path).startswith("1.") for path in used)
+
+
+def test_a_mask_too_large_to_decode_is_skipped_not_fatal(tmp_path):
+    root = _segmentation_folder(tmp_path / "seg")
+    # A grayscale PNG declaring 15000 x 15000 pixels (225 M) in a hundred bytes.
+    from test_hostile_folders import png_header_only
+
+    header = png_header_only(15000, 15000)
+    (root / "masks" / "0.png").write_bytes(header)
+    _, _, info = kr.data.mask_folder(root, image_size=(8, 8), batch_size=2)
+    assert "too large to decode" in dict(info.skipped)[str(root / "masks" / "0.png")]
+
+
+def test_a_class_file_that_is_not_utf8_is_named(tmp_path):
+    root = _segmentation_folder(tmp_path / "seg")
+    (root / "classes.txt").write_bytes(b"background\n\xff\xfe thing\n")
+    with pytest.raises(ValueError, match="classes.txt is not UTF-8 text"):
+        kr.data.mask_folder(root, image_size=(8, 8))
+
+
+def _gif_with_a_large_second_frame():
+    """16x16 screen and first frame; a second frame descriptor of 12000 x 12000 (no pixels)."""
+    frame = b"\x02\x02\x44\x01\x00"  # LZW minimum code size 2, one data sub-block, terminator
+    data = b"GIF89a" + struct.pack("<HH", 16, 16) + b"\x00\x00\x00"
+    data += b"\x2c" + struct.pack("<HHHH", 0, 0, 16, 16) + b"\x00" + frame
+    data += b"\x2c" + struct.pack("<HHHH", 0, 0, 12000, 12000) + b"\x00" + frame
+    return data + b"\x3b"
+
+
+def test_a_gif_is_limited_by_its_largest_frame_not_its_first(tmp_path):
+    folder = tmp_path / "photos" / "a"
+    folder.mkdir(parents=True)
+    (folder / "bomb.gif").write_bytes(_gif_with_a_large_second_frame())
+    report = kr.data.verify_images(tmp_path / "photos")
+    reasons = {os.path.basename(path): reason for path, reason in report.skipped}
+    assert "144.0 M pixels" in reasons["bomb.gif"] and "not decoded" in reasons["bomb.gif"]
+
+
+def _coco(tmp_path, images=None, annotations=None, categories=None):
+    root = tmp_path / "coco"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((20, 20, 3), "uint8")).save(root / "images" / name)
+    data = {
+        "images": images
+        or [
+            {"id": 1, "file_name": "a.png", "width": 20, "height": 20},
+            {"id": 2, "file_name": "b.png", "width": 20, "height": 20},
+        ],
+        "annotations": annotations
+        or [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}],
+        "categories": categories or [{"id": 1, "name": "thing"}],
+    }
+    (root / "annotations.json").write_text(json.dumps(data))
+    return root
+
+
+IMAGE_A = {"id": 1, "file_name": "a.png", "width": 20, "height": 20}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"images": [IMAGE_A, dict(IMAGE_A, file_name="b.png")]}, "image id 1 is listed twice"),
+        ({"images": [IMAGE_A, dict(IMAGE_A, id=2)]}, "a.png is listed under image ids 1 and 2"),
+        (
+            {"categories": [{"id": 1, "name": "x"}, {"id": 1, "name": "y"}]},
+            r"category id\(s\) \[1\] appear twice",
+        ),
+        ({"images": [dict(IMAGE_A, file_name="/etc/passwd")]}, "stay inside it"),
+        ({"images": [dict(IMAGE_A, file_name="../outside.png")]}, "stay inside it"),
+        (
+            {"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, "nan", 5]}]},
+            "four finite numbers",
+        ),
+        (
+            {"annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, True, 5, 5]}]},
+            "four finite numbers",
+        ),
+        ({"categories": [{"id": "1", "name": "thing"}]}, "integer id and a name"),
+        ({"annotations": ["not an object"]}, "is not an object"),
+    ],
+)
+def test_coco_files_that_would_mislead_are_refused_with_the_entry(tmp_path, change, message):
+    root = _coco(tmp_path, **change)
+    if "bbox" in json.dumps(change):  # json.dumps writes a NaN for the string "nan" only as text
+        text = (root / "annotations.json").read_text().replace('"nan"', "NaN")
+        (root / "annotations.json").write_text(text)
+    with pytest.raises(kr.data.AnnotationError, match=message):
+        kr.data.coco_folder(root, image_size=(20, 20))
+
+
+def test_deeply_nested_json_is_an_annotation_error(tmp_path):
+    root = _coco(tmp_path)
+    (root / "annotations.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(kr.data.AnnotationError, match="nests its JSON too deeply|no list"):
+        kr.data.coco_folder(root, image_size=(20, 20))
+
+
+# -- text out ---------------------------------------------------------------------------------
+
+
+def test_csv_cells_are_spreadsheet_safe_and_terminal_text_printable():
+    text = csv_text([{"label": "=1+1", "path": "@x", "score": -0.5, "name": "a\x1b[2Jb"}])
+    assert "'=1+1" in text and "'@x" in text and ",-0.5," in text and "a\\x1b[2Jb" in text
+    assert printable("ok\x07") == "ok\\x07"
