@@ -111,7 +111,7 @@ def train(network, recipe, args, seed):
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.images, args.epochs, args.seeds = 400, 2, 1
+        args.images, args.epochs, args.seeds = 200, 1, 1
     results = []
     for network in NETWORKS:
         for recipe in ("baseline", "modern"):

@@ -451,3 +451,61 @@ def test_unfreeze_top_blocks_of_one_of_our_models_by_default_names():
     model.fit(x, y, epochs=2, verbose=0, callbacks=[UnfreezeBackbone(epoch=1, blocks=2), probe])
     assert seen[0] == ["head_dense"]
     assert seen[1] == ["head_dense", "stage3_block2", "stage3_block3"]
+
+
+def _early_stopping_run(callback, model, losses, first=0, stop_at=None):
+    """Feeds `losses` as val_loss from epoch `first` on, changing the weights each epoch, as
+    `fit` would call the callback; returns the epoch it stopped at (or None)."""
+    callback.set_model(model)
+    model.stop_training = False
+    callback.on_train_begin()
+    for epoch in range(first, len(losses)):
+        if stop_at is not None and epoch == stop_at:
+            return "killed"
+        callback.on_epoch_begin(epoch)
+        model.layers[-1].kernel.assign(np.full(model.layers[-1].kernel.shape, float(epoch)))
+        callback.on_epoch_end(epoch, {"val_loss": losses[epoch]})
+        if model.stop_training:
+            callback.on_train_end()
+            return epoch
+    callback.on_train_end()
+    return None
+
+
+@pytest.mark.parametrize("killed_after", [1, 2, 3, 4])
+def test_early_stopping_resumed_after_a_kill_stops_where_the_whole_run_stops(
+    tmp_path, killed_after
+):
+    losses = [1.0, 0.5, 0.6, 0.7, 0.4, 0.8, 0.9, 0.95, 0.99]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    options = dict(monitor="val_loss", patience=3, restore_best_weights=True)
+    whole = kr.callbacks.ResumableEarlyStopping(state_dir=tmp_path / "whole", **options)
+    stopped = _early_stopping_run(whole, model, losses)
+    expected_weights = [np.array(w) for w in model.get_weights()]
+    assert stopped == 7 and whole.best_epoch == 4
+
+    state = tmp_path / "killed"
+    first = kr.callbacks.ResumableEarlyStopping(state_dir=state, **options)
+    assert _early_stopping_run(first, model, losses, stop_at=killed_after + 1) == "killed"
+    fresh = kr.callbacks.ResumableEarlyStopping(state_dir=state, **options)  # a new process
+    assert _early_stopping_run(fresh, model, losses, first=killed_after + 1) == 7
+    assert fresh.best_epoch == 4
+    for got, want in zip(model.get_weights(), expected_weights):
+        np.testing.assert_array_equal(got, want)
+    assert len(os.listdir(state)) <= 4  # two epochs' states and their best weights
+
+
+def test_keras_early_stopping_would_stop_later_after_the_same_kill(tmp_path):
+    """What the resumable one fixes: Keras' own waits its patience anew after a resume."""
+    losses = [1.0, 0.5, 0.6, 0.7, 0.4, 0.8, 0.9, 0.95, 0.99]
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    plain = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3)
+    assert _early_stopping_run(plain, model, losses, first=6) is None  # no stop by epoch 8
+
+
+def test_resumable_early_stopping_round_trips_through_its_config(tmp_path):
+    callback = kr.callbacks.ResumableEarlyStopping(
+        state_dir=tmp_path, monitor="val_accuracy", mode="max", patience=4, start_from_epoch=2
+    )
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(callback))
+    assert type(again) is type(callback) and again.get_config() == callback.get_config()

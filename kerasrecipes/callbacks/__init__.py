@@ -16,6 +16,7 @@ from keras import ops
 from kerasrecipes.callbacks.backup import AtomicBackupAndRestore
 from kerasrecipes.callbacks.base import ConfigurableCallback
 from kerasrecipes.callbacks.curves import TrainingCurves
+from kerasrecipes.callbacks.early_stopping import ResumableEarlyStopping
 from kerasrecipes.callbacks.lr_finder import LRFinder
 from kerasrecipes.callbacks.phases import mark_phase, phase_marks
 from kerasrecipes.callbacks.precise_bn import PreciseBN
@@ -118,6 +119,7 @@ __all__ = [
     "LRFinder",
     "LogLearningRates",
     "PreciseBN",
+    "ResumableEarlyStopping",
     "TrainingCurves",
     "UnfreezeBackbone",
     "default_callbacks",

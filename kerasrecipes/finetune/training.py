@@ -40,6 +40,7 @@ from kerasrecipes.callbacks import (
     learning_rate_logs,
     mark_phase,
 )
+from kerasrecipes.callbacks.early_stopping import ResumableEarlyStopping
 from kerasrecipes.callbacks.unfreeze import UnfreezeBackbone
 from kerasrecipes.features import HEAD_GROUP, param_groups
 from kerasrecipes.files import replaced_atomically
@@ -398,16 +399,13 @@ class _Run:
             UnfreezeBackbone(schedule=schedule, train_bn=phase.train_bn),
             self.recorder,
         ]
-        if self.folder:
-            backup = self.folder.file("backup", phase.name)
-            _check_backup(self.folder, backup)
-            # Kept when the phase ends, until `_finish_phase` has saved its result.
-            callbacks.append(AtomicBackupAndRestore(backup, delete_checkpoint=False))
+        backup = self.folder.file("backup", phase.name) if self.folder else None
         if config.ema:
             callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
         if config.early_stopping_patience is not None:
             callbacks.append(
-                keras.callbacks.EarlyStopping(
+                ResumableEarlyStopping(
+                    state_dir=backup,  # its count and best weights resume with the backup
                     monitor=config.monitor,
                     patience=config.early_stopping_patience,
                     restore_best_weights=True,
@@ -417,6 +415,11 @@ class _Run:
                     + (phase.epochs // 2 if phase.schedule == "cosine" else 0),
                 )
             )
+        if backup:
+            _check_backup(self.folder, backup)
+            # After early stopping, so an epoch's backup follows that epoch's stopping state;
+            # kept when the phase ends, until `_finish_phase` has saved its result.
+            callbacks.append(AtomicBackupAndRestore(backup, delete_checkpoint=False))
         if config.precise_bn:  # after EarlyStopping: the statistics of the weights it restores
             callbacks.append(PreciseBN(self.population_ds, num_batches=PRECISE_BN_BATCHES))
         callbacks.append(keras.callbacks.TerminateOnNaN())
