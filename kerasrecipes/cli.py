@@ -344,7 +344,8 @@ def _one_line(error):
 
 
 def _field_values(assignments, option):
-    """`{field: value}` from "FIELD=VALUE" texts, each value parsed as its config field's type."""
+    """`{field: value}` from "FIELD=VALUE" texts, each value read as the field's own flag reads
+    it (the same converter and choices)."""
     fields = {f.name: f for f in dataclasses.fields(FineTuneConfig)}
     values = {}
     for text in assignments:
@@ -363,6 +364,11 @@ def _field_values(assignments, option):
             )
         except argparse.ArgumentTypeError as error:
             raise ValueError(f"{option} {text!r}: {error}") from None
+        choices = field.metadata.get("choices")
+        if choices is not None and values[name] not in choices:
+            raise ValueError(
+                f"{option} {text!r}: {name} is one of {list(choices)}, as {cli_flag(field)}."
+            )
     return values
 
 

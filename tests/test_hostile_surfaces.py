@@ -343,3 +343,10 @@ def test_csv_cells_are_spreadsheet_safe_and_terminal_text_printable():
     text = csv_text([{"label": "=1+1", "path": "@x", "score": -0.5, "name": "a\x1b[2Jb"}])
     assert "'=1+1" in text and "'@x" in text and ",-0.5," in text and "a\\x1b[2Jb" in text
     assert printable("ok\x07") == "ok\\x07"
+
+
+def test_set_takes_the_choices_its_flag_takes():
+    from kerasrecipes.cli import _field_values
+
+    with pytest.raises(ValueError, match="optimizer is one of"):
+        _field_values(["optimizer=rmsprop"], "--set")
