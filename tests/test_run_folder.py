@@ -51,13 +51,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def run_script(tmp_path, out, moment):
+def run_script(tmp_path, out, moment, run=RUN):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     tests = os.path.dirname(os.path.abspath(__file__))
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": tests}
     return subprocess.run(
-        [sys.executable, str(script), str(out), moment, json.dumps(RUN)],
+        [sys.executable, str(script), str(out), moment, json.dumps(run)],
         env=env,
         capture_output=True,
         text=True,
@@ -375,3 +375,25 @@ def test_a_run_the_old_order_left_finished_without_a_report_is_completed(tmp_pat
     assert not history.finished_earlier and history.timings == {}
     assert json.loads((out / "report.json").read_text())["status"] == "finished"
     assert (out / "model.keras").exists()
+
+
+def test_early_stopping_fires_at_the_same_epoch_after_a_kill(tmp_path):
+    """Validation accuracy reaches its best and stays there: with patience 1 the phase stops
+    one epoch after its best. Killed right after the best epoch (its backup written), the
+    resumed run must stop at the same epoch, not wait its patience anew."""
+    run = dict(RUN, head_epochs=1, finetune_epochs=10, early_stopping_patience=1)
+    run["monitor"] = "val_accuracy"
+    whole = run_script(tmp_path, tmp_path / "whole", "never", run)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    epochs = sorted(map(int, RunFolder(tmp_path / "whole").read_json("state.json")["rows"]))
+    assert len(epochs) < 11, "early stopping did not fire; the test needs it to"
+    stopped = epochs[-1]
+    out = tmp_path / "killed"
+    killed = run_script(tmp_path, out, f"epoch{stopped - 1}", run)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = run_script(tmp_path, out, "never", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(map(int, RunFolder(out).read_json("state.json")["rows"])) == epochs
+    whole_report = json.loads((tmp_path / "whole" / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    assert report["val_accuracy"] == whole_report["val_accuracy"]
