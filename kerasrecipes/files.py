@@ -32,17 +32,23 @@ def write_atomically(path, data, overwrite=True):
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path} exists already; pass --overwrite to replace it.")
     folder, name = os.path.split(path)
-    handle, writing = tempfile.mkstemp(prefix=f".{name}.", suffix=".writing", dir=folder or ".")
+    try:
+        handle, writing = tempfile.mkstemp(
+            prefix=f".{name}.", suffix=".writing", dir=folder or "."
+        )
+    except OSError as error:
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
     try:
         with os.fdopen(handle, "wb" if isinstance(data, bytes) else "w") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(writing, path)
-    except BaseException:
+    except OSError as error:  # named after the file asked for, not the temporary one
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
+    finally:
         if os.path.lexists(writing):
             os.remove(writing)
-        raise
 
 
 @contextlib.contextmanager

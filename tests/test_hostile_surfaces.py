@@ -350,3 +350,8 @@ def test_set_takes_the_choices_its_flag_takes():
 
     with pytest.raises(ValueError, match="optimizer is one of"):
         _field_values(["optimizer=rmsprop"], "--set")
+
+
+def test_a_write_error_names_the_file_asked_for_not_the_temporary_one(tmp_path):
+    with pytest.raises(OSError, match=r"cannot write .*missing/out\.csv"):
+        write_atomically(tmp_path / "missing" / "out.csv", "x")

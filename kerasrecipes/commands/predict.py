@@ -100,6 +100,10 @@ def _predict_masks(segmenter, args):
         raise FileExistsError(
             f"--output {args.output} is not empty; give a new folder (nothing is overwritten)."
         )
+    if args.output:  # before predicting: the folder can be made there
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise PermissionError(f"--output {args.output}: cannot make a folder in {parent}.")
     results = list(_each_path(segmenter, args))
     skipped = [item for predictions, _ in results for item in predictions.skipped]
     if args.output:
