@@ -400,26 +400,33 @@ class _Run:
             self.recorder,
         ]
         backup = self.folder.file("backup", phase.name) if self.folder else None
-        if config.ema:
-            callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+        stopping = None
         if config.early_stopping_patience is not None:
-            callbacks.append(
-                ResumableEarlyStopping(
-                    state_dir=backup,  # its count and best weights resume with the backup
-                    monitor=config.monitor,
-                    patience=config.early_stopping_patience,
-                    restore_best_weights=True,
-                    # A decaying schedule's first half is no time to judge it by: from
-                    # scratch, the validation loss sits on a plateau there.
-                    start_from_epoch=first_epoch
-                    + (phase.epochs // 2 if phase.schedule == "cosine" else 0),
-                )
+            stopping = ResumableEarlyStopping(
+                state_dir=backup,  # its count and best weights resume with the backup
+                monitor=config.monitor,
+                patience=config.early_stopping_patience,
+                restore_best_weights=True,
+                # A decaying schedule's first half is no time to judge it by: from
+                # scratch, the validation loss sits on a plateau there.
+                start_from_epoch=first_epoch
+                + (phase.epochs // 2 if phase.schedule == "cosine" else 0),
             )
+        backing_up = None
         if backup:
             _check_backup(self.folder, backup)
-            # After early stopping, so an epoch's backup follows that epoch's stopping state;
-            # kept when the phase ends, until `_finish_phase` has saved its result.
-            callbacks.append(AtomicBackupAndRestore(backup, delete_checkpoint=False))
+            # Kept when the phase ends, until `_finish_phase` has saved its result.
+            backing_up = AtomicBackupAndRestore(backup, delete_checkpoint=False)
+        if config.ema:
+            # The backup takes the training weights before SwapEMAWeights puts the averaged
+            # ones in the model, and early stopping keeps the averaged ones as its best; so
+            # here its state of an epoch follows that epoch's backup, and a kill between the
+            # two loses one epoch of its count.
+            swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+            order = [backing_up, swap, stopping]
+        else:  # an epoch's stopping state before its backup: a resume takes up both exactly
+            order = [stopping, backing_up]
+        callbacks += [callback for callback in order if callback is not None]
         if config.precise_bn:  # after EarlyStopping: the statistics of the weights it restores
             callbacks.append(PreciseBN(self.population_ds, num_batches=PRECISE_BN_BATCHES))
         callbacks.append(keras.callbacks.TerminateOnNaN())
