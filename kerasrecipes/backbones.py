@@ -27,7 +27,7 @@ from kerasrecipes.demo_backbone import (  # noqa: F401  (DEMO_EPOCHS, demo_backb
     demo_backbone,
 )
 from kerasrecipes.features import LoadedBackbone
-from kerasrecipes.model_parts import head_layers
+from kerasrecipes.model_parts import HEAD_PREFIX, head_layers  # noqa: F401 (HEAD_PREFIX: old home)
 from kerasrecipes.registry import create_model, model_card
 
 

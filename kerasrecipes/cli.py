@@ -337,7 +337,16 @@ def _run(args, command):
 def _one_line(error):
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(
-        error, (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
+        error,
+        (
+            ValueError,
+            FileNotFoundError,
+            FileExistsError,
+            NotADirectoryError,
+            IsADirectoryError,
+            PermissionError,
+            RuntimeError,
+        ),
     ):
         return text
     return f"{type(error).__name__}: {text} (run with --debug for the traceback)"
@@ -365,7 +374,7 @@ def _field_values(assignments, option):
         except argparse.ArgumentTypeError as error:
             raise ValueError(f"{option} {text!r}: {error}") from None
         choices = field.metadata.get("choices")
-        if choices is not None and values[name] not in choices:
+        if choices is not None and values[name] is not None and values[name] not in choices:
             raise ValueError(
                 f"{option} {text!r}: {name} is one of {list(choices)}, as {cli_flag(field)}."
             )

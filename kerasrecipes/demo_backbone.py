@@ -12,8 +12,6 @@ import time
 import keras
 
 from kerasrecipes.cards import DEMO_IMAGE_SIZE, DEMO_MODEL
-from kerasrecipes.data import image_folder, make_demo_dataset
-from kerasrecipes.data.verify import default_cache_dir
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.precision import training_compile_options
 from kerasrecipes.registry import create_model, model_card
@@ -51,6 +49,11 @@ def demo_backbone(
         vector per image out, and a dict with `val_accuracy`, `seconds`,
         `epochs`, `path`.
     """
+    # Here, not at the top: `kerasrecipes.backbones` imports this module and loads without
+    # TensorFlow (JAX and PyTorch machines), which `kerasrecipes.data` imports.
+    from kerasrecipes.data import image_folder, make_demo_dataset
+    from kerasrecipes.data.verify import default_cache_dir
+
     root = os.path.join(cache_dir or default_cache_dir(), "demo")
     key = f"{model}_{image_size}px_{epochs}ep"
     path = os.path.join(root, "backbones", f"{key}.keras")

@@ -31,11 +31,8 @@ def write_atomically(path, data, overwrite=True):
     path = os.fspath(path)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{path} exists already; pass --overwrite to replace it.")
-    folder, name = os.path.split(path)
     try:
-        handle, writing = tempfile.mkstemp(
-            prefix=f".{name}.", suffix=".writing", dir=folder or "."
-        )
+        handle, writing = _new_file_beside(path, "")
     except OSError as error:
         raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
     try:
@@ -43,7 +40,12 @@ def write_atomically(path, data, overwrite=True):
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(writing, path)
+        if overwrite:
+            os.replace(writing, path)
+        else:  # a link fails if `path` appeared meanwhile, where a rename would replace it
+            os.link(writing, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists already; pass --overwrite to replace it.") from None
     except OSError as error:  # named after the file asked for, not the temporary one
         raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from None
     finally:
@@ -60,10 +62,7 @@ def replaced_atomically(path, suffix=""):
     (".keras", ".weights.h5", ".png"). The file is made by `tempfile.mkstemp`, so
     nothing planted next to `path` is written through.
     """
-    folder, name = os.path.split(os.fspath(path))
-    handle, writing = tempfile.mkstemp(
-        prefix=f".{name}.", suffix=f".writing{suffix}", dir=folder or "."
-    )
+    handle, writing = _new_file_beside(path, suffix)
     os.close(handle)
     try:
         yield writing
@@ -71,6 +70,19 @@ def replaced_atomically(path, suffix=""):
     finally:
         if os.path.lexists(writing):
             os.remove(writing)
+
+
+def _new_file_beside(path, suffix):
+    """`(descriptor, path)` of a new file next to `path` (`O_EXCL | O_NOFOLLOW`), with the
+    permissions a plain `open` would give it (`mkstemp` makes it owner-only)."""
+    folder, name = os.path.split(os.fspath(path))
+    handle, writing = tempfile.mkstemp(
+        prefix=f".{name}.", suffix=f".writing{suffix}", dir=folder or "."
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)
+    return handle, writing
 
 
 def check_writable(path, overwrite=False, option="--output"):
@@ -102,7 +114,17 @@ def spreadsheet_safe(value):
     if not isinstance(value, str):
         return value
     value = printable(value)
+    if value[:1] in ("+", "-") and _is_number(value):  # a number written as text: as it is
+        return value
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_json(path, value):

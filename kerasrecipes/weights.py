@@ -5,7 +5,10 @@ import os
 import keras
 
 from kerasrecipes import _compat
-from kerasrecipes.model_parts import head_layers
+from kerasrecipes.model_parts import HEAD_PREFIX, head_layers
+
+# The classifier layer's name in our builders (kept for code that imported it).
+CLASSIFIER = f"{HEAD_PREFIX}dense"
 
 
 def _weights_of(model, skip_head):

@@ -136,9 +136,11 @@ def test_export_writes_its_record_and_replaces_only_its_own_folder(model_file, t
     code, stdout, err = run_main(capsys, "export", model_file, *SAVED_MODEL, "--out", str(out))
     assert code == 0, err
     record = json.loads((out / "export.json").read_text())
-    assert record["artifacts"] == {"saved_model": "saved_model"}
+    assert record["artifacts"] == {
+        "saved_model": {"format": "saved_model", "input_shape": [None, None, None, 3]}
+    }
     assert record["class_names"] == ["=HYPERLINK(x)", "b\x1b[31m"]
-    assert record["input"]["shape"] == [None, 16, 16, 3]
+    assert record["image_size"] == [16, 16] and record["input"]["range"] == [0, 255]
     code, _, err = run_main(
         capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
     )
@@ -264,6 +266,32 @@ def _gif_with_a_large_second_frame():
     data += b"\x2c" + struct.pack("<HHHH", 0, 0, 16, 16) + b"\x00" + frame
     data += b"\x2c" + struct.pack("<HHHH", 0, 0, 12000, 12000) + b"\x00" + frame
     return data + b"\x3b"
+
+
+def test_a_gif_of_many_small_frames_is_limited_by_them_all(tmp_path):
+    """TensorFlow's GIF decoder unpacks every frame: 600 frames of 400 x 400 is 96 M pixels."""
+    frame = b"\x02\x02\x44\x01\x00"
+    data = b"GIF89a" + struct.pack("<HH", 400, 400) + b"\x00\x00\x00"
+    data += (b"\x2c" + struct.pack("<HHHH", 0, 0, 400, 400) + b"\x00" + frame) * 600
+    folder = tmp_path / "photos" / "a"
+    folder.mkdir(parents=True)
+    (folder / "frames.gif").write_bytes(data + b"\x3b")
+    report = kr.data.verify_images(tmp_path / "photos")
+    reasons = {os.path.basename(path): reason for path, reason in report.skipped}
+    assert "96.0 M pixels" in reasons["frames.gif"]
+
+
+def test_files_written_are_readable_as_a_plain_open_would_make_them(tmp_path):
+    write_atomically(tmp_path / "report.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "report.json").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_set_none_turns_an_optional_choice_off():
+    from kerasrecipes.cli import _field_values
+
+    assert _field_values(["balance=none"], "--set") == {"balance": None}
 
 
 def test_a_gif_is_limited_by_its_largest_frame_not_its_first(tmp_path):

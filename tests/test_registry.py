@@ -120,7 +120,9 @@ def test_the_model_builders_load_without_tensorflow():
         from kerasrecipes.info import model_info
         from kerasrecipes.precision import auto_precision
         from kerasrecipes.registry import create_model
+        from kerasrecipes.backbones import backbone_of, load_backbone
         model = create_model("resnet18", input_shape=(32, 32, 3), num_classes=3)
+        assert backbone_of(model).output_shape[-1] == 512
         print(model_info(model).params, auto_precision())
         try:
             kr.fine_tune

@@ -94,7 +94,9 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         if self.best_weights is not None:
             weights_epoch = self.best_epoch
             path = self._path("best", weights_epoch)
-            if not os.path.exists(path):
+            # Written again when this epoch is the best: a retrained epoch replaces what a
+            # killed attempt at it left.
+            if self.best_epoch == epoch or not os.path.exists(path):
                 with replaced_atomically(path, ".npz") as writing:
                     np.savez(writing, *self.best_weights)
         state = {

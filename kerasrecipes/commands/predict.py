@@ -74,7 +74,6 @@ def _predict_classes(classifier, args):
             write_json(args.output, written)
         else:
             write_atomically(args.output, csv_text(written))
-        # Printed below: the counts per class name, which may hold control characters.
         counts = {name: 0 for name in classifier.class_names}
         for row in predicted:
             counts[row["label"]] += 1

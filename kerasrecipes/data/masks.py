@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import stat
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -96,8 +97,6 @@ def read_mask(path, max_pixels=DEFAULT_MAX_PIXELS):
     blocking, and at most `max_pixels` pixels. Raises `ValueError` (or
     `OSError`) saying why a file is not a usable mask.
     """
-    import warnings
-
     from PIL import Image
 
     contents = read_regular_file(path)
@@ -126,8 +125,6 @@ def read_mask(path, max_pixels=DEFAULT_MAX_PIXELS):
 
 def _check_mask(image_path, mask_path, num_classes):
     """The reason a mask cannot be used with its image, or None; and its pixel counts."""
-    import warnings
-
     from PIL import Image
 
     try:

@@ -408,10 +408,12 @@ def read_regular_file(path):
 
 
 def _gif_frame_pixels(contents):
-    """The largest canvas any frame of a GIF needs (its screen, or a frame reaching past it),
-    read from the block structure without decoding; None if the blocks do not parse.
+    """The pixels a decoder allocates for a GIF: for each frame, its screen or the frame where
+    it reaches past the screen, added up over the frames; read from the block structure
+    without decoding.
 
-    Pillow's header gives the first frame's size only; the decoder allocates for every frame.
+    Pillow's header gives the first frame's size only, and TensorFlow's decoder (giflib's
+    `DGifSlurp`) unpacks every frame, even when it returns the first.
     """
     if len(contents) < 13:
         return None
@@ -419,7 +421,7 @@ def _gif_frame_pixels(contents):
         int.from_bytes(contents[6:8], "little"),
         int.from_bytes(contents[8:10], "little"),
     )
-    largest = width * height
+    screen, total = width * height, 0
     position = 13 + (3 * 2 ** ((contents[10] & 7) + 1) if contents[10] & 0x80 else 0)
     while position < len(contents):
         block = contents[position]
@@ -429,20 +431,20 @@ def _gif_frame_pixels(contents):
             position += 2
         elif block == 0x2C:  # image descriptor
             if position + 10 > len(contents):
-                return largest
+                break
             left, top, frame_width, frame_height = (
                 int.from_bytes(contents[position + i : position + i + 2], "little")
                 for i in (1, 3, 5, 7)
             )
-            largest = max(largest, (left + frame_width) * (top + frame_height))
+            total += max(screen, (left + frame_width) * (top + frame_height))
             flags = contents[position + 9]
             position += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
         else:
-            return largest
+            break
         while position < len(contents) and contents[position]:  # sub-blocks up to size 0
             position += contents[position] + 1
         position += 1
-    return largest
+    return max(total, screen)
 
 
 def _header_pixels(contents):

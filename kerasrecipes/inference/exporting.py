@@ -99,10 +99,11 @@ def export(model, out_dir, format="saved_model", overwrite=False, check_images=N
     scratch = tempfile.mkdtemp(prefix=".export-", dir=out_dir)
     try:
         result = _export_checked(model, os.path.join(scratch, name), format, check_images)
-        if os.path.lexists(path):
-            _remove(path)  # ours (export.json says so) or a file the user asked to replace
-        os.replace(result.path, path)
-        _record(out_dir, name, format, model)
+        _record(out_dir, name, format, model)  # first: what is in place is always listed
+        if os.path.isdir(path) and not os.path.islink(path):
+            # An earlier export of ours (export.json lists it): moved aside, deleted below.
+            os.replace(path, os.path.join(scratch, f"old.{name}"))
+        os.replace(result.path, path)  # a file or a link: replaced in one step
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return dataclasses.replace(result, path=path)
@@ -152,19 +153,17 @@ def _record(out_dir, name, format, model):
         artifacts = dict(existing["artifacts"])
     except (OSError, ValueError, KeyError, TypeError):
         artifacts = {}
-    artifacts[name] = format
     height, width = model.image_size
+    # LiteRT runs the static size it was exported at; the others resize any size inside.
+    size = [height, width] if format == "litert" else [None, None]
+    artifacts[name] = {"format": format, "input_shape": [None, *size, 3]}
     write_json(
         record,
         {
             "artifacts": artifacts,
             "class_names": list(getattr(model, "class_names", None) or []),
-            "input": {
-                "shape": [None, height, width, 3],
-                "dtype": "float32",
-                "range": [0, 255],
-                "channels": "RGB",
-            },
+            "input": {"dtype": "float32", "range": [0, 255], "channels": "RGB"},
+            "image_size": [height, width],
         },
     )
 
@@ -250,10 +249,3 @@ def _require(packages, format):
         raise ExportError(
             f'Exporting to {format} needs {", ".join(missing)}: pip install "kerasrecipes[export]".'
         )
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.remove(path)
