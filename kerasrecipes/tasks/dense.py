@@ -17,7 +17,7 @@ from kerasrecipes.data.augment import MASK_AND_BOX_PRESETS
 from kerasrecipes.data.demo import make_demo_dataset
 from kerasrecipes.files import replaced_atomically
 
-# The augmentation presets of the dense tasks (`kr.data.augment.PRESETS` names the vocabulary).
+# The augmentation presets of the dense tasks (`kr.data.PRESETS` names the vocabulary).
 DENSE_AUGMENT = MASK_AND_BOX_PRESETS
 # The demo scenes' size (`make_demo_dataset(task="segmentation")`): the demo backbone,
 # pre-trained at 32 px, is rebuilt at it under the U-Net or RetinaNet.
