@@ -6,7 +6,6 @@ byte-identical afterwards, and that nothing blocks (an alarm fails a test after 
 
 import json
 import os
-import signal
 import struct
 
 import keras
@@ -14,24 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+# The folder tests' autouse fixtures: a private scan cache; an alarm that fails a blocked test.
+from test_hostile_folders import no_hang, scan_cache_dir  # noqa: F401, E402
+
 import kerasrecipes as kr
 from kerasrecipes.cli import main
 from kerasrecipes.files import csv_text, printable, write_atomically
-
-
-@pytest.fixture(autouse=True)
-def no_hang(tmp_path, monkeypatch):
-    monkeypatch.setenv("KERASRECIPES_CACHE", str(tmp_path / "cache"))
-
-    def fail(*_):
-        raise TimeoutError("blocked for 120 s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(120)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
 
 SAVED_MODEL = ("--format", "saved_model")
 
