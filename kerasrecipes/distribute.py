@@ -34,6 +34,44 @@ def is_multi_worker(strategy):
     return _compat.in_multi_worker_mode(strategy)
 
 
+def is_chief(strategy):
+    """Whether this process writes the run's files: always, except on a non-chief worker.
+
+    Under `MultiWorkerMirroredStrategy` the chief is the `chief` task, or worker
+    0 when the cluster has none (`TF_CONFIG`); the others train the same steps
+    but must not write where the chief writes.
+    """
+    if strategy is None or not is_multi_worker(strategy):
+        return True
+    return bool(strategy.extended.should_checkpoint)
+
+
+def chief_values(strategy, values):
+    """`values` (numbers) as the chief has them, on every worker; also a barrier.
+
+    Outside multi-worker training it returns `values` as floats.
+    """
+    values = [float(value) for value in values]
+    return worker_sum(strategy, values if is_chief(strategy) else [0.0] * len(values))
+
+
+def worker_sum(strategy, values):
+    """The sum of `values` (numbers) over the workers, on every worker; also a barrier.
+
+    An all-reduce: every worker waits in it until all have reached it.
+    Outside multi-worker training it returns `values` as floats.
+    """
+    values = [float(value) for value in values]
+    if strategy is None or not is_multi_worker(strategy):
+        return values
+    share = [value / len(strategy.extended.worker_devices) for value in values]
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(share, tf.float64)
+    )
+    total = strategy.reduce("SUM", per_replica, axis=None)
+    return [round(float(value), 6) for value in total.numpy()]
+
+
 def batch_size_of(dataset):
     """The batch size of a batched dataset: static if known, else the size of its first batch."""
     spec = dataset.element_spec

@@ -434,8 +434,29 @@ def free_port():
 WORKER = textwrap.dedent(
     """
     import json, os, sys
+    result, out_dir = sys.argv[1], sys.argv[2]
+    inside = os.path.realpath(out_dir) + os.sep
+    writes = []
+
+    def audit(event, args):  # what this process writes, moves or removes in out_dir
+        if event == "open":
+            path, mode, flags = args
+            writing = (flags or 0) & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+            if not (mode and set(mode) & set("wax+")) and not writing:
+                return
+        elif event not in ("os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.link",
+                           "os.symlink", "shutil.rmtree", "os.chmod", "os.truncate"):
+            return
+        for path in args[:2]:
+            if isinstance(path, (str, bytes, os.PathLike)):
+                path = os.path.realpath(os.fsdecode(path))
+                if (path + os.sep).startswith(inside):
+                    writes.append(f"{event} {path}")
+
+    sys.addaudithook(audit)
     import numpy as np, tensorflow as tf, keras
     import kerasrecipes as kr
+    from kerasrecipes.finetune.run_folder import RunFolderError
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (64, 16, 16, 3)).astype("float32")
@@ -449,31 +470,39 @@ WORKER = textwrap.dedent(
         x = keras.layers.BatchNormalization(name="stage1_block1_bn")(x)
         return keras.Model(inputs, x, name="tiny")
 
-    model, history = kr.fine_tune(backbone, data, num_classes=2, head_epochs=1,
-                                  finetune_epochs=1, strategy=strategy, seed=0, verbose=0,
-                                  preprocessing="unit")
-    json.dump({"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
-               "kernel": float(np.sum(model.get_layer("head_dense").kernel))},
-              open(sys.argv[1], "w"))
+    try:
+        model, history = kr.fine_tune(backbone, data, num_classes=2, head_epochs=1,
+                                      finetune_epochs=1, strategy=strategy, seed=0, verbose=0,
+                                      preprocessing="unit", out_dir=out_dir)
+        outcome = {"loss": history.history["loss"],
+                   "kernel": float(np.sum(model.get_layer("head_dense").kernel))}
+    except RunFolderError as error:
+        outcome = {"error": str(error)}
+    json.dump({"replicas": strategy.num_replicas_in_sync, "writes": writes, **outcome},
+              open(result, "w"))
     """
 )
 
 
-def test_two_workers_on_localhost_train_to_the_end(tmp_path):
+def run_two_workers(tmp_path, out_dirs):
+    """Runs WORKER as worker 0 (the chief) and worker 1 on localhost; returns their results."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir(exist_ok=True)
     workers = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     processes = []
-    for index in range(2):
+    for index, out_dir in enumerate(out_dirs):
         env = {
             **os.environ,
             "TF_CONFIG": kr.distribute.tf_config(workers, index),
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "CUDA_VISIBLE_DEVICES": "",
+            "TMPDIR": str(scratch),
         }
         processes.append(
             subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / f"result{index}.json")],
+                [sys.executable, str(script), str(tmp_path / f"result{index}.json"), out_dir],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -482,8 +511,28 @@ def test_two_workers_on_localhost_train_to_the_end(tmp_path):
     outputs = [process.communicate(timeout=240)[0].decode() for process in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
-    results = [json.loads((tmp_path / f"result{i}.json").read_text()) for i in range(2)]
+    assert not list(scratch.glob("kerasrecipes-worker-*"))  # the other worker's copy is gone
+    return [json.loads((tmp_path / f"result{i}.json").read_text()) for i in range(2)]
+
+
+def test_two_workers_on_localhost_train_to_the_end_and_only_the_chief_writes(tmp_path):
+    out_dir = str(tmp_path / "run")
+    results = run_two_workers(tmp_path, [out_dir, out_dir])
     assert [r["replicas"] for r in results] == [2, 2]
     assert len(results[0]["loss"]) == 2
     # The workers hold one mirrored model: the same weights at the end.
     assert results[0]["kernel"] == pytest.approx(results[1]["kernel"], rel=1e-6)
+    assert results[0]["writes"] and results[1]["writes"] == []  # only the chief wrote out_dir
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "finished"
+    assert not (tmp_path / "run" / "run.lock").exists()
+    assert (tmp_path / "run" / "model.keras").exists()
+
+    # A worker that sees another folder (no shared file system) than the chief: both stop.
+    results = run_two_workers(tmp_path, [out_dir, str(tmp_path / "elsewhere")])
+    assert "the workers found different runs" in results[0]["error"]
+    assert (
+        "the workers found different runs there (the chief: finished, 2 epochs recorded; this "
+        "worker: not finished, 0 epochs recorded)" in results[1]["error"]
+    )
+    assert results[1]["writes"] == [] and not (tmp_path / "elsewhere").exists()

@@ -25,6 +25,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 import warnings
 
@@ -54,7 +56,13 @@ from kerasrecipes.finetune.config import (
     resolve_budget,
     resolve_config,
 )
-from kerasrecipes.finetune.run_folder import RunFolder, data_fingerprint, write_json
+from kerasrecipes.finetune.run_folder import (
+    LOCK_FILE,
+    RunFolder,
+    RunFolderError,
+    data_fingerprint,
+    write_json,
+)
 from kerasrecipes.layers.normalization import set_bn_momentum
 from kerasrecipes.optimizers import exclude_from_decay, with_group_rates
 from kerasrecipes.precision import (
@@ -203,18 +211,18 @@ def fine_tune(
     num_classes = _num_classes(num_classes, info, train_ds, get_task(config.task))
     config = resolve_budget(config, _steps(train_ds, 1))
     phases = plan_phases(config)
-    folder = RunFolder(config.out_dir) if config.out_dir else None
-    with folder if folder else contextlib.nullcontext():
-        if folder:
-            identity = {
-                "config": config.to_dict(),
-                "data": data_fingerprint(train_ds, val_ds, num_classes, info),
-            }
-            opened = folder.open(identity, restart=config.restart)
-            # The report is written last: a run killed while saving trains nothing again but
-            # saves again.
-            if opened == "finished" and os.path.exists(folder.file(reports.REPORT_FILE)):
-                return _finished_run(folder, config)
+    strategy = strategy or distribute.default_strategy()
+    identity = None
+    if config.out_dir:
+        identity = {
+            "config": config.to_dict(),
+            "data": data_fingerprint(train_ds, val_ds, num_classes, info),
+        }
+    with _open_run_folder(config, identity, strategy) as (folder, opened):
+        # The report is written last: a run killed while saving trains nothing again but
+        # saves again.
+        if opened == "finished" and os.path.exists(folder.file(reports.REPORT_FILE)):
+            return _finished_run(folder, config)
         class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
         run = _Run(config, folder, strategy, num_classes, class_names)
         run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
@@ -225,6 +233,69 @@ def fine_tune(
             )
             folder.finish(history.status)  # last: until here a rerun completes the saving
     return run.model, history
+
+
+@contextlib.contextmanager
+def _open_run_folder(config, identity, strategy):
+    """Holds and opens the run folder; yields `(folder, "new" | "resume" | "finished")`.
+
+    Without `out_dir`, `(None, "new")`. Under `MultiWorkerMirroredStrategy`
+    only the chief holds `out_dir`'s lock and writes there. Every other worker
+    trains in a private copy of it (in the system's temporary folder, removed
+    at the end): it resumes from the same backup as the chief and so runs the
+    same steps, whose collectives must pair up, while its own writes go
+    nowhere. `out_dir` must be on storage every worker reads, for a resume.
+    """
+    if not config.out_dir:
+        yield None, "new"
+        return
+    folder = RunFolder(config.out_dir)
+    if not distribute.is_multi_worker(strategy):
+        with folder:
+            yield folder, folder.open(identity, restart=config.restart)
+        return
+    if distribute.is_chief(strategy):
+        with folder:
+            try:
+                opened = folder.open(identity, restart=config.restart)
+            except Exception:
+                distribute.chief_values(strategy, [-1])  # the others stop too
+                raise
+            distribute.chief_values(strategy, [0])
+            _agree_with_chief(folder.path, folder, opened, strategy)
+            yield folder, opened
+        return
+    if distribute.chief_values(strategy, [0]) == [-1]:  # waits for the chief to open out_dir
+        raise RunFolderError(
+            f"{folder.path}: the chief worker could not open the run folder; its output says why."
+        )
+    with tempfile.TemporaryDirectory(prefix="kerasrecipes-worker-") as scratch:
+        copy = RunFolder(os.path.join(scratch, "run"))
+        if os.path.isdir(folder.path):
+            shutil.copytree(
+                folder.path, copy.path, symlinks=True, ignore=shutil.ignore_patterns(LOCK_FILE)
+            )
+        with copy:
+            opened = copy.open(identity)
+            _agree_with_chief(folder.path, copy, opened, strategy)
+            yield copy, opened
+
+
+def _agree_with_chief(out_dir, folder, opened, strategy):
+    """Stops every worker, saying why, when one found another run in `out_dir` than the chief."""
+    mine = [opened == "finished", len(folder.state["rows"]), len(folder.state["phases"])]
+    chief = distribute.chief_values(strategy, mine)
+    if distribute.worker_sum(strategy, [chief != [float(value) for value in mine]])[0] > 0:
+
+        def described(finished, epochs):
+            return f"{'finished' if finished else 'not finished'}, {int(epochs)} epochs recorded"
+
+        raise RunFolderError(
+            f"{out_dir}: the workers found different runs there (the chief: "
+            f"{described(*chief[:2])}; this worker: {described(*mine[:2])}). Under "
+            "MultiWorkerMirroredStrategy, out_dir must be one folder that every worker reads, "
+            "on a shared file system."
+        )
 
 
 def _keras_model(backbone):
@@ -457,8 +528,6 @@ class _Run:
             with replaced_atomically(weights, ".weights.h5") as writing:
                 self.model.save_weights(writing)
             self.folder.finish_phase(phase.name, record)
-            import shutil
-
             shutil.rmtree(self.folder.file("backup", phase.name), ignore_errors=True)
             with contextlib.suppress(OSError):
                 os.rmdir(self.folder.file("backup"))  # when no other phase has a backup
