@@ -143,6 +143,21 @@ def test_export_to_a_file_says_it_writes_a_folder(model_file, tmp_path, capsys):
     assert target.read_text() == "x"
 
 
+def test_a_loose_segmentation_file_exports_as_a_segmenter(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(3, 1, activation="softmax")(keras.layers.Rescaling(1 / 255)(inputs))
+    path = tmp_path / "unet.keras"  # a bare network, no run folder beside it
+    keras.Model(inputs, x, name="tiny_unet").save(path)
+    assert isinstance(kr.load_model(path), kr.ImageSegmenter)
+    out = tmp_path / "export"
+    code, _, err = run_main(capsys, "export", str(path), *SAVED_MODEL, "--out", str(out))
+    assert code == 0, err
+    served = kr.inference.exporting.run_exported(
+        str(out / "saved_model"), "saved_model", np.zeros((1, 8, 8, 3))
+    )
+    assert served.shape[:3] == (1, 8, 8)  # a mask per image, not a class per image
+
+
 # -- model files ------------------------------------------------------------------------------
 
 
@@ -370,3 +385,17 @@ def test_set_takes_the_choices_its_flag_takes():
 def test_a_write_error_names_the_file_asked_for_not_the_temporary_one(tmp_path):
     with pytest.raises(OSError, match=r"cannot write .*missing/out\.csv"):
         write_atomically(tmp_path / "missing" / "out.csv", "x")
+
+
+def test_the_command_shows_the_warning_about_a_class_too_small_to_validate(tmp_path):
+    root = tmp_path / "data"
+    for name, count in (("big", 8), ("lonely", 1)):
+        (root / name).mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(np.full((8, 8, 3), 30 * index, "uint8")).save(
+                root / name / f"{index}.png"
+            )
+    _, _, info = kr.data.image_folder(root, image_size=(8, 8), validation_split=0.25, seed=0)
+    line = kr.tasks.get_task("classification").describe_data(info)
+    assert "WARNING: classes with fewer than 2 images in a split: 'lonely' (1 training)" in line
+    assert "'lonely' (0 validation)" in line
