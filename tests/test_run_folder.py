@@ -19,7 +19,7 @@ from test_finetune import tiny_backbone, toy_data
 
 import kerasrecipes as kr
 from kerasrecipes.cli import main
-from kerasrecipes.finetune.run_folder import RunFolder, RunFolderError
+from kerasrecipes.finetune.run_folder import RunFolder, RunFolderError, default_out_dir
 
 RUN = dict(num_classes=2, head_epochs=3, finetune_epochs=3, early_stopping_patience=None, seed=0)
 
@@ -215,8 +215,36 @@ def test_data_dot_dot_from_a_class_folder_writes_outside_the_data(tmp_path, monk
     ]
     assert main(argv) == 0
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
-    assert (tmp_path / "runs" / "shapes" / "report.json").exists()
+    assert (pathlib.Path(default_out_dir(data, cwd=data / "ellipse")) / "report.json").exists()
+    assert os.path.dirname(default_out_dir(data, cwd=data / "ellipse")) == str(tmp_path / "runs")
     assert main([*argv, "--out", "../runs"]) == 1
+
+
+def test_two_data_folders_of_one_name_get_two_run_folders_and_restart_spares_the_other(
+    tmp_path, monkeypatch, capsys
+):
+    backbone = tmp_path / "tiny.keras"
+    tiny_backbone(size=32).save(backbone)
+    monkeypatch.chdir(tmp_path)
+    flags = ["--weights", str(backbone), "--head-epochs", "1", "--finetune-epochs", "0"]
+    folders = []
+    for project in ("photos", "flowers"):
+        data = kr.data.make_demo_dataset(tmp_path / project / "train", num_images=24)
+        assert main(["finetune", "--data", str(data), *flags]) == 0
+        folders.append(pathlib.Path(default_out_dir(data)))
+    assert folders[0] != folders[1]
+    assert [folder.parent for folder in folders] == [tmp_path / "runs"] * 2
+    assert all(folder.name.startswith("train-") for folder in folders)
+    report = (folders[0] / "report.json").read_bytes()
+    capsys.readouterr()
+
+    # --out naming the first project's run, --restart with the second's data: refused.
+    other = str(tmp_path / "flowers" / "train")
+    argv = ["finetune", "--data", other, "--out", str(folders[0]), "--restart", *flags]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "holds a run of other data" in err and "--restart" in err and "another --out" in err
+    assert (folders[0] / "report.json").read_bytes() == report
 
 
 def test_python_out_dir_writes_the_same_folder_and_report_as_the_command(tmp_path, capsys):

@@ -254,7 +254,8 @@ class FineTuneConfig:
     # the run folder
     out_dir: str | None = knob(
         None,
-        "run folder (command default: runs/<data folder name>, never inside the data folder)",
+        "run folder (command default: runs/<data folder name>-<hash of its path>, never "
+        "inside the data folder)",
         flag="--out",
     )
     restart: bool = knob(False, "train again from the start in a run folder that has a run")

@@ -107,7 +107,7 @@ def run(config=None, data=None, *, echo=None, **overrides):
         echo(line)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
-        model, history = fine_tune(backbone, train, val, config=config, info=info)
+        model, history = fine_tune(backbone, train, val, config=config, info=info, data_source=data)
     with open(os.path.join(out, "report.json")) as file:
         report = json.load(file)
     seconds = time.perf_counter() - started

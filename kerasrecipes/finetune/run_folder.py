@@ -138,10 +138,13 @@ class RunFolder:
     def open(self, identity, restart=False):
         """Checks the folder against this run's `identity`; returns "new", "resume" or "finished".
 
-        `identity` is `{"config": {...}, "data": {...}}`. With `restart`, the
-        run's files are removed first (and only those).
+        `identity` is `{"config": {...}, "data": {...}}`, and `"source"`, the
+        data folder's real path, where known. With `restart`, the run's files
+        are removed first (and only those), unless they are a run of another
+        data folder.
         """
         if restart:
+            self._check_same_source(identity)
             self.clear()
         stored = self.read_json(IDENTITY_FILE)
         state = self.read_json(STATE_FILE)
@@ -161,6 +164,7 @@ class RunFolder:
             return "new"
         differences = describe_differences(stored, identity)
         if differences:
+            self._check_same_source(identity)  # no advice to --restart over another folder's run
             raise RunFolderError(
                 f"{self.path} holds a run with other settings or data: "
                 + "; ".join(differences)
@@ -171,6 +175,18 @@ class RunFolder:
             raise self.corrupt(self.file(STATE_FILE), "missing, next to run.json")
         self.state = state
         return "finished" if state["status"] != "running" else "resume"
+
+    def _check_same_source(self, identity):
+        """Refuses to `--restart` over a run that read another data folder: that deletes its
+        work, which a restart of this run has no business doing."""
+        stored = self.read_json(IDENTITY_FILE) or {}
+        before, now = stored.get("source"), identity.get("source")
+        if before and now and before != now:
+            raise RunFolderError(
+                f"{self.path} holds a run of other data ({before}); --restart (restart=True) "
+                f"would delete it to train on {now}. Give another --out (out_dir=), or delete "
+                "that folder yourself if its run is no longer wanted."
+            )
 
     def clear(self):
         """Removes the files a run writes (`run_files()`, RUN_FOLDERS), nothing else."""
@@ -283,12 +299,18 @@ def data_fingerprint(train_ds, val_ds, num_classes, info=None):
 
 
 def default_out_dir(data, cwd=None):
-    """`runs/<data folder's real name>` under `cwd`, or next to the data folder when `cwd` is in it."""
+    """`runs/<data folder's name>-<hash of its real path>` under `cwd`, or beside the data folder
+    when `cwd` is in it.
+
+    The hash keeps apart two projects' folders of the same name (`photos/train` and
+    `flowers/train`), so a second project never lands in, or `--restart`s, the first one's run.
+    """
     data = os.path.realpath(data)
     cwd = os.path.realpath(cwd or os.getcwd())
     name = os.path.basename(data) or "data"
+    digest = hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     base = cwd if not is_inside(cwd, data) else os.path.dirname(data)
-    return os.path.join(base, "runs", name)
+    return os.path.join(base, "runs", f"{name}-{digest}")
 
 
 def is_inside(path, folder):

@@ -134,6 +134,7 @@ def fine_tune(
     class_counts=None,
     callbacks=(),
     strategy=None,
+    data_source=None,
     **overrides,
 ):
     """Fine-tunes `backbone` on a new task, phase by phase; returns the model.
@@ -182,6 +183,8 @@ def fine_tune(
         callbacks: more Keras callbacks, given to every phase.
         strategy: a `tf.distribute` strategy, or None for
             `kr.distribute.default_strategy()`.
+        data_source: the data folder, recorded in the run folder so that
+            `restart=True` never deletes a run of another folder.
         **overrides: `FineTuneConfig` fields, e.g. `head_epochs=2, out_dir="runs/x"`.
 
     Returns:
@@ -218,6 +221,8 @@ def fine_tune(
             "config": config.to_dict(),
             "data": data_fingerprint(train_ds, val_ds, num_classes, info),
         }
+        if data_source is not None:
+            identity["source"] = os.path.realpath(data_source)
     with _open_run_folder(config, identity, strategy) as (folder, opened):
         # The report is written last: a run killed while saving trains nothing again but
         # saves again.
