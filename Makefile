@@ -3,20 +3,26 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The runtime alone (what `make demo` needs), then the test stack on top (`make test`).
+RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow benchmark clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	# PyTorch for the backend tests: 2.13.0 is the CPU build this kind of machine keeps on disk
 	# (pip's find-links); an unpinned torch would pull a CUDA build of several GB.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/kerasrecipes finetune
 
 # The main run on TensorFlow, then tests/test_backends.py on JAX and on PyTorch.
