@@ -179,6 +179,7 @@ class FineTuneConfig:
     finetune_epochs: int | None = knob(
         None,
         "epochs of phase 2: the backbone unfrozen; 0 = head only (default: from --finetune-steps)",
+        aliases=("--epochs",),
     )
     finetune_steps: int | None = knob(
         None,

@@ -19,9 +19,10 @@ from kerasrecipes.backbones import load_backbone
 from kerasrecipes.cards import model_card
 from kerasrecipes.data.verify import default_cache_dir
 from kerasrecipes.finetune import report as reports
-from kerasrecipes.finetune.config import FineTuneConfig, resolve_config
+from kerasrecipes.finetune.config import FineTuneConfig, is_weights_file, resolve_config
 from kerasrecipes.finetune.run_folder import default_out_dir, is_inside
 from kerasrecipes.finetune.training import FINISHED_EARLIER, fine_tune
+from kerasrecipes.precision import auto_precision
 from kerasrecipes.tasks import get_task
 
 DEMO_OUT = os.path.join("runs", "demo")
@@ -71,11 +72,7 @@ def run(config=None, data=None, *, echo=None, **overrides):
         raise FileNotFoundError(f"--data {data}: no such folder. Give {task.data_layout}.")
     asked_size = config.image_size
     config = resolve_config(config, demo=data is None, data=data)
-    if config.weights == "none" and asked_size is None and data is not None:
-        echo(
-            f"Image size: {config.image_size}x{config.image_size}, from the data's median image "
-            f"size (no pretrained weights fix it; --image-size sets it)"
-        )
+    size_reason = image_size_reason(config, asked_size, data)
     out = config.out_dir or (demo_out_dir(task.name) if data is None else default_out_dir(data))
     if data is not None and is_inside(out, data):
         raise ValueError(
@@ -101,10 +98,13 @@ def run(config=None, data=None, *, echo=None, **overrides):
     if config.image_size is None:  # a weights file: its model's input size, else the card's
         size = backbone.model.input_shape[1] or model_card(config.model).default_input_shape[0]
         config = config.replace(image_size=int(size))
+    if config.precision == "auto":
+        config = config.replace(precision=auto_precision(backbone.model))
     with quiet_scan_log():
         train, val, info = task.read(data, config)
     for line in data_lines(task, info, data):
         echo(line)
+    echo(settings_line(config, size_reason, train))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
         model, history = fine_tune(backbone, train, val, config=config, info=info, data_source=data)
@@ -123,6 +123,36 @@ def run(config=None, data=None, *, echo=None, **overrides):
     else:
         echo(f"{seconds:.0f} s in all")
     return RunResult(out, report, model, history, seconds)
+
+
+def image_size_reason(config, asked_size, data):
+    """Why the run trains at `config.image_size`, in a few words for the settings line."""
+    weights = config.weights
+    if asked_size is not None:
+        return "as given"
+    if is_weights_file(weights):
+        return "the weights file's input size"
+    if weights == "demo":
+        return "the demo backbone's size"
+    if weights == "none" and data is not None:
+        return "the data's median image size; no pretrained weights fix it"
+    pretrained = model_card(config.model).pretrained.get(weights)
+    if pretrained is not None and pretrained.input_size:
+        return f"the size the {weights} weights were trained at"
+    return f"{config.model}'s default"
+
+
+def settings_line(config, size_reason, train):
+    """What the run decided, before it trains: model, weights, size and why, precision, batch,
+    steps per epoch, run folder."""
+    batches = int(train.cardinality())
+    steps = f"{batches} steps per epoch" if batches > 0 else "steps per epoch unknown"
+    return (
+        f"Settings: {config.model}, weights {config.weights}, image size "
+        f"{config.image_size}x{config.image_size} ({size_reason}; --image-size sets it), "
+        f"precision {config.precision}, batch {config.batch_size}, {steps}, run folder "
+        f"{config.out_dir}"
+    )
 
 
 def demo_out_dir(task):
