@@ -2,10 +2,9 @@
 
 import json
 
+import kerasrecipes as kr
 from kerasrecipes.cli import build_parser, main
 from kerasrecipes.finetune.pipeline import image_size_reason
-
-import kerasrecipes as kr
 
 
 def test_the_settings_line_says_what_the_run_decided_and_why(tmp_path, monkeypatch, capsys):
