@@ -205,6 +205,7 @@ def ablate(
     out_dir="runs/ablation",
     shard=(0, 1),
     verbose=0,
+    echo=print,
 ):
     """Runs the bucket ablation of `changes` against `baseline` and writes its reports.
 
@@ -226,6 +227,9 @@ def ablate(
             is `index` modulo `count`, to split the grid over processes or
             devices. Every shard writes the reports of what has finished.
         verbose: `fit`'s verbosity for each run. Defaults to 0.
+        echo: a function given one line per finished run (its variant, seed,
+            validation accuracy and time, and an estimate of the time left);
+            None prints nothing.
 
     Returns:
         An `AblationResult`.
@@ -240,16 +244,17 @@ def ablate(
     if data is None:
         data = _demo_folder()
     grid = [(variant, seed) for variant in variants(changes) for seed in seeds]
+    mine = [cell for position, cell in enumerate(grid) if position % count == index]
     _scan_once(data)
-    for position, (variant, seed) in enumerate(grid):
-        if position % count == index:
-            config = baseline.replace(
-                **variant.overrides(changes),
-                seed=seed,
-                out_dir=_run_folder(out_dir, variant, seed),
-                verbose=verbose,
-            )
-            _train(config, data)
+    progress = _Progress(len(mine), echo or _silent)
+    for variant, seed in mine:
+        config = baseline.replace(
+            **variant.overrides(changes),
+            seed=seed,
+            out_dir=_run_folder(out_dir, variant, seed),
+            verbose=verbose,
+        )
+        progress.done(variant.name, seed, _train(config, data))
     result = summarize(out_dir, changes, seeds)
     write_reports(result, baseline, changes)
     return result
@@ -355,8 +360,39 @@ def _scan_once(data):
 
 
 def _train(config, data):
-    """One run, as the `finetune` command runs it (`kr.run`), silently."""
-    run(config, data, echo=_silent)
+    """One run, as the `finetune` command runs it (`kr.run`), silently; returns its result."""
+    return run(config, data, echo=_silent)
+
+
+class _Progress:
+    """One line per finished run, and the time the runs left should take at this one's pace.
+
+    A run that had finished before this call (the ablation resumed) takes no time and is
+    left out of the pace.
+    """
+
+    def __init__(self, total, echo):
+        self.total, self.echo = total, echo
+        self.finished = 0
+        self.trained_seconds, self.trained = 0.0, 0
+
+    def done(self, variant, seed, result):
+        self.finished += 1
+        if result.finished_earlier:
+            took = "finished earlier"
+        else:
+            self.trained_seconds += result.seconds
+            self.trained += 1
+            took = f"{result.seconds:.0f} s"
+        left = self.total - self.finished
+        line = (
+            f"[{self.finished}/{self.total}] {variant} seed {seed}: validation accuracy "
+            f"{result.report['val_accuracy']:.3f} ({took})"
+        )
+        if left and self.trained:
+            minutes = left * self.trained_seconds / self.trained / 60
+            line += f"; {left} run{'s' if left > 1 else ''} left, about {minutes:.0f} min"
+        self.echo(line)
 
 
 def _silent(line):
@@ -433,8 +469,14 @@ def _plot(result, path):
     errors = np.array([row["val_accuracy_std"] for row in result.rows])
     figure, axis = plt.subplots(figsize=(1.0 + 0.8 * len(names), 3.5))
     axis.bar(names, means, yerr=errors, capsize=4, color="#4c72b0")
+    chance = result.rows[0]["chance"] if result.rows else None
+    low = float((means - errors).min()) if len(means) else 0.0
+    if chance is not None:
+        axis.axhline(chance, color="0.3", linestyle="--", linewidth=1, label="chance")
+        axis.legend(loc="lower right")
+        low = min(low, chance)
     axis.set_ylabel("validation accuracy")
-    axis.set_ylim(max(0.0, float((means - errors).min()) - 0.05), 1.0)
+    axis.set_ylim(max(0.0, low - 0.05), 1.0)
     axis.set_title("Bucket ablation (mean ± std over seeds)")
     axis.tick_params(axis="x", rotation=45)
     figure.tight_layout()

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -185,6 +186,17 @@ def test_the_command_takes_fields_changes_and_shards(folder, tmp_path, capsys):
     assert cli.main([*arguments, "--shard", "0/2"]) == 0
     printed = capsys.readouterr().out
     assert "2 runs are not finished yet" in printed
+    # A line per finished run, with the time left at this pace.
+    lines = [line for line in printed.splitlines() if line.startswith("[")]
+    assert re.fullmatch(
+        r"\[1/2\] baseline seed 0: validation accuracy \d\.\d{3} \(\d+ s\); 1 run left, "
+        r"about \d+ min",
+        lines[0],
+    ), lines
+    assert re.fullmatch(r"\[2/2\] \+regularization seed 0: validation accuracy .* s\)", lines[1])
+    assert cli.main([*arguments, "--shard", "0/2"]) == 0  # again: read back, not trained
+    again = capsys.readouterr().out
+    assert re.search(r"\[1/2\] baseline seed 0: validation accuracy .* \(finished earlier\)", again)
     assert cli.main([*arguments, "--shard", "1/2"]) == 0
     printed = capsys.readouterr().out
     assert "| all | data, regularization |" in printed and "not finished" not in printed
@@ -196,3 +208,12 @@ def test_the_command_takes_fields_changes_and_shards(folder, tmp_path, capsys):
     assert "write FIELD=VALUE with a FineTuneConfig field" in capsys.readouterr().err
     assert cli.main(["ablate", "--shard", "2/2"]) == 1
     assert "0 <= I < N" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_the_ablation_resumes(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablation, "ablate", interrupted)
+    assert cli.main(["ablate", "--seeds", "1"]) == 130
+    assert "interrupted; run the same command again to resume" in capsys.readouterr().err
