@@ -323,7 +323,8 @@ def _run(args, command):
     try:
         command()
     except KeyboardInterrupt:
-        again = "; run the same command again to resume" if args.command == "finetune" else ""
+        resumable = args.command in ("finetune", "ablate")
+        again = "; run the same command again to resume" if resumable else ""
         print(f"kerasrecipes: interrupted{again}.", file=sys.stderr)
         return 130
     except Exception as error:
