@@ -51,6 +51,23 @@ def build_parser():
         "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
     )
 
+    lr_find = commands.add_parser(
+        "lr-find",
+        help="the LR range test: the learning rate to train at, and its curve",
+        description="Builds the model finetune would train, with the same options, and runs "
+        "the LR range test (Smith 2017; fastai's lr_find) on its first phase: 100 steps at "
+        "rates growing from 1e-7 to 10. Prints the suggested rate and writes the curve to "
+        "the run folder's lr_find/. Train with --lr RATE, or --lr auto to run it inside the "
+        "run.",
+    )
+    lr_find.add_argument(
+        "--data", help="folder with one subfolder per class; without it, the built-in demo"
+    )
+    add_config_options(lr_find)
+    lr_find.add_argument(
+        "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
+    )
+
     predict = commands.add_parser(
         "predict",
         help="classify, segment or find objects in images with a trained model",
@@ -278,14 +295,14 @@ def main(argv=None):
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     # The command's module imports TensorFlow; it is loaded once the command is known, so that
     # `--help` starts without it.
-    command = importlib.import_module(f"kerasrecipes.commands.{args.command}")
+    command = importlib.import_module(f"kerasrecipes.commands.{args.command.replace('-', '_')}")
     return _run(args, lambda: command.run(*_command_arguments(args)))
 
 
 def _command_arguments(args):
     """What the command's `run` takes: the options, and the config or the ablation grid that
     the command line describes."""
-    if args.command == "finetune":
+    if args.command in ("finetune", "lr-find", "show-batch"):
         fields = {
             f.name: getattr(args, f.name)
             for f in dataclasses.fields(FineTuneConfig)

@@ -21,7 +21,12 @@ from kerasrecipes.data.verify import default_cache_dir
 from kerasrecipes.finetune import report as reports
 from kerasrecipes.finetune.config import FineTuneConfig, is_weights_file, resolve_config
 from kerasrecipes.finetune.run_folder import default_out_dir, is_inside
-from kerasrecipes.finetune.training import FINISHED_EARLIER, fine_tune
+from kerasrecipes.finetune.training import (
+    FINISHED_EARLIER,
+    find_learning_rate,
+    fine_tune,
+    save_range_test,
+)
 from kerasrecipes.precision import auto_precision
 from kerasrecipes.tasks import get_task
 
@@ -65,9 +70,34 @@ def run(config=None, data=None, *, echo=None, **overrides):
     """
     started = time.perf_counter()
     config = (config or FineTuneConfig()).replace(**overrides)
-    task = get_task(config.task)
     if echo is None:
         echo = print if config.verbose != 0 else _silent
+    config, backbone, (train, val, info), data = prepare(config, data, echo)
+    out = config.out_dir
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
+        model, history = fine_tune(backbone, train, val, config=config, info=info, data_source=data)
+    with open(os.path.join(out, "report.json")) as file:
+        report = json.load(file)
+    seconds = time.perf_counter() - started
+    if history.finished_earlier:
+        echo(
+            f"{out} holds a run that finished earlier ({report['finished_at']}); nothing was "
+            "trained. Its result:"
+        )
+    for line in reports.summary_lines(report, out, saved_now=not history.finished_earlier):
+        echo(line)
+    if history.finished_earlier:
+        echo("Run with --restart to train again there, or give another --out.")
+    else:
+        echo(f"{seconds:.0f} s in all")
+    return RunResult(out, report, model, history, seconds)
+
+
+def prepare(config, data, echo):
+    """What a run trains on, said as it is decided: `(config, backbone, (train, val, info),
+    data)`, with every setting resolved, the run folder chosen and the demo data made."""
+    task = get_task(config.task)
     if data is not None and not os.path.isdir(data):
         raise FileNotFoundError(f"--data {data}: no such folder. Give {task.data_layout}.")
     asked_size = config.image_size
@@ -101,28 +131,37 @@ def run(config=None, data=None, *, echo=None, **overrides):
     if config.precision == "auto":
         config = config.replace(precision=auto_precision(backbone.model))
     with quiet_scan_log():
-        train, val, info = task.read(data, config)
-    for line in data_lines(task, info, data):
+        datasets = task.read(data, config)
+    for line in data_lines(task, datasets[2], data):
         echo(line)
-    echo(settings_line(config, size_reason, train))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=f".*{FINISHED_EARLIER}")  # said below
-        model, history = fine_tune(backbone, train, val, config=config, info=info, data_source=data)
-    with open(os.path.join(out, "report.json")) as file:
-        report = json.load(file)
-    seconds = time.perf_counter() - started
-    if history.finished_earlier:
-        echo(
-            f"{out} holds a run that finished earlier ({report['finished_at']}); nothing was "
-            "trained. Its result:"
+    echo(settings_line(config, size_reason, datasets[0]))
+    return config, backbone, datasets, data
+
+
+def lr_find(config=None, data=None, *, echo=print, **overrides):
+    """The LR range test of the run `config` describes, as `kerasrecipes lr-find` runs it.
+
+    Writes `lr_find/command-<phase>.png` and `.json` into the run folder (the
+    one `kr.run` would train in) and returns the suggested rate of the first
+    phase.
+    """
+    config = (config or FineTuneConfig()).replace(**overrides)
+    config, backbone, (train, _, info), data = prepare(config, data, echo)
+    finder, phase = find_learning_rate(backbone, train, config, info=info)
+    if finder.suggested_lr is None:
+        raise ValueError(
+            "lr-find: the loss was not finite for long enough to suggest a rate; try a smaller "
+            "batch or check the data."
         )
-    for line in reports.summary_lines(report, out, saved_now=not history.finished_earlier):
-        echo(line)
-    if history.finished_earlier:
-        echo("Run with --restart to train again there, or give another --out.")
-    else:
-        echo(f"{seconds:.0f} s in all")
-    return RunResult(out, report, model, history, seconds)
+    # Not `<phase>.json`, which a run with `--lr auto` would take as its own test.
+    record = os.path.join(config.out_dir, "lr_find", f"command-{phase.name}.json")
+    save_range_test(finder, record)
+    echo(
+        f"Suggested learning rate for phase {phase.name}: {finder.suggested_lr:.2g} (the "
+        f"loss falls fastest there; lowest loss at {finder.min_loss_lr:.2g}). The curve: "
+        f"{record.removesuffix('.json')}.png. Train with --lr {finder.suggested_lr:.2g}."
+    )
+    return finder.suggested_lr
 
 
 def image_size_reason(config, asked_size, data):

@@ -303,6 +303,39 @@ def _agree_with_chief(out_dir, folder, opened, strategy):
         )
 
 
+def find_learning_rate(backbone, train_ds, config, *, info=None, num_classes=None):
+    """The LR range test of the first phase `config` plans, as `head_lr="auto"` runs it.
+
+    What `kerasrecipes lr-find` runs: the model `fine_tune` would build,
+    the optimizer of its first phase, `LR_FIND_STEPS` steps of `LRFinder`
+    (fastai's `lr_find`). Returns `(finder, phase)`; `finder.suggested_lr`
+    is the rate to train at, `finder.plot(path)` draws the curve.
+    """
+    config = resolve_config(config, has_validation=False)
+    if config.precision == "auto":
+        config = config.replace(precision=auto_precision(_keras_model(backbone)))
+    num_classes = _num_classes(num_classes, info, train_ds, get_task(config.task))
+    phase = plan_phases(resolve_budget(config, _steps(train_ds, 1)))[0]
+    class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
+    run = _Run(config, None, None, num_classes, class_names)
+    run.prepare(backbone, train_ds, None, info.counts if info else None)
+    return run.range_test(phase), phase
+
+
+def save_range_test(finder, record):
+    """The range test's curve as `record` (JSON) and its plot beside it (`.png`)."""
+    os.makedirs(os.path.dirname(record), exist_ok=True)
+    finder.plot(record.removesuffix(".json") + ".png")
+    curve = {
+        "learning_rates": finder.learning_rates,
+        "losses": finder.losses,
+        "smoothed_losses": finder.smoothed_losses,
+        "suggested_lr": finder.suggested_lr,
+        "min_loss_lr": finder.min_loss_lr,
+    }
+    write_json(record, curve)
+
+
 def _keras_model(backbone):
     """The `keras.Model` inside what `fine_tune` was given, or None (a function that builds it)."""
     if isinstance(backbone, LoadedBackbone):
@@ -423,6 +456,19 @@ class _Run:
         if record and os.path.exists(record):
             with open(record) as file:
                 return json.load(file)["suggested_lr"] / self.rate_scale
+        finder = self.range_test(phase)
+        rate = finder.suggested_lr
+        if rate is None:
+            raise ValueError(
+                f"fine_tune: the LR range test of phase {phase.name!r} found no rate (the loss "
+                "was not finite for long enough). Set the rate: head_lr=, finetune_lr= (--lr)."
+            )
+        if self.folder:
+            save_range_test(finder, record)
+        return rate / self.rate_scale
+
+    def range_test(self, phase):
+        """Runs the LR range test on what `phase` trains at its start; returns the `LRFinder`."""
         model = self.model
         probe = dataclasses.replace(phase, learning_rate=1.0, schedule="constant", warmup=0.0)
         with self.strategy.scope():
@@ -446,24 +492,7 @@ class _Run:
             callbacks=[at_start, finder],
             verbose=0,
         )
-        rate = finder.suggested_lr
-        if rate is None:
-            raise ValueError(
-                f"fine_tune: the LR range test of phase {phase.name!r} found no rate (the loss "
-                "was not finite for long enough). Set the rate: head_lr=, finetune_lr= (--lr)."
-            )
-        if self.folder:
-            os.makedirs(os.path.dirname(record), exist_ok=True)
-            finder.plot(record.removesuffix(".json") + ".png")
-            curve = {
-                "learning_rates": finder.learning_rates,
-                "losses": finder.losses,
-                "smoothed_losses": finder.smoothed_losses,
-                "suggested_lr": rate,
-                "min_loss_lr": finder.min_loss_lr,
-            }
-            write_json(record, curve)
-        return rate / self.rate_scale
+        return finder
 
     def _phase_callbacks(self, phase, first_epoch):
         config = self.config
