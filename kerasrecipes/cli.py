@@ -21,6 +21,7 @@ lines). `--help` and `models` do not import TensorFlow.
 import argparse
 import dataclasses
 import importlib
+import os
 import re
 import sys
 import warnings
@@ -67,6 +68,20 @@ def build_parser():
     lr_find.add_argument(
         "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
     )
+
+    show_batch = commands.add_parser(
+        "show-batch",
+        help="a grid of training images as the model sees them, with their labels",
+        description="Reads the data as finetune would, with the same options (augmentation "
+        "included), and writes batch.png into the run folder: 16 training images with their "
+        "class, or their masks or boxes for the dense tasks (fastai's show_batch). Nothing "
+        "trains.",
+    )
+    show_batch.add_argument(
+        "--data", help="the data folder, in the task's layout; without it, the built-in demo"
+    )
+    add_config_options(show_batch)
+    show_batch.add_argument("--debug", action="store_true", help="show tracebacks")
 
     predict = commands.add_parser(
         "predict",
@@ -166,7 +181,9 @@ def build_parser():
     )
     ablate.add_argument("--debug", action="store_true", help="show tracebacks")
 
-    models = commands.add_parser("models", help="list the model zoo with parameters and FLOPs")
+    models = commands.add_parser(
+        "models", help="list the model zoo (parameters, multiply-adds) and the task heads"
+    )
     models.add_argument("pattern", nargs="?", default="*", help="shell pattern, e.g. 'resnet*'")
     models.add_argument(
         "--exact", action="store_true", help="build each model to count it (slow; default: table)"
@@ -339,6 +356,9 @@ def _run(args, command):
     """Runs `command()`; an error becomes one line on stderr and exit code 1."""
     try:
         command()
+    except BrokenPipeError:  # stdout closed early (`| head`): not an error of the command
+        _stdout_to_devnull()
+        return 0
     except KeyboardInterrupt:
         resumable = args.command in ("finetune", "ablate")
         again = "; run the same command again to resume" if resumable else ""
@@ -350,6 +370,14 @@ def _run(args, command):
         print(f"kerasrecipes: error: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _stdout_to_devnull():
+    """Points stdout at devnull, so that Python's flush at exit finds no closed pipe to
+    complain about (the recipe of the `signal` module's docs, on SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _one_line(error):

@@ -201,3 +201,55 @@ def plot_detections(images, truth, predicted, class_names, path, columns=4):
     figure.suptitle("dashed: true boxes; solid: predicted", fontsize=9)
     figure.tight_layout()
     return save_figure(figure, path)
+
+
+def plot_image_grid(images, titles, path, columns=4, draw=None):
+    """Writes a grid of `images` ([0, 255] RGB) titled with `titles`; `draw(axis, index)`, if
+    given, draws over each image (boxes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = max(1, -(-count // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.axis("off")
+        if index >= count:
+            continue
+        axis.imshow(np.clip(np.asarray(images[index]), 0, 255).astype("uint8"))
+        axis.set_title(titles[index], fontsize=9)
+        if draw is not None:
+            draw(axis, index)
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
+def draw_boxes(axis, boxes, labels, class_names):
+    """Draws `[x_min, y_min, x_max, y_max]` pixel boxes with their class names; label -1 pads."""
+    import matplotlib.patches as patches
+
+    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
+
+    colours = voc_palette()[1:] / 255.0
+    for box, label in zip(boxes, labels):
+        if label < 0:
+            continue
+        x0, y0, x1, y1 = box
+        colour = colours[int(label) % len(colours)]
+        axis.add_patch(
+            patches.Rectangle(
+                (x0, y0), x1 - x0, y1 - y0, fill=False, linewidth=1.5, edgecolor=colour
+            )
+        )
+        axis.text(
+            x0,
+            y0,
+            class_names[int(label)],
+            fontsize=6,
+            color="white",
+            backgroundcolor=colour,
+            va="bottom",
+        )

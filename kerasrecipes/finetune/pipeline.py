@@ -164,6 +164,31 @@ def lr_find(config=None, data=None, *, echo=print, **overrides):
     return finder.suggested_lr
 
 
+def show_batch(config=None, data=None, *, echo=print, count=16, **overrides):
+    """A grid of training images as the model sees them (augmented, with their labels, masks or
+    boxes): fastai's `show_batch`, as `kerasrecipes show-batch` runs it.
+
+    Writes `batch.png` into the run folder (the one `kr.run` would train
+    in) and returns its path. Nothing trains.
+    """
+    config = (config or FineTuneConfig()).replace(**overrides)
+    config, _, (train, val, info), data = prepare(config, data, echo)
+    task = get_task(config.task)
+    counts = getattr(info, "counts", None)
+    train, _, _, _ = task.training_data(train, val, config, counts, len(info.class_names))
+    images, targets = next(iter(train.unbatch().batch(count).take(1)))
+    if isinstance(targets, dict):
+        targets = {key: value.numpy() for key, value in targets.items()}
+    else:
+        targets = targets.numpy()
+    os.makedirs(config.out_dir, exist_ok=True)
+    path = os.path.join(config.out_dir, "batch.png")
+    task.plot_batch(images.numpy(), targets, list(info.class_names), path)  # written atomically
+    augment = config.augment or "none"
+    echo(f"Wrote {path}: {len(images)} training images, augmentation {augment}")
+    return path
+
+
 def image_size_reason(config, asked_size, data):
     """Why the run trains at `config.image_size`, in a few words for the settings line."""
     weights = config.weights
@@ -172,7 +197,8 @@ def image_size_reason(config, asked_size, data):
     if is_weights_file(weights):
         return "the weights file's input size"
     if weights == "demo":
-        return "the demo backbone's size"
+        scenes = get_task(config.task).rebuilds_backbone  # a dense head's demo: scenes' size
+        return "the demo scenes' size" if scenes else "the demo backbone's size"
     if weights == "none" and data is not None:
         return "the data's median image size; no pretrained weights fix it"
     pretrained = model_card(config.model).pretrained.get(weights)

@@ -123,6 +123,11 @@ class Task:
         """The command's lines about the task's results, after the phase lines."""
         return []
 
+    def plot_batch(self, images, targets, class_names, path):
+        """Writes `path` (PNG): training `images` with their `targets` as the model sees them
+        (fastai's `show_batch`), for `kerasrecipes show-batch`."""
+        raise NotImplementedError
+
 
 _TASKS = {}
 # The built-in tasks, imported (and so registered) when first asked for.

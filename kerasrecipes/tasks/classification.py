@@ -113,10 +113,25 @@ class Classification(Task):
             "confusion_matrix": matrix.tolist(),
         }
 
+    def plot_batch(self, images, targets, class_names, path):
+        titles = [_label_words(np.asarray(target), class_names) for target in targets]
+        return plots.plot_image_grid(images, titles, path)
+
     def summary_lines(self, report):
         if report.get("val_accuracy") is None:
             return []
         return [f"Final validation accuracy {report['val_accuracy']:.3f} (best weights restored)"]
+
+
+def _label_words(target, class_names):
+    """A label as words: its class, or for a mixed one-hot label (MixUp, CutMix) its two
+    largest classes with their weights."""
+    if target.ndim == 0:
+        return class_names[int(target)]
+    order = np.argsort(target)[::-1]
+    if target[order[1]] < 0.01:
+        return class_names[int(order[0])]
+    return " + ".join(f"{class_names[int(i)]} {target[i]:.2f}" for i in order[:2])
 
 
 def _small_classes(info):

@@ -99,6 +99,16 @@ class Detection(Task):
         dense.save_product(product, folder.file("model.keras"))
         return results
 
+    def plot_batch(self, images, targets, class_names, path):
+        boxes, labels = np.asarray(targets["boxes"]), np.asarray(targets["labels"])
+        counts = [int((row >= 0).sum()) for row in labels]
+        titles = [f"{count} box{'' if count == 1 else 'es'}" for count in counts]
+
+        def draw(axis, index):
+            plots.draw_boxes(axis, boxes[index], labels[index], class_names)
+
+        return plots.plot_image_grid(images, titles, path, draw=draw)
+
     def summary_lines(self, report):
         if report.get("map50") is None:
             return []

@@ -80,6 +80,14 @@ class Segmentation(Task):
         dense.save_product(product, folder.file("model.keras"))
         return results
 
+    def plot_batch(self, images, targets, class_names, path):
+        overlays = [plots.blend_mask(image, mask) for image, mask in zip(images, targets)]
+        titles = [
+            ", ".join(class_names[i] for i in np.unique(mask) if 0 < i < len(class_names)) or "-"
+            for mask in np.asarray(targets)
+        ]
+        return plots.plot_image_grid(overlays, titles, path)
+
     def summary_lines(self, report):
         if report.get("mean_iou") is None:
             return []
