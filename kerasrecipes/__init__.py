@@ -8,8 +8,9 @@
 
 import importlib
 import importlib.util
+import os
 
-from kerasrecipes._startup import running_the_command
+from kerasrecipes._startup import import_tensorflow_quietly, running_the_command
 
 __version__ = "0.1.0"
 
@@ -55,4 +56,6 @@ def __getattr__(name):
 
 
 if not running_the_command() and importlib.util.find_spec("tensorflow") is not None:
+    if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:  # set: the user chose which lines to see
+        import_tensorflow_quietly()
     _load_api()

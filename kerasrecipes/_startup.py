@@ -5,9 +5,10 @@ TensorFlow's C++ side writes lines such as "Could not find cuda drivers" and
 logging is set up, so `TF_CPP_MIN_LOG_LEVEL` alone does not silence them.
 In the command, `kerasrecipes/__init__.py` does not import the package's
 modules (`running_the_command`), so `--help` answers without TensorFlow;
-`cli.main` imports it quietly here when a command needs it. Only the
-command is quieted (not `import kerasrecipes` in a user's program), and
-`--debug` shows everything.
+`cli.main` imports it quietly here when a command needs it, and `--debug`
+shows everything. `import kerasrecipes` in a user's program imports it
+quietly too, unless `TF_CPP_MIN_LOG_LEVEL` is set: then the user has chosen
+which lines to see (`TF_CPP_MIN_LOG_LEVEL=0` shows them all).
 """
 
 import contextlib
