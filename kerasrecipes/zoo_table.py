@@ -7,6 +7,8 @@ parameters and multiply-adds of the model built at that size
 reading the table takes no Keras import at all. The table is made from the
 cards by this module (`python -m kerasrecipes.zoo_table`, after adding or
 changing a model), and the tests check it against the cards and the builds.
+The task heads follow the models, from `TASK_HEADS` (checked against
+`kr.list_heads()` by the tests): the modules that register them import Keras.
 """
 
 import fnmatch
@@ -16,6 +18,8 @@ import re
 import sys
 
 TABLE_FILE = os.path.join(os.path.dirname(__file__), "models", "zoo_table.json")
+# Each registered task head (`kr.list_heads()`) and the `finetune --task` it serves.
+TASK_HEADS = {"retinanet": "detection", "unet": "segmentation"}
 
 
 def read_table(pattern="*"):
@@ -24,6 +28,15 @@ def read_table(pattern="*"):
         rows = json.load(file)["models"]
     rows = [row for row in rows if fnmatch.fnmatchcase(row["name"], pattern)]
     return sorted(rows, key=lambda row: _natural_key(row["name"]))
+
+
+def read_heads(pattern="*"):
+    """`[(head, task), ...]` of the task heads matching `pattern`, sorted by name."""
+    return [
+        (name, task)
+        for name, task in sorted(TASK_HEADS.items())
+        if fnmatch.fnmatchcase(name, pattern)
+    ]
 
 
 def table_row(name, build=True):
@@ -53,15 +66,24 @@ def make_table():
 
 
 def format_rows(rows):
-    """The lines `kerasrecipes models` prints for `rows`."""
-    lines = [f"{'model':<18}{'family':<14}{'input':>7}{'params':>14}{'GFLOPs':>9}  pretrained"]
+    """The lines `kerasrecipes models` prints for `rows`. The cost column is GMACs, billions
+    of multiply-adds: what `kr.model_info` counts as `flops`, as the papers do, named here for
+    what it holds (one multiply-add is two floating-point operations)."""
+    lines = [f"{'model':<18}{'family':<14}{'input':>7}{'params':>14}{'GMACs':>9}  pretrained"]
     for row in rows:
-        flops = "-" if row.get("flops") is None else f"{row['flops'] / 1e9:.2f}"
+        macs = "-" if row.get("flops") is None else f"{row['flops'] / 1e9:.2f}"
         lines.append(
             f"{row['name']:<18}{row['family']:<14}{row['input']:>7}{row['params']:>14,}"
-            f"{flops:>9}  {', '.join(row['pretrained']) or '-'}"
+            f"{macs:>9}  {', '.join(row['pretrained']) or '-'}"
         )
     return lines
+
+
+def format_heads(heads):
+    """The lines `kerasrecipes models` prints for the task `heads`: a user looking for a
+    segmenter or a detector finds it here, and how to train one."""
+    lines = ["task heads, on a CNN of the zoo (kerasrecipes finetune --task TASK --model CNN):"]
+    return lines + [f"{name:<18}{task}" for name, task in heads]
 
 
 def _natural_key(name):

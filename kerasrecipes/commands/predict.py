@@ -1,5 +1,6 @@
 """`kerasrecipes predict`: the classes, masks or boxes of images, printed or written."""
 
+import functools
 import os
 
 import numpy as np
@@ -41,13 +42,34 @@ def run(args):
 
 
 def _each_path(model, args, **options):
-    """`(predictions, root)` for each path argument: a folder's images, or one file."""
-    for path in args.paths:
-        folder = os.path.isdir(path)
+    """`(predictions, root, shown)` for each path argument: a folder's images or one file, the
+    folder output names are made relative to, and `shown(path)`, the way to print one of its
+    paths (`_shown_path`)."""
+    for given in args.paths:
+        folder = os.path.isdir(given)
         predictions = model.predict_images(
-            path if folder else [path], batch_size=args.batch_size, **options
+            given if folder else [given], batch_size=args.batch_size, **options
         )
-        yield predictions, path if folder else os.path.dirname(os.path.abspath(path))
+        root = given if folder else os.path.dirname(os.path.abspath(given))
+        yield predictions, root, functools.partial(_shown_path, given=given)
+
+
+def _shown_path(path, given):
+    """`path`, a file of the argument `given` (`predict_images` makes it absolute), as the user
+    reads it best: relative to the current folder when under it (`photos/cat.jpg`), else
+    under `given` as typed (`../photos/cat.jpg`, `/data/cat.jpg`). Either opens the file from
+    here, so the printed lines and the --output files can name it the same way."""
+    absolute, here = os.path.abspath(path), os.getcwd()
+    if os.path.commonpath([absolute, here]) == here:
+        return os.path.relpath(absolute, here)
+    if os.path.isdir(given):
+        return os.path.join(given, os.path.relpath(absolute, os.path.abspath(given)))
+    return given
+
+
+def _shown_rows(rows, shown):
+    """`rows` (dicts with a "path") with their paths as `shown` prints them."""
+    return [dict(row, path=shown(row["path"])) for row in rows]
 
 
 def _check_output_file(args):
@@ -63,8 +85,8 @@ def _check_output_file(args):
 def _predict_classes(classifier, args):
     _check_output_file(args)
     rows, read = [], 0
-    for predictions, _ in _each_path(classifier, args, top_k=args.top_k, tta=args.tta):
-        rows += predictions.rows()
+    for predictions, _, shown in _each_path(classifier, args, top_k=args.top_k, tta=args.tta):
+        rows += _shown_rows(predictions.rows(), shown)
         read += len(predictions)
     predicted = [row for row in rows if "label" in row]
     skipped = [(row["path"], row["skipped"]) for row in rows if "skipped" in row]
@@ -104,29 +126,34 @@ def _predict_masks(segmenter, args):
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
             raise PermissionError(f"--output {args.output}: cannot make a folder in {parent}.")
     results = list(_each_path(segmenter, args))
-    skipped = [item for predictions, _ in results for item in predictions.skipped]
+    skipped = _shown_skipped(results)
     if args.output:
         rows = []
-        for predictions, root in results:
-            rows += predictions.save(args.output, root=root)
+        for predictions, root, shown in results:
+            rows += _shown_rows(predictions.save(args.output, root=root), shown)
         write_atomically(os.path.join(args.output, "predictions.csv"), csv_text(rows))
-        count = sum(len(predictions) for predictions, _ in results)
+        count = sum(len(predictions) for predictions, _, _ in results)
         print(
             f"{count} masks written to {args.output}/masks, overlays to {args.output}/overlays, "
             f"pixels per class to {args.output}/predictions.csv"
         )
         return skipped
-    for predictions, _ in results:
+    for predictions, _, shown in results:
         for prediction in predictions:
             shares = np.bincount(prediction.mask.reshape(-1), minlength=len(segmenter.class_names))
             shares = shares / max(shares.sum(), 1)
-            shown = "  ".join(
+            pixels = "  ".join(
                 f"{printable(name)} {share:.1%}"
                 for name, share in zip(segmenter.class_names, shares)
                 if share
             )
-            print(f"{printable(prediction.path)}  {shown}")
+            print(f"{printable(shown(prediction.path))}  {pixels}")
     return skipped
+
+
+def _shown_skipped(results):
+    """`(path, reason)` of the files `_each_path`'s `results` skipped, their paths as shown."""
+    return [(shown(path), why) for found, _, shown in results for path, why in found.skipped]
 
 
 def _predict_boxes(detector, args):
@@ -134,30 +161,39 @@ def _predict_boxes(detector, args):
     results JSON (`{"images", "results", "categories"}`)."""
     _check_output_file(args)
     threshold = args.confidence_threshold
-    results = [p for p, _ in _each_path(detector, args, confidence_threshold=threshold)]
-    skipped = [item for predictions in results for item in predictions.skipped]
+    results = list(_each_path(detector, args, confidence_threshold=threshold))
+    skipped = _shown_skipped(results)
     if args.output:
         if args.output.endswith(".json"):
-            images, found = [], []
-            for predictions in results:
-                more_images, more_found = predictions.coco_results()
-                offset = len(images)
-                images += [dict(image, id=image["id"] + offset) for image in more_images]
-                found += [dict(box, image_id=box["image_id"] + offset) for box in more_found]
-            categories = [{"id": i, "name": n} for i, n in enumerate(detector.class_names)]
-            write_json(args.output, {"images": images, "results": found, "categories": categories})
+            write_json(args.output, _coco_results(detector, results))
         else:
-            rows = [row for predictions in results for row in predictions.rows()]
+            rows = [row for found, _, shown in results for row in _shown_rows(found.rows(), shown)]
             write_atomically(args.output, csv_text(rows, BOX_COLUMNS))
-        count = sum(len(p.boxes) for predictions in results for p in predictions)
-        images = sum(len(predictions) for predictions in results)
+        count = sum(len(p.boxes) for predictions, _, _ in results for p in predictions)
+        images = sum(len(predictions) for predictions, _, _ in results)
         print(f"{count} boxes on {images} images; written to {args.output}")
         return skipped
-    for predictions in results:
+    for predictions, _, shown in results:
         for prediction in predictions:
             boxes = "  ".join(
                 f"{printable(label)} {score:.2f} [{' '.join(f'{v:.0f}' for v in box)}]"
                 for box, score, label in zip(prediction.boxes, prediction.scores, prediction.labels)
             )
-            print(f"{printable(prediction.path)}  {boxes or 'no boxes'}")
+            print(f"{printable(shown(prediction.path))}  {boxes or 'no boxes'}")
     return skipped
+
+
+def _coco_results(detector, results):
+    """One COCO results document for all of `_each_path`'s `results`: image ids numbered
+    across the arguments, file names as printed."""
+    images, found = [], []
+    for predictions, _, shown in results:
+        more_images, more_found = predictions.coco_results()
+        offset = len(images)
+        images += [
+            dict(image, id=image["id"] + offset, file_name=shown(image["file_name"]))
+            for image in more_images
+        ]
+        found += [dict(box, image_id=box["image_id"] + offset) for box in more_found]
+    categories = [{"id": i, "name": n} for i, n in enumerate(detector.class_names)]
+    return {"images": images, "results": found, "categories": categories}

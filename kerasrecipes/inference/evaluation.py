@@ -35,19 +35,25 @@ TOP_LOSSES_FILE = "evaluation_top_losses.png"
 
 @dataclasses.dataclass
 class Evaluation:
-    """What `evaluate` measured.
+    """What `evaluate` measured, all from one set of predictions: the test-time augmented ones
+    when `tta`, else the plain ones, so that the per-class figures, the confusion matrix, the
+    most-confused pairs and the top losses describe the same model outputs.
 
     Attributes:
         data: the folder evaluated on.
         class_names: the classifier's classes (rows and columns of the matrix).
         metrics: accuracy, balanced accuracy, per-class precision, recall,
-            F1 and support, and the confusion matrix, without TTA.
-        tta_metrics: the same with test-time augmentation, or None.
+            F1 and support, and the confusion matrix, of the predictions
+            (with test-time augmentation when `tta`).
+        tta_metrics: the figures with test-time augmentation (then the same
+            as `metrics`), or None.
         most_confused: `[(true, predicted, count), ...]`, most frequent first.
         top_losses: the misclassified images with the highest loss, as dicts
             of path, true and predicted class, probability and loss.
         skipped: `(path, reason)` of the files that were not read.
         files: the files written (empty without `out_dir`).
+        tta: whether the predictions are test-time augmented.
+        plain_metrics: with `tta`, the figures without it, to compare; else None.
     """
 
     data: str
@@ -58,6 +64,8 @@ class Evaluation:
     top_losses: list
     skipped: list
     files: list = dataclasses.field(default_factory=list)
+    tta: bool = False
+    plain_metrics: dict | None = None
 
     @property
     def accuracy(self):
@@ -73,10 +81,19 @@ class Evaluation:
         result["skipped"] = [list(pair) for pair in self.skipped]
         return result
 
+    @property
+    def tta_note(self):
+        """The words "with test-time augmentation" when the figures come from it, else "": for
+        the headers of the report and of the figures, which would not say it otherwise."""
+        return "with test-time augmentation" if self.tta else ""
+
     def summary(self):
-        """The report as text: overall figures, the per-class table, the most confused pairs."""
-        lines = [f"{self.metrics['images']} images in {self.data}, {len(self.skipped)} skipped"]
-        for title, metrics in (("without TTA", self.metrics), ("with TTA", self.tta_metrics)):
+        """The report as text: overall figures, the per-class table, the most confused pairs;
+        the first line says whether they come from test-time augmented predictions."""
+        header = f"{self.metrics['images']} images in {self.data}, {len(self.skipped)} skipped"
+        lines = [f"{header}; predicted {self.tta_note}" if self.tta else header]
+        plain = self.plain_metrics if self.tta else self.metrics
+        for title, metrics in (("without TTA", plain), ("with TTA", self.tta_metrics)):
             if metrics is not None:
                 lines.append(
                     f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
@@ -109,8 +126,9 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
             segmenter or detector.
         data: a folder with a subfolder per class; every subfolder must be a
             class the classifier knows (a known class may be missing).
-        tta: also evaluate with test-time augmentation (`TTA_VIEWS`); the
-            report then has both. Defaults to False.
+        tta: predict with test-time augmentation (`TTA_VIEWS`): every figure
+            and table comes from those predictions, and `plain_metrics` keeps
+            the figures without it, to compare. Defaults to False.
         batch_size: images per forward pass. Defaults to 32.
         out_dir: a folder to write `evaluation.json`,
             `evaluation_confusion.png` and `evaluation_top_losses.png` into,
@@ -134,6 +152,30 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
     skipped = not_read + list(skipped)
     if not paths:
         raise ValueError(f"evaluate: no readable image in {data}; {len(skipped)} files skipped.")
+    truth, plain, augmented = _predict_labelled(classifier, dataset, tta)
+    predicted = augmented if tta else plain  # the one set every figure below comes from
+    names = list(classifier.class_names)
+    metrics = classification_metrics(truth, predicted.argmax(-1), names)
+    evaluation = Evaluation(
+        data=os.fspath(data),
+        class_names=names,
+        metrics=metrics,
+        tta_metrics=metrics if tta else None,
+        most_confused=most_confused(truth, predicted.argmax(-1), names),
+        top_losses=top_loss_images(paths, truth, predicted, names, top_losses),
+        skipped=skipped,
+        tta=bool(tta),
+        plain_metrics=classification_metrics(truth, plain.argmax(-1), names) if tta else None,
+    )
+    if out_dir is not None:
+        write_evaluation(evaluation, out_dir, classifier.image_size)
+    return evaluation
+
+
+def _predict_labelled(classifier, dataset, tta):
+    """`(labels, plain, augmented)` over the `(images, labels)` batches of `dataset`: the
+    probabilities without and, with `tta`, with test-time augmentation (else None); the plain
+    pass is computed once and mixed into the augmented one, as `tta_probabilities` does."""
     truth, plain, augmented = [], [], []
     for images, batch_labels in dataset:
         probabilities = keras.ops.convert_to_numpy(classifier.predict_on_batch(images))
@@ -141,24 +183,8 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
         if tta:
             augmented.append(tta_probabilities(classifier, images, plain=probabilities))
         truth.append(np.asarray(batch_labels))
-    truth, plain = np.concatenate(truth), np.concatenate(plain)
-    names = classifier.class_names
-    evaluation = Evaluation(
-        data=os.fspath(data),
-        class_names=list(names),
-        metrics=classification_metrics(truth, plain.argmax(-1), names),
-        tta_metrics=(
-            classification_metrics(truth, np.concatenate(augmented).argmax(-1), names)
-            if tta
-            else None
-        ),
-        most_confused=most_confused(truth, plain.argmax(-1), names),
-        top_losses=top_loss_images(paths, truth, plain, names, top_losses),
-        skipped=skipped,
-    )
-    if out_dir is not None:
-        write_evaluation(evaluation, out_dir, classifier.image_size)
-    return evaluation
+    augmented = np.concatenate(augmented) if tta else None
+    return np.concatenate(truth), np.concatenate(plain), augmented
 
 
 def _labelled_files(data, class_names):
@@ -252,15 +278,21 @@ def write_evaluation(evaluation, out_dir, image_size):
     os.makedirs(out_dir, exist_ok=True)
     evaluation.files = [EVALUATION_FILE, CONFUSION_FILE]
     matrix = np.asarray(evaluation.metrics["confusion_matrix"])
-    plots.plot_confusion(matrix, evaluation.class_names, os.path.join(out_dir, CONFUSION_FILE))
+    title = f"accuracy {evaluation.accuracy:.3f} on {matrix.sum()} images"
+    if evaluation.tta:
+        title += f"\n{evaluation.tta_note}"
+    path = os.path.join(out_dir, CONFUSION_FILE)
+    plots.plot_confusion(matrix, evaluation.class_names, path, title=title)
     if evaluation.top_losses:
-        plot_top_losses(evaluation.top_losses, image_size, os.path.join(out_dir, TOP_LOSSES_FILE))
+        path = os.path.join(out_dir, TOP_LOSSES_FILE)
+        plot_top_losses(evaluation.top_losses, image_size, path, note=evaluation.tta_note)
         evaluation.files.append(TOP_LOSSES_FILE)
     write_json(os.path.join(out_dir, EVALUATION_FILE), evaluation.to_dict())
 
 
-def plot_top_losses(top_losses, image_size, path, columns=4):
-    """The gallery: each image as the model saw it, titled true / predicted (probability)."""
+def plot_top_losses(top_losses, image_size, path, columns=4, note=""):
+    """The gallery: each image as the model saw it, titled true / predicted (probability);
+    `note` follows the figure's title (how they were predicted: "with test-time ...")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -278,6 +310,7 @@ def plot_top_losses(top_losses, image_size, path, columns=4):
             fontsize=8,
             color="red",
         )
-    figure.suptitle("most confident mistakes (highest loss)", fontsize=10)
+    title = "most confident mistakes (highest loss)"
+    figure.suptitle(f"{title}, {note}" if note else title, fontsize=10)
     figure.tight_layout()
     return plots.save_figure(figure, path)
