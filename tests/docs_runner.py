@@ -1,4 +1,8 @@
-"""Runs the Python blocks of one markdown page in order: `python tests/docs_runner.py PAGE`.
+"""Runs the Python blocks of one markdown page, each on its own: `python tests/docs_runner.py PAGE`.
+
+Each block runs in a namespace of its own and an empty folder of its own, as
+a reader who pastes just that block runs it; a block that reads `runs/demo`
+(what `make demo` leaves) gets a small stand-in run of the demo's data.
 
 keras.applications' ImageNet downloads are replaced by local `.weights.h5`
 files of the right shapes (random values), made on first use, so the blocks
@@ -6,12 +10,14 @@ that download run here without network. Used by tests/test_docs.py.
 """
 
 import hashlib
+import os
 import pathlib
 import re
 import sys
 import time
 
 DOWNLOAD_MARK = "# Downloads ImageNet weights"
+DEMO_RUN = "runs/demo"
 # The keras.applications functions our cards port from (`kr.model_card(name).pretrained`),
 # listed here so that patching them needs no TensorFlow call before the page's first block.
 TWINS = (
@@ -63,13 +69,31 @@ def use_local_imagenet_weights(folder):
 
 def main(page):
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
-    namespace = {"__name__": "__main__"}
     blocks = python_blocks(page)
+    home = pathlib.Path.cwd()
     for index, block in enumerate(blocks, start=1):
+        # Each block alone, as a reader pastes it: its own namespace and an empty folder.
+        folder = home / f"block{index}"
+        folder.mkdir()
+        os.chdir(folder)
+        if DEMO_RUN in block:
+            make_demo_run()
         started = time.perf_counter()
+        namespace = {"__name__": "__main__"}
         exec(compile(block, f"{pathlib.Path(page).name} (block {index})", "exec"), namespace)
         print(f"block {index}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
     print(f"ran {len(blocks)} blocks of {pathlib.Path(page).name}")
+
+
+def make_demo_run():
+    """A stand-in for the run folder `make demo` leaves in `runs/demo`: the demo's data, a
+    plain CNN trained for one epoch (the real one pre-trains a backbone for a minute)."""
+    import kerasrecipes as kr
+
+    config = kr.FineTuneConfig(
+        model="baseline_cnn", weights="none", finetune_epochs=1, batch_size=32, out_dir=DEMO_RUN
+    )
+    kr.run(config, kr.data.make_demo_dataset("demo_data", num_images=64), echo=lambda line: None)
 
 
 if __name__ == "__main__":

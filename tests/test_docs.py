@@ -1,9 +1,11 @@
 """Every Python code block of README.md and docs/*.md runs as written.
 
-The blocks of one page run in order in one namespace, as a reader goes
-through the page, in a new Python process (a `MultiWorkerMirroredStrategy`
-must come before any other TensorFlow call) and a fresh working folder (the
-blocks write `demo/`, `runs/`, ... there). A block that downloads ImageNet
+Each block runs on its own, as a reader who pastes just that block runs it:
+in a namespace of its own and an empty working folder of its own (the blocks
+write `demo/`, `runs/`, ... there); a block that reads `runs/demo`, which
+`make demo` leaves, gets a small stand-in run of the demo's data. The blocks
+of one page share a new Python process (a `MultiWorkerMirroredStrategy` must
+come before any other TensorFlow call). A block that downloads ImageNet
 weights says so in its first line, `# Downloads ImageNet weights`; here
 those weights are local files of the right shapes, made by
 `tests/docs_runner.py`, since the test machines have no network.
@@ -39,7 +41,7 @@ def test_a_block_with_imagenet_weights_says_it_downloads(page):
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
-def test_the_blocks_of_a_page_run_in_order(page, tmp_path):
+def test_each_block_of_a_page_runs_on_its_own(page, tmp_path):
     env = dict(os.environ, KERASRECIPES_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
     env["KERAS_HOME"] = str(tmp_path / "keras")
     result = subprocess.run(
