@@ -7,6 +7,8 @@ byte-identical afterwards, and that nothing blocks (an alarm fails a test after 
 import json
 import os
 import struct
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -122,17 +124,149 @@ def test_export_writes_its_record_and_replaces_only_its_own_folder(model_file, t
     out = tmp_path / "export"
     code, stdout, err = run_main(capsys, "export", model_file, *SAVED_MODEL, "--out", str(out))
     assert code == 0, err
-    record = json.loads((out / "export.json").read_text())
+    assert f"class names are in {out / 'labels.txt'}" in stdout
+    assert sorted(os.listdir(out)) == ["labels.txt", "metadata.json", "saved_model"]
+    record = json.loads((out / "metadata.json").read_text())
     assert record["artifacts"] == {
         "saved_model": {"format": "saved_model", "input_shape": [None, None, None, 3]}
     }
     assert record["class_names"] == ["=HYPERLINK(x)", "b\x1b[31m"]
+    assert (out / "labels.txt").read_text(encoding="utf-8") == "=HYPERLINK(x)\nb\x1b[31m\n"
     assert record["image_size"] == [16, 16] and record["input"]["range"] == [0, 255]
+    assert record["task"] == "classification" and record["source"] == model_file
+    assert record["preprocessing"]["resize_to"] == [16, 16]
+    assert record["preprocessing"]["resize_inside"] and record["labels"] == "labels.txt"
     code, _, err = run_main(
         capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
     )
     assert code == 0, err
     assert not [name for name in os.listdir(out) if name.startswith(".export-")]
+
+
+def test_overwrite_replaces_an_export_of_an_earlier_version_and_keeps_one_record(
+    model_file, tmp_path, capsys
+):
+    out = tmp_path / "export"
+    (out / "saved_model").mkdir(parents=True)
+    (out / "model.onnx").write_text("an earlier export")
+    listed = {name: {"format": "?", "input_shape": [None, 16, 16, 3]} for name in ("saved_model",)}
+    earlier = {"artifacts": listed, "class_names": ["old", "names"], "image_size": [16, 16]}
+    (out / "export.json").write_text(json.dumps(earlier))  # what kerasrecipes wrote before
+    code, _, err = run_main(
+        capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
+    )
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ["labels.txt", "metadata.json", "model.onnx", "saved_model"]
+    record = json.loads((out / "metadata.json").read_text())
+    assert record["class_names"] == ["=HYPERLINK(x)", "b\x1b[31m"]
+    assert sorted(record["artifacts"]) == ["saved_model"]  # model.onnx was never listed
+
+
+@pytest.mark.parametrize("name", ["labels.txt", "metadata.json"])
+def test_export_never_replaces_a_labels_or_metadata_file_it_did_not_write(
+    model_file, tmp_path, capsys, name
+):
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / name).write_text("my own notes")
+    code, _, err = run_main(
+        capsys, "export", model_file, *SAVED_MODEL, "--out", str(out), "--overwrite"
+    )
+    assert code == 1 and f"{out / name} was not written by kerasrecipes export" in err
+    assert (out / name).read_text() == "my own notes" and os.listdir(out) == [name]
+
+
+def test_a_class_name_with_a_line_break_is_refused_before_any_work(tmp_path):
+    inputs = keras.Input((16, 16, 3))
+    network = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    classifier = kr.ImageClassifier(network, class_names=["cat", "two\nlines"])
+    with pytest.raises(kr.inference.ExportError, match=r"'two\\nlines' holds a line break"):
+        kr.export(classifier, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+# Run in a process that cannot import kerasrecipes: what a server or phone holds is the folder.
+READ_WITHOUT_KERASRECIPES = """
+import json, sys
+sys.modules["kerasrecipes"] = None
+import numpy as np
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+folder = sys.argv[1]
+served = tf.saved_model.load(folder + "/saved_model")
+names = [name.decode("utf-8") for name in served.class_names().numpy()]
+labels = open(folder + "/labels.txt", encoding="utf-8").read().splitlines()
+outputs = {}
+for size in (16, 37):  # the training size, and another: the resize is inside the graph
+    images = np.load(f"{folder}/images_{size}.npy")
+    interpreter = Interpreter(model_path=folder + "/model.tflite")
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, images)
+    interpreter.invoke()
+    outputs[size] = interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).tolist()
+print(json.dumps({"names": names, "labels": labels, "outputs": outputs}))
+"""
+
+
+def test_an_export_folder_names_its_classes_and_runs_litert_at_any_size_without_kerasrecipes(
+    model_file, tmp_path, capsys
+):
+    out = tmp_path / "export"
+    for kind in ("saved_model", "litert"):
+        code, stdout, err = run_main(
+            capsys, "export", model_file, "--format", kind, "--out", str(out)
+        )
+        assert code == 0, err
+        assert "images of any size" in stdout and "resize before calling it" not in stdout
+    assert "resize its input tensor to your batch's shape first" in stdout  # LiteRT's
+    record = json.loads((out / "metadata.json").read_text())
+    assert record["artifacts"]["model.tflite"]["input_shape"] == [None, None, None, 3]
+    rng = np.random.default_rng(0)
+    images = {
+        size: rng.uniform(0, 255, (2, size, size + 3, 3)).astype("float32") for size in (16, 37)
+    }
+    for size, batch in images.items():
+        np.save(out / f"images_{size}.npy", batch)
+    result = subprocess.run(
+        [sys.executable, "-c", READ_WITHOUT_KERASRECIPES, str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    read = json.loads(result.stdout.splitlines()[-1])
+    assert read["names"] == read["labels"] == ["=HYPERLINK(x)", "b\x1b[31m"]
+    classifier = kr.load_model(model_file)
+    for size, batch in images.items():
+        expected = classifier.predict_on_batch(batch)
+        np.testing.assert_allclose(read["outputs"][str(size)], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_litert_export_with_static_shapes_says_the_size_it_takes(
+    model_file, tmp_path, capsys, monkeypatch
+):
+    from kerasrecipes.inference import exporting
+
+    # As on PyTorch, where Keras exports LiteRT with static shapes: the training size only.
+    monkeypatch.setattr(exporting, "LITERT_ANY_SIZE_BACKENDS", ())
+    out = tmp_path / "export"
+    code, stdout, err = run_main(
+        capsys, "export", model_file, "--format", "litert", "--out", str(out)
+    )
+    assert code == 0, err
+    assert (
+        "model.tflite takes 16x16 images (height x width) only; resize before calling it" in stdout
+    )
+    record = json.loads((out / "metadata.json").read_text())
+    assert record["artifacts"]["model.tflite"]["input_shape"] == [None, 16, 16, 3]
+    from ai_edge_litert.interpreter import Interpreter  # the export extra
+
+    details = Interpreter(model_path=str(out / "model.tflite")).get_input_details()[0]
+    assert details["shape_signature"].tolist() == [-1, 16, 16, 3]
 
 
 def test_export_to_a_file_says_it_writes_a_folder(model_file, tmp_path, capsys):

@@ -270,6 +270,17 @@ def test_detector_exports_agree_within_1e3_without_kerasrecipes(
 
 @pytest.mark.slow  # LiteRT is beyond what the issue asks of CI; `make test-slow` runs it
 def test_litert_exports_of_both_pass_the_check_against_keras(segmentation, detection, tmp_path):
+    # Another size than the training size's 64 px: the resize (and the detector's boxes, in the
+    # input's pixels) runs on LiteRT's dynamic input, as it does in Keras.
+    other_size = np.random.default_rng(1).uniform(0, 255, (2, 96, 80, 3)).astype("float32")
     for name, (_, result) in (("segmenter", segmentation), ("detector", detection)):
-        exported = kr.export(kr.load_model(result.out_dir), tmp_path / name, "litert")
+        model = kr.load_model(result.out_dir)
+        exported = kr.export(model, tmp_path / name, "litert")
         assert exported.relative_difference < 1e-4 and os.path.getsize(exported.path) > 0
+        record = json.loads((tmp_path / name / "metadata.json").read_text())
+        assert record["task"] == {"segmenter": "segmentation", "detector": "detection"}[name]
+        assert (tmp_path / name / "labels.txt").read_text().splitlines() == model.class_names
+        outputs = kr.inference.exporting.run_exported(exported.path, "litert", other_size)
+        expected = np.asarray(model.predict_on_batch(other_size))
+        relative = np.abs(outputs - expected).max() / np.abs(expected).max()
+        assert relative < 1e-4, f"the {name} at 96x80 differs by {relative:.2g} relative"
