@@ -21,6 +21,55 @@ def save_figure(figure, path, dpi=100):
     return path
 
 
+def grid_shape(count, most_columns=4):
+    """`(rows, columns)` of a gallery of `count` images: no more columns than images and the
+    rows filled evenly, so a short gallery leaves no empty cells beside or below it.
+
+    >>> grid_shape(1), grid_shape(3), grid_shape(5), grid_shape(12)
+    ((1, 1), (1, 3), (2, 3), (3, 4))
+    """
+    count = max(1, count)
+    rows = -(-count // most_columns)
+    return rows, -(-count // rows)
+
+
+def image_grid(count, cell=(2.2, 2.4), most_columns=4):
+    """`(figure, axes)`: a figure of `grid_shape(count)` cells of `cell` inches (width, height)
+    each, so the canvas grows with the images rather than being fixed; its axes flat, all off.
+
+    Its constrained layout leaves room for the titles and a `suptitle` without `tight_layout`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, columns = grid_shape(count, most_columns)
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(cell[0] * columns, cell[1] * rows),
+        squeeze=False,
+        layout="constrained",
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    return figure, list(axes.flat)
+
+
+def figure_title(figure, text, fontsize=10):
+    """Sets `text` as the figure's title, wrapped to the figure's width (a one-image gallery is
+    narrower than a long title), the figure taller by its lines so the images keep their size."""
+    import textwrap
+
+    characters_per_inch = 120 / fontsize  # about, in matplotlib's default font
+    width = max(12, int(figure.get_figwidth() * characters_per_inch))
+    lines = textwrap.wrap(text, width, break_on_hyphens=False)
+    line_height = 1.4 * fontsize / 72  # inches
+    figure.set_figheight(figure.get_figheight() + line_height * len(lines))
+    figure.suptitle("\n".join(lines), fontsize=fontsize)
+
+
 def confusion_matrix(labels, predictions, num_classes):
     """Counts `[true class, predicted class]` of integer labels and predictions.
 
@@ -64,42 +113,78 @@ def plot_predictions(images, labels, probabilities, class_names, path, columns=4
     Wrong predictions are titled in red with the true class after the arrow.
     `images` are [0, 255] RGB arrays.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    count = len(images)
-    rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index >= count:
-            continue
-        axis.imshow(np.clip(np.asarray(images[index]), 0, 255).astype("uint8"))
-        predicted = int(np.argmax(probabilities[index]))
-        truth = int(labels[index])
-        title = f"{class_names[predicted]} {probabilities[index][predicted]:.2f}"
+    figure, axes = image_grid(len(images), most_columns=columns)
+    for axis, image, label, probability in zip(axes, images, labels, probabilities):
+        axis.imshow(np.clip(np.asarray(image), 0, 255).astype("uint8"))
+        predicted, truth = int(np.argmax(probability)), int(label)
+        title = f"{class_names[predicted]} {probability[predicted]:.2f}"
         if predicted != truth:
             title += f" -> {class_names[truth]}"
         axis.set_title(title, fontsize=9, color="black" if predicted == truth else "red")
-    figure.tight_layout()
     return save_figure(figure, path)
 
 
-def blend_mask(image, mask, alpha=0.5):
-    """`image` ([0, 255] RGB) with `mask`'s classes painted over it in the VOC colours;
-    background (0) and void (255) pixels are left as they are."""
+# Okabe and Ito's colour-blind-safe colours without their black and bluish green, brightest
+# first: the demo scenes' backgrounds are dark, of random hues, green among them, where the VOC
+# map's class 2 (the pentagon's, (0, 128, 0)) disappeared.
+DISTINCT_CLASS_COLOURS = (
+    (230, 159, 0),  # orange
+    (86, 180, 233),  # sky blue
+    (240, 228, 66),  # yellow
+    (204, 121, 167),  # reddish purple
+    (213, 94, 0),  # vermillion
+    (0, 114, 178),  # blue
+)
+
+
+def class_colours():
+    """256 RGB triples to draw classes over images in: index 0 (background) black, then
+    `DISTINCT_CLASS_COLOURS`, then the VOC colours for further classes; 255 (void) VOC grey.
+
+    Mask files keep the VOC palette (`kerasrecipes.data.scenes.voc_palette`), their convention;
+    figures use these, which stay apart from each other and from green or dark backgrounds.
+    """
     # Here, not at the top: importing `kerasrecipes.data` imports TensorFlow, which the plots
     # do not need.
-    from kerasrecipes.data.scenes import VOID_INDEX, voc_palette
+    from kerasrecipes.data.scenes import voc_palette
+
+    colours = voc_palette()
+    colours[1 : 1 + len(DISTINCT_CLASS_COLOURS)] = DISTINCT_CLASS_COLOURS
+    return colours
+
+
+def blend_mask(image, mask, alpha=0.5):
+    """`image` ([0, 255] RGB) with `mask`'s classes painted over it (`class_colours`), each region
+    outlined in its colour at full strength, so a class stays visible on a background of a close
+    colour; background (0) and void (255) pixels are left as they are."""
+    from kerasrecipes.data.scenes import VOID_INDEX  # see `class_colours`
 
     image = np.clip(np.asarray(image, "float32"), 0, 255)
     mask = np.asarray(mask).astype(int)
-    colours = voc_palette()[mask].astype("float32")
+    colours = class_colours()[mask].astype("float32")
     painted = (mask > 0) & (mask != VOID_INDEX)
     image[painted] = (1 - alpha) * image[painted] + alpha * colours[painted]
+    outline = painted & region_edges(mask)
+    image[outline] = colours[outline]
     return image.astype("uint8")
+
+
+def region_edges(mask):
+    """Whether each pixel of `mask` has a 4-neighbour of another value: the inner rim of every
+    region, where an outline goes.
+
+    >>> region_edges(np.array([[0, 0, 0], [0, 1, 1], [0, 1, 1]])).astype(int).tolist()
+    [[0, 1, 1], [1, 1, 1], [1, 1, 0]]
+    """
+    mask = np.asarray(mask)
+    edges = np.zeros(mask.shape, bool)
+    down = mask[1:, :] != mask[:-1, :]
+    right = mask[:, 1:] != mask[:, :-1]
+    edges[1:, :] |= down
+    edges[:-1, :] |= down
+    edges[:, 1:] |= right
+    edges[:, :-1] |= right
+    return edges
 
 
 def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
@@ -109,8 +194,6 @@ def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
     matplotlib.use("Agg")
     import matplotlib.patches as patches
     import matplotlib.pyplot as plt
-
-    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
 
     count = len(images)
     figure, axes = plt.subplots(count, 3, figsize=(6.6, 2.2 * count + 0.5), squeeze=False)
@@ -125,7 +208,7 @@ def plot_segmentation(images, true_masks, predicted_masks, class_names, path):
             axis.axis("off")
             if row == 0:
                 axis.set_title(title, fontsize=9)
-    palette = voc_palette() / 255.0
+    palette = class_colours() / 255.0
     handles = [
         patches.Patch(color=palette[index], label=name)
         for index, name in enumerate(class_names)
@@ -143,22 +226,11 @@ def plot_detections(images, truth, predicted, class_names, path, columns=4):
     detector's `{"boxes", "labels", "confidence", "num_detections"}`.
     Boxes are `[x_min, y_min, x_max, y_max]` pixels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
 
-    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
-
-    colours = voc_palette()[1:] / 255.0
-    count = len(images)
-    rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index >= count:
-            continue
+    colours = class_colours()[1:] / 255.0
+    figure, axes = image_grid(len(images), cell=(2.4, 2.4), most_columns=columns)
+    for index, axis in enumerate(axes[: len(images)]):
         axis.imshow(np.clip(images[index], 0, 255).astype("uint8"))
         for box, label in zip(truth["boxes"][index], truth["labels"][index]):
             if label >= 0:
@@ -198,32 +270,19 @@ def plot_detections(images, truth, predicted, class_names, path, columns=4):
                 backgroundcolor=colour,
                 va="bottom",
             )
-    figure.suptitle("dashed: true boxes; solid: predicted", fontsize=9)
-    figure.tight_layout()
+    figure_title(figure, "dashed: true boxes; solid: predicted", fontsize=9)
     return save_figure(figure, path)
 
 
 def plot_image_grid(images, titles, path, columns=4, draw=None):
     """Writes a grid of `images` ([0, 255] RGB) titled with `titles`; `draw(axis, index)`, if
     given, draws over each image (boxes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    count = len(images)
-    columns = max(1, min(columns, count))
-    rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.4 * rows), squeeze=False)
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
-        if index >= count:
-            continue
-        axis.imshow(np.clip(np.asarray(images[index]), 0, 255).astype("uint8"))
-        axis.set_title(titles[index], fontsize=9)
+    figure, axes = image_grid(len(images), most_columns=columns)
+    for index, (axis, image, title) in enumerate(zip(axes, images, titles)):
+        axis.imshow(np.clip(np.asarray(image), 0, 255).astype("uint8"))
+        axis.set_title(title, fontsize=9)
         if draw is not None:
             draw(axis, index)
-    figure.tight_layout()
     return save_figure(figure, path)
 
 
@@ -231,9 +290,7 @@ def draw_boxes(axis, boxes, labels, class_names):
     """Draws `[x_min, y_min, x_max, y_max]` pixel boxes with their class names; label -1 pads."""
     import matplotlib.patches as patches
 
-    from kerasrecipes.data.scenes import voc_palette  # see `blend_mask`
-
-    colours = voc_palette()[1:] / 255.0
+    colours = class_colours()[1:] / 255.0
     for box, label in zip(boxes, labels):
         if label < 0:
             continue
@@ -249,7 +306,7 @@ def draw_boxes(axis, boxes, labels, class_names):
             y0,
             class_names[int(label)],
             fontsize=6,
-            color="white",
+            color="black",  # the class colours are light
             backgroundcolor=colour,
             va="bottom",
         )

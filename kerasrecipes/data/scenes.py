@@ -24,6 +24,10 @@ SCENE_CLASSES = ("ellipse", "pentagon", "star")
 BACKGROUND = "background"
 # Pixels a VOC mask marks as "void" (object borders): ignored by the loss and the metrics.
 VOID_INDEX = 255
+# The range of each channel of a scene's background colour (before its gradient): dark, of any
+# hue, green included; the figures' class colours (`kerasrecipes.plots.class_colours`) stand out
+# from all of them.
+BACKGROUND_LEVELS = (0.0, 0.45)
 
 
 def voc_palette():
@@ -45,7 +49,7 @@ def _scene(size, classes, rng, max_objects=4):
     """One scene: the image, its mask of class indices and its objects as (class, box)."""
     coords = np.linspace(-1.0, 1.0, size)
     yy, xx = np.meshgrid(coords, coords, indexing="ij")
-    background = rng.uniform(0.0, 0.45, 3)
+    background = rng.uniform(*BACKGROUND_LEVELS, 3)
     slope = rng.uniform(-0.25, 0.25, 3)
     image = np.clip(background + slope * (xx[..., None] + yy[..., None]) / 2, 0, 1)
     mask = np.zeros((size, size), dtype="uint8")

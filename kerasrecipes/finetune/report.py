@@ -4,14 +4,20 @@
 run folder through `save_run`, so the same config gives the same report.
 """
 
+import dataclasses
 import json
 import os
 import time
 
-from kerasrecipes.callbacks import TrainingCurves, phase_marks
+from kerasrecipes.callbacks import TrainingCurves
 from kerasrecipes.files import write_json
-from kerasrecipes.finetune.config import describe_phase
-from kerasrecipes.finetune.run_folder import REPORT_FILE
+from kerasrecipes.finetune.config import (
+    FineTuneConfig,
+    describe_phase,
+    parse_unfreeze,
+    plan_phases,
+)
+from kerasrecipes.finetune.run_folder import IDENTITY_FILE, REPORT_FILE
 from kerasrecipes.tasks import get_task
 
 # The files every run folder may hold, `model.keras` last; each task adds its own
@@ -62,23 +68,61 @@ def lr_find_records(folder):
 
 
 def draw_curves(folder, model=None):
-    """`curves.png` from the folder's recorded epochs, a line at each phase's start."""
+    """`curves.png` from the folder's recorded epochs, with `recorded_phase_lines`.
+
+    `model` is not read (callers pass it): the lines come from the records, which a resumed
+    run shares with an uninterrupted one, not from the marks this process put on the model.
+    """
     rows = folder.rows()
     curves = TrainingCurves(folder.file("curves.png"))
     curves.epochs = {
         int(row["epoch"]): {k: float(v) for k, v in row.items() if k not in ("epoch", "phase")}
         for row in rows
     }
-    marks = dict(phase_marks(model)) if model is not None else {}
-    for row in rows:  # the phase names win over the unfreezing marks at a phase's start
-        if _first_of_phase(rows, row):
-            marks[int(row["epoch"])] = row["phase"]
-    return curves.draw(marks=marks)
+    return curves.draw(marks=recorded_phase_lines(rows, recorded_unfreezing(folder)))
 
 
-def _first_of_phase(rows, row):
-    earlier = [r for r in rows if int(r["epoch"]) < int(row["epoch"])]
-    return not earlier or earlier[-1]["phase"] != row["phase"]
+def recorded_phase_lines(rows, unfreezing=None):
+    """`{epoch: label}` (0-based) of the curves' lines: each phase's first recorded epoch, named
+    after the phase, and each later step of its unfreezing schedule that its rows reached.
+
+    From the records alone: a run resumed mid-phase unfreezes the backbone again at the epoch
+    it resumes at, and the marks on its model would draw a phase change there.
+
+    Args:
+        rows: the recorded epochs, dicts with "epoch" and "phase" (`RunFolder.rows()`).
+        unfreezing: `{phase name: {epoch in the phase: blocks}}` (`recorded_unfreezing`).
+    """
+    epochs_by_phase = {}
+    for row in sorted(rows, key=lambda row: int(row["epoch"])):
+        epochs_by_phase.setdefault(row["phase"], []).append(int(row["epoch"]))
+    lines = {}
+    for phase, epochs in epochs_by_phase.items():
+        for step, blocks in (unfreezing or {}).get(phase, {}).items():
+            if step > 0 and epochs[0] + step in epochs:
+                lines[epochs[0] + step] = unfreeze_label(blocks)
+        lines[epochs[0]] = phase
+    return dict(sorted(lines.items()))
+
+
+def recorded_unfreezing(folder):
+    """`{phase name: {epoch in the phase: blocks}}` of the phases that train the backbone, from
+    the config in the folder's `run.json` (none without it)."""
+    identity = folder.read_json(IDENTITY_FILE)
+    if identity is None:
+        return {}
+    known = {field.name for field in dataclasses.fields(FineTuneConfig)}
+    config = FineTuneConfig(**{k: v for k, v in identity["config"].items() if k in known})
+    return {
+        phase.name: parse_unfreeze(phase.trains)
+        for phase in plan_phases(config)
+        if phase.trains != "head"
+    }
+
+
+def unfreeze_label(blocks):
+    """The label `UnfreezeBackbone` marks a step of its schedule with."""
+    return "unfreeze backbone" if blocks is None else f"unfreeze top {blocks} blocks"
 
 
 def build_report(config, phases, history, info=None, backbone=None):

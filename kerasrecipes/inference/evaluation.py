@@ -292,17 +292,10 @@ def write_evaluation(evaluation, out_dir, image_size):
 
 def plot_top_losses(top_losses, image_size, path, columns=4, note=""):
     """The gallery: each image as the model saw it, titled true / predicted (probability);
-    `note` follows the figure's title (how they were predicted: "with test-time ...")."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = -(-len(top_losses) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.6 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, item in zip(axes.flat, top_losses):
+    `note` follows the figure's title (how they were predicted: "with test-time ...").
+    The figure is as large as its images: a short gallery gets no empty cells."""
+    figure, axes = plots.image_grid(len(top_losses), cell=(2.4, 2.6), most_columns=columns)
+    for axis, item in zip(axes, top_losses):
         image = keras.ops.convert_to_numpy(read_image(item["path"], image_size))
         axis.imshow(np.clip(image, 0, 255).astype("uint8"))
         axis.set_title(
@@ -311,6 +304,5 @@ def plot_top_losses(top_losses, image_size, path, columns=4, note=""):
             color="red",
         )
     title = "most confident mistakes (highest loss)"
-    figure.suptitle(f"{title}, {note}" if note else title, fontsize=10)
-    figure.tight_layout()
+    plots.figure_title(figure, f"{title}, {note}" if note else title)
     return plots.save_figure(figure, path)
