@@ -25,10 +25,19 @@ def running_the_command():
     return any(a == "-m" and b == "kerasrecipes" for a, b in zip(argv, argv[1:]))
 
 
+def _has_stderr():
+    """Whether file descriptor 2 is open (a daemon or pythonw may run without it)."""
+    try:
+        os.fstat(2)
+    except OSError:
+        return False
+    return True
+
+
 def import_tensorflow_quietly():
     """Imports TensorFlow with file descriptor 2 pointed at /dev/null, then quiets absl."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if "tensorflow" not in sys.modules:
+    if "tensorflow" not in sys.modules and _has_stderr():
         saved = os.dup(2)
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:

@@ -32,11 +32,8 @@ def read_table(pattern="*"):
 
 def read_heads(pattern="*"):
     """`[(head, task), ...]` of the task heads matching `pattern`, sorted by name."""
-    return [
-        (name, task)
-        for name, task in sorted(TASK_HEADS.items())
-        if fnmatch.fnmatchcase(name, pattern)
-    ]
+    heads = sorted(TASK_HEADS.items())
+    return [(name, served) for name, served in heads if fnmatch.fnmatchcase(name, pattern)]
 
 
 def table_row(name, build=True):
@@ -83,7 +80,7 @@ def format_heads(heads):
     """The lines `kerasrecipes models` prints for the task `heads`: a user looking for a
     segmenter or a detector finds it here, and how to train one."""
     lines = ["task heads, on a CNN of the zoo (kerasrecipes finetune --task TASK --model CNN):"]
-    return lines + [f"{name:<18}{task}" for name, task in heads]
+    return lines + [f"{name:<18}{served}" for name, served in heads]
 
 
 def _natural_key(name):

@@ -425,3 +425,11 @@ def test_early_stopping_fires_at_the_same_epoch_after_a_kill(tmp_path):
     whole_report = json.loads((tmp_path / "whole" / "report.json").read_text())
     report = json.loads((out / "report.json").read_text())
     assert report["val_accuracy"] == whole_report["val_accuracy"]
+
+
+def test_restart_over_a_damaged_run_json_trains_again(tmp_path):
+    (tmp_path / "run.json").write_text("{ cut short")
+    (tmp_path / "state.json").write_text("{}")
+    identity = {"config": {}, "data": {}, "source": str(tmp_path / "data")}
+    with RunFolder(tmp_path) as folder:
+        assert folder.open(identity, restart=True) == "new"

@@ -164,7 +164,7 @@ class RunFolder:
             return "new"
         differences = describe_differences(stored, identity)
         if differences:
-            self._check_same_source(identity)  # no advice to --restart over another folder's run
+            self._check_same_source(identity, differences)  # no --restart over another's run
             raise RunFolderError(
                 f"{self.path} holds a run with other settings or data: "
                 + "; ".join(differences)
@@ -176,14 +176,21 @@ class RunFolder:
         self.state = state
         return "finished" if state["status"] != "running" else "resume"
 
-    def _check_same_source(self, identity):
+    def _check_same_source(self, identity, differences=()):
         """Refuses to `--restart` over a run that read another data folder: that deletes its
-        work, which a restart of this run has no business doing."""
-        stored = self.read_json(IDENTITY_FILE) or {}
-        before, now = stored.get("source"), identity.get("source")
+        work, which a restart of this run has no business doing. The error lists
+        `differences` (`describe_differences`), if any."""
+        try:
+            stored = self.read_json(IDENTITY_FILE)
+        except RunFolderError:
+            return  # a damaged run.json: --restart is what the error advises
+        before = stored.get("source") if isinstance(stored, dict) else None
+        now = identity.get("source")
         if before and now and before != now:
+            differing = f" ({'; '.join(differences)})" if differences else ""
             raise RunFolderError(
-                f"{self.path} holds a run of other data ({before}); --restart (restart=True) "
+                f"{self.path} holds a run of other data ({before}){differing}; --restart "
+                "(restart=True) "
                 f"would delete it to train on {now}. Give another --out (out_dir=), or delete "
                 "that folder yourself if its run is no longer wanted."
             )
@@ -310,7 +317,21 @@ def default_out_dir(data, cwd=None):
     name = os.path.basename(data) or "data"
     digest = hashlib.sha256(data.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     base = cwd if not is_inside(cwd, data) else os.path.dirname(data)
-    return os.path.join(base, "runs", f"{name}-{digest}")
+    unique = os.path.join(base, "runs", f"{name}-{digest}")
+    earlier = os.path.join(base, "runs", name)  # the default before the hash (issue 35)
+    if not os.path.exists(unique) and _run_of(earlier, data):
+        return earlier  # an earlier version's run of this folder: resumed where it is
+    return unique
+
+
+def _run_of(folder, data):
+    """Whether `folder` holds a run of the data folder `data` that recorded no other source."""
+    try:
+        with open(os.path.join(folder, IDENTITY_FILE)) as file:
+            identity = json.load(file)
+    except (OSError, ValueError):
+        return False
+    return isinstance(identity, dict) and identity.get("source", data) == data
 
 
 def is_inside(path, folder):

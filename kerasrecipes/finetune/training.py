@@ -57,10 +57,11 @@ from kerasrecipes.finetune.config import (
     resolve_config,
 )
 from kerasrecipes.finetune.run_folder import (
-    LOCK_FILE,
+    RUN_FOLDERS,
     RunFolder,
     RunFolderError,
     data_fingerprint,
+    run_files,
     write_json,
 )
 from kerasrecipes.layers.normalization import set_bn_momentum
@@ -259,9 +260,12 @@ def _open_run_folder(config, identity, strategy):
         with folder:
             yield folder, folder.open(identity, restart=config.restart)
         return
+    # Every failure before training is said to the other workers, which would otherwise wait
+    # in the next all-reduce for ever.
     if distribute.is_chief(strategy):
-        with folder:
+        with contextlib.ExitStack() as held:
             try:
+                held.enter_context(folder)
                 opened = folder.open(identity, restart=config.restart)
             except Exception:
                 distribute.chief_values(strategy, [-1])  # the others stop too
@@ -276,30 +280,53 @@ def _open_run_folder(config, identity, strategy):
         )
     with tempfile.TemporaryDirectory(prefix="kerasrecipes-worker-") as scratch:
         copy = RunFolder(os.path.join(scratch, "run"))
-        if os.path.isdir(folder.path):
-            shutil.copytree(
-                folder.path, copy.path, symlinks=True, ignore=shutil.ignore_patterns(LOCK_FILE)
-            )
+        try:
+            _copy_run(folder.path, copy.path)
+            with copy:
+                opened = copy.open(identity)
+        except Exception:
+            _agree_with_chief(folder.path, copy, None, strategy)  # tells the others, then raises
+            raise
         with copy:
-            opened = copy.open(identity)
             _agree_with_chief(folder.path, copy, opened, strategy)
             yield copy, opened
 
 
+def _copy_run(source, target):
+    """The run's own files and folders in `source` (no lock, no exports), copied to `target`."""
+    keep = set(run_files()) | set(RUN_FOLDERS)
+    os.makedirs(target)
+    if not os.path.isdir(source):
+        return
+    for name in os.listdir(source):
+        path = os.path.join(source, name)
+        if name not in keep or os.path.islink(path):
+            continue
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(target, name), symlinks=True)
+        else:
+            shutil.copy2(path, os.path.join(target, name))
+
+
 def _agree_with_chief(out_dir, folder, opened, strategy):
-    """Stops every worker, saying why, when one found another run in `out_dir` than the chief."""
+    """Stops every worker, saying why, when one found another run in `out_dir` than the chief,
+    or could not open its copy (`opened` None: this worker failed, and raises its own error)."""
     mine = [opened == "finished", len(folder.state["rows"]), len(folder.state["phases"])]
     chief = distribute.chief_values(strategy, mine)
-    if distribute.worker_sum(strategy, [chief != [float(value) for value in mine]])[0] > 0:
+    failed = opened is None
+    disagrees = failed or chief != [float(value) for value in mine]
+    if distribute.worker_sum(strategy, [disagrees])[0] > 0:
+        if failed:
+            return
 
         def described(finished, epochs):
             return f"{'finished' if finished else 'not finished'}, {int(epochs)} epochs recorded"
 
         raise RunFolderError(
-            f"{out_dir}: the workers found different runs there (the chief: "
-            f"{described(*chief[:2])}; this worker: {described(*mine[:2])}). Under "
-            "MultiWorkerMirroredStrategy, out_dir must be one folder that every worker reads, "
-            "on a shared file system."
+            f"{out_dir}: the workers found different runs there, or one could not read it (its "
+            f"output says why) (the chief: {described(*chief[:2])}; this worker: "
+            f"{described(*mine[:2])}). Under MultiWorkerMirroredStrategy, out_dir must be one "
+            "folder that every worker reads, on a shared file system."
         )
 
 
@@ -319,7 +346,11 @@ def find_learning_rate(backbone, train_ds, config, *, info=None, num_classes=Non
     class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
     run = _Run(config, None, None, num_classes, class_names)
     run.prepare(backbone, train_ds, None, info.counts if info else None)
-    return run.range_test(phase), phase
+    finder = run.range_test(phase)
+    if finder.suggested_lr is not None:  # swept at the replicas' scaled rate; told per replica
+        finder.suggested_lr /= run.rate_scale
+        finder.min_loss_lr /= run.rate_scale
+    return finder, phase
 
 
 def save_range_test(finder, record):

@@ -35,25 +35,22 @@ TOP_LOSSES_FILE = "evaluation_top_losses.png"
 
 @dataclasses.dataclass
 class Evaluation:
-    """What `evaluate` measured, all from one set of predictions: the test-time augmented ones
-    when `tta`, else the plain ones, so that the per-class figures, the confusion matrix, the
-    most-confused pairs and the top losses describe the same model outputs.
+    """What `evaluate` measured. The per-class figures, the confusion matrix, the most-confused
+    pairs and the top losses all come from one set of predictions (`reported`): the test-time
+    augmented ones when `tta`, else the plain ones.
 
     Attributes:
         data: the folder evaluated on.
         class_names: the classifier's classes (rows and columns of the matrix).
         metrics: accuracy, balanced accuracy, per-class precision, recall,
-            F1 and support, and the confusion matrix, of the predictions
-            (with test-time augmentation when `tta`).
-        tta_metrics: the figures with test-time augmentation (then the same
-            as `metrics`), or None.
+            F1 and support, and the confusion matrix, without TTA.
+        tta_metrics: the same with test-time augmentation, or None.
         most_confused: `[(true, predicted, count), ...]`, most frequent first.
         top_losses: the misclassified images with the highest loss, as dicts
             of path, true and predicted class, probability and loss.
         skipped: `(path, reason)` of the files that were not read.
         files: the files written (empty without `out_dir`).
-        tta: whether the predictions are test-time augmented.
-        plain_metrics: with `tta`, the figures without it, to compare; else None.
+        tta: whether the tables and figures come from test-time augmented predictions.
     """
 
     data: str
@@ -65,7 +62,11 @@ class Evaluation:
     skipped: list
     files: list = dataclasses.field(default_factory=list)
     tta: bool = False
-    plain_metrics: dict | None = None
+
+    @property
+    def reported(self):
+        """The metrics the tables and figures show: `tta_metrics` with TTA, else `metrics`."""
+        return self.tta_metrics if self.tta else self.metrics
 
     @property
     def accuracy(self):
@@ -92,8 +93,7 @@ class Evaluation:
         the first line says whether they come from test-time augmented predictions."""
         header = f"{self.metrics['images']} images in {self.data}, {len(self.skipped)} skipped"
         lines = [f"{header}; predicted {self.tta_note}" if self.tta else header]
-        plain = self.plain_metrics if self.tta else self.metrics
-        for title, metrics in (("without TTA", plain), ("with TTA", self.tta_metrics)):
+        for title, metrics in (("without TTA", self.metrics), ("with TTA", self.tta_metrics)):
             if metrics is not None:
                 lines.append(
                     f"accuracy {metrics['accuracy']:.4f}, balanced accuracy "
@@ -102,7 +102,7 @@ class Evaluation:
         width = max(9, *(len(name) for name in self.class_names))
         lines.append(f"{'class':<{width}} precision  recall     f1  support")
         for name in self.class_names:
-            row = self.metrics["per_class"][name]
+            row = self.reported["per_class"][name]
             lines.append(
                 f"{name:<{width}} {row['precision']:9.3f} {row['recall']:7.3f} "
                 f"{row['f1']:6.3f} {row['support']:8d}"
@@ -127,8 +127,8 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
         data: a folder with a subfolder per class; every subfolder must be a
             class the classifier knows (a known class may be missing).
         tta: predict with test-time augmentation (`TTA_VIEWS`): every figure
-            and table comes from those predictions, and `plain_metrics` keeps
-            the figures without it, to compare. Defaults to False.
+            and table comes from those predictions (`tta_metrics`), and
+            `metrics` keeps the figures without it, to compare. Defaults to False.
         batch_size: images per forward pass. Defaults to 32.
         out_dir: a folder to write `evaluation.json`,
             `evaluation_confusion.png` and `evaluation_top_losses.png` into,
@@ -155,17 +155,15 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
     truth, plain, augmented = _predict_labelled(classifier, dataset, tta)
     predicted = augmented if tta else plain  # the one set every figure below comes from
     names = list(classifier.class_names)
-    metrics = classification_metrics(truth, predicted.argmax(-1), names)
     evaluation = Evaluation(
         data=os.fspath(data),
         class_names=names,
-        metrics=metrics,
-        tta_metrics=metrics if tta else None,
+        metrics=classification_metrics(truth, plain.argmax(-1), names),
+        tta_metrics=classification_metrics(truth, augmented.argmax(-1), names) if tta else None,
         most_confused=most_confused(truth, predicted.argmax(-1), names),
         top_losses=top_loss_images(paths, truth, predicted, names, top_losses),
         skipped=skipped,
         tta=bool(tta),
-        plain_metrics=classification_metrics(truth, plain.argmax(-1), names) if tta else None,
     )
     if out_dir is not None:
         write_evaluation(evaluation, out_dir, classifier.image_size)
@@ -277,8 +275,8 @@ def write_evaluation(evaluation, out_dir, image_size):
     """Writes the figures and `evaluation.json` into `out_dir`; fills `evaluation.files`."""
     os.makedirs(out_dir, exist_ok=True)
     evaluation.files = [EVALUATION_FILE, CONFUSION_FILE]
-    matrix = np.asarray(evaluation.metrics["confusion_matrix"])
-    title = f"accuracy {evaluation.accuracy:.3f} on {matrix.sum()} images"
+    matrix = np.asarray(evaluation.reported["confusion_matrix"])
+    title = f"accuracy {evaluation.reported['accuracy']:.3f} on {matrix.sum()} images"
     if evaluation.tta:
         title += f"\n{evaluation.tta_note}"
     path = os.path.join(out_dir, CONFUSION_FILE)

@@ -242,7 +242,7 @@ def _record(out_dir, name, format, model, input_shape, source):
         {
             "artifacts": artifacts,
             "labels": LABELS,
-            "task": next((task for kind, task in TASKS.items() if isinstance(model, kind)), None),
+            "task": next((name for kind, name in TASKS.items() if isinstance(model, kind)), None),
             "class_names": list(model.class_names),
             "input": {"dtype": "float32", "range": [0, 255], "channels": "RGB"},
             "image_size": [height, width],
