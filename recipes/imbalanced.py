@@ -162,7 +162,7 @@ def summarize(runs):
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.images, args.epochs, args.seeds = 1000, 6, 2  # 400 common, 20 rare per seed
+        args.images, args.epochs, args.seeds = 1000, 6, 1  # 400 common, 20 rare
     arrays = load_arrays(args)
     counts = np.bincount(arrays[1], minlength=2)
     print(f"Training: {counts[0]} common, {counts[1]} rare images; validation: {len(arrays[3])}")

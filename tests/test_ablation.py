@@ -121,9 +121,9 @@ def test_without_a_baseline_that_learned_there_is_no_verdict(tmp_path):
 
 def test_ablate_runs_the_grid_writes_the_reports_and_resumes(folder, tmp_path):
     out = tmp_path / "ablation"
-    result = kr.ablate(BASELINE, CHANGES, data=folder, seeds=2, out_dir=out)
+    result = kr.ablate(BASELINE, CHANGES, data=folder, seeds=[1], out_dir=out)
     assert [row["variant"] for row in result.rows] == ["baseline", "+architecture", "+data", "all"]
-    assert all(row["seeds"] == 2 and 0 <= row["val_accuracy"] <= 1 for row in result.rows)
+    assert all(row["seeds"] == 1 and 0 <= row["val_accuracy"] <= 1 for row in result.rows)
     for name in ("ablation.json", "ablation.md", "ablation.png"):
         assert (out / name).stat().st_size > 0
     stored = json.loads((out / "ablation.json").read_text())
@@ -133,7 +133,7 @@ def test_ablate_runs_the_grid_writes_the_reports_and_resumes(folder, tmp_path):
     assert report["config"]["augment"] is None
     # Run again: every run is read back, nothing trains.
     mtimes = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/report.json")}
-    again = kr.ablate(BASELINE, CHANGES, data=folder, seeds=2, out_dir=out)
+    again = kr.ablate(BASELINE, CHANGES, data=folder, seeds=[1], out_dir=out)
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert [row["accuracies"] for row in again.rows] == [row["accuracies"] for row in result.rows]
 
