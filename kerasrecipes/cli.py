@@ -36,7 +36,8 @@ def build_parser():
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    finetune = commands.add_parser(
+    _add_run_command(
+        commands,
         "finetune",
         help="fine-tune a backbone on a folder of class folders (or the built-in demo)",
         description="Phase 1 trains a new head on the frozen backbone; phase 2 unfreezes it "
@@ -44,15 +45,8 @@ def build_parser():
         "command again to resume an interrupted run. Every option below is a field of "
         "kr.FineTuneConfig.",
     )
-    finetune.add_argument(
-        "--data", help="folder with one subfolder per class; without it, the built-in demo"
-    )
-    add_config_options(finetune)
-    finetune.add_argument(
-        "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
-    )
-
-    lr_find = commands.add_parser(
+    _add_run_command(
+        commands,
         "lr-find",
         help="the LR range test: the learning rate to train at, and its curve",
         description="Builds the model finetune would train, with the same options, and runs "
@@ -61,15 +55,8 @@ def build_parser():
         "the run folder's lr_find/. Train with --lr RATE, or --lr auto to run it inside the "
         "run.",
     )
-    lr_find.add_argument(
-        "--data", help="folder with one subfolder per class; without it, the built-in demo"
-    )
-    add_config_options(lr_find)
-    lr_find.add_argument(
-        "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
-    )
-
-    show_batch = commands.add_parser(
+    _add_run_command(
+        commands,
         "show-batch",
         help="a grid of training images as the model sees them, with their labels",
         description="Reads the data as finetune would, with the same options (augmentation "
@@ -77,11 +64,6 @@ def build_parser():
         "class, or their masks or boxes for the dense tasks (fastai's show_batch). Nothing "
         "trains.",
     )
-    show_batch.add_argument(
-        "--data", help="the data folder, in the task's layout; without it, the built-in demo"
-    )
-    add_config_options(show_batch)
-    show_batch.add_argument("--debug", action="store_true", help="show tracebacks")
 
     predict = commands.add_parser(
         "predict",
@@ -190,6 +172,19 @@ def build_parser():
     )
     models.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_run_command(commands, name, help, description):
+    """A command that reads `--data` as `finetune` does and takes every `FineTuneConfig`
+    option: `finetune`, `lr-find`, `show-batch`."""
+    parser = commands.add_parser(name, help=help, description=description)
+    parser.add_argument(
+        "--data", help="the data folder, in the task's layout; without it, the built-in demo"
+    )
+    add_config_options(parser)
+    parser.add_argument(
+        "--debug", action="store_true", help="show tracebacks and TensorFlow's own log lines"
+    )
 
 
 def _add_inference_options(parser):

@@ -229,7 +229,7 @@ def fine_tune(
         # saves again.
         if opened == "finished" and os.path.exists(folder.file(reports.REPORT_FILE)):
             return _finished_run(folder, config)
-        class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
+        class_names = _class_names(info, num_classes)
         run = _Run(config, folder, strategy, num_classes, class_names)
         run.prepare(backbone, train_ds, val_ds, class_counts or (info.counts if info else None))
         history = run.train(phases, callbacks)
@@ -343,7 +343,7 @@ def find_learning_rate(backbone, train_ds, config, *, info=None, num_classes=Non
         config = config.replace(precision=auto_precision(_keras_model(backbone)))
     num_classes = _num_classes(num_classes, info, train_ds, get_task(config.task))
     phase = plan_phases(resolve_budget(config, _steps(train_ds, 1)))[0]
-    class_names = list(info.class_names) if info else [str(i) for i in range(num_classes)]
+    class_names = _class_names(info, num_classes)
     run = _Run(config, None, None, num_classes, class_names)
     run.prepare(backbone, train_ds, None, info.counts if info else None)
     finder = run.range_test(phase)
@@ -365,6 +365,11 @@ def save_range_test(finder, record):
         "min_loss_lr": finder.min_loss_lr,
     }
     write_json(record, curve)
+
+
+def _class_names(info, num_classes):
+    """The data's class names, or the class indices as text when there is no `info`."""
+    return list(info.class_names) if info else [str(i) for i in range(num_classes)]
 
 
 def _keras_model(backbone):
