@@ -109,15 +109,15 @@ def recorded_unfreezing(folder):
     """`{phase name: {epoch in the phase: blocks}}` of the phases that train the backbone, from
     the config in the folder's `run.json` (none without it)."""
     identity = folder.read_json(IDENTITY_FILE)
-    if identity is None:
+    stored = identity.get("config") if isinstance(identity, dict) else None
+    if not isinstance(stored, dict):
         return {}
     known = {field.name for field in dataclasses.fields(FineTuneConfig)}
-    config = FineTuneConfig(**{k: v for k, v in identity["config"].items() if k in known})
-    return {
-        phase.name: parse_unfreeze(phase.trains)
-        for phase in plan_phases(config)
-        if phase.trains != "head"
-    }
+    try:
+        phases = plan_phases(FineTuneConfig(**{k: v for k, v in stored.items() if k in known}))
+        return {p.name: parse_unfreeze(p.trains) for p in phases if p.trains != "head"}
+    except (TypeError, ValueError):  # a config an older version wrote: the phase starts only
+        return {}
 
 
 def unfreeze_label(blocks):
