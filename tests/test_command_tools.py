@@ -4,16 +4,22 @@ import json
 import re
 
 import numpy as np
+import pytest
 
 import kerasrecipes as kr
 from kerasrecipes.cli import main
 
 
-def test_lr_find_prints_a_rate_and_writes_its_curve(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def shapes(tmp_path, monkeypatch):
+    """The options that point a command at a small demo folder, from scratch, run in tmp_path."""
     data = kr.data.make_demo_dataset(tmp_path / "shapes", num_images=24)
     monkeypatch.chdir(tmp_path)
-    argv = ["lr-find", "--data", str(data), "--model", "baseline_cnn", "--weights", "none"]
-    assert main([*argv, "--batch-size", "8", "--out", "run"]) == 0
+    return ["--data", str(data), "--model", "baseline_cnn", "--weights", "none"]
+
+
+def test_lr_find_prints_a_rate_and_writes_its_curve(shapes, tmp_path, capsys):
+    assert main(["lr-find", *shapes, "--batch-size", "8", "--out", "run"]) == 0
     out = capsys.readouterr().out
     suggested = re.search(r"Suggested learning rate for phase finetune: (\S+) ", out)
     assert suggested, out
@@ -25,11 +31,8 @@ def test_lr_find_prints_a_rate_and_writes_its_curve(tmp_path, monkeypatch, capsy
     assert "--lr " in out
 
 
-def test_show_batch_writes_the_training_images_with_their_labels(tmp_path, monkeypatch, capsys):
-    data = kr.data.make_demo_dataset(tmp_path / "shapes", num_images=24)
-    monkeypatch.chdir(tmp_path)
-    argv = ["show-batch", "--data", str(data), "--model", "baseline_cnn", "--weights", "none"]
-    assert main([*argv, "--augment", "mixup", "--out", "run"]) == 0
+def test_show_batch_writes_the_training_images_with_their_labels(shapes, tmp_path, capsys):
+    assert main(["show-batch", *shapes, "--augment", "mixup", "--out", "run"]) == 0
     out = capsys.readouterr().out
     assert "Wrote run/batch.png: 16 training images, augmentation mixup" in out
     assert (tmp_path / "run" / "batch.png").stat().st_size > 0

@@ -12,6 +12,11 @@ from kerasrecipes.optimizers.decay import _innermost, _multiplier_wrapper, _owni
 from kerasrecipes.optimizers.paths import depth_groups, variable_paths
 
 
+def unfreeze_label(blocks):
+    """The label a step of the unfreezing schedule marks the curves with (`blocks` None: all)."""
+    return "unfreeze backbone" if blocks is None else f"unfreeze top {blocks} blocks"
+
+
 def _is_batch_norm(layer):
     return isinstance(layer, keras.layers.BatchNormalization)
 
@@ -229,5 +234,4 @@ class UnfreezeBackbone(ConfigurableCallback):
             if paths:
                 wrapper.set_multiplier(paths, self.lr_multiplier)
         self.model.make_train_function(force=True)
-        what = "backbone" if target is None else f"top {target} blocks"
-        mark_phase(self.model, epoch, f"unfreeze {what}")
+        mark_phase(self.model, epoch, unfreeze_label(target))

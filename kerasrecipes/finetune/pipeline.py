@@ -130,8 +130,7 @@ def prepare(config, data, echo):
         config = config.replace(image_size=int(size))
     if config.precision == "auto":
         config = config.replace(precision=auto_precision(backbone.model))
-    with quiet_scan_log():
-        datasets = task.read(data, config)
+    datasets = read_data(data, config)
     for line in data_lines(task, datasets[2], data):
         echo(line)
     echo(settings_line(config, size_reason, datasets[0]))

@@ -10,6 +10,7 @@ import os
 import time
 
 from kerasrecipes.callbacks import TrainingCurves
+from kerasrecipes.callbacks.unfreeze import unfreeze_label
 from kerasrecipes.files import write_json
 from kerasrecipes.finetune.config import (
     FineTuneConfig,
@@ -118,11 +119,6 @@ def recorded_unfreezing(folder):
         return {p.name: parse_unfreeze(p.trains) for p in phases if p.trains != "head"}
     except (TypeError, ValueError):  # a config an older version wrote: the phase starts only
         return {}
-
-
-def unfreeze_label(blocks):
-    """The label `UnfreezeBackbone` marks a step of its schedule with."""
-    return "unfreeze backbone" if blocks is None else f"unfreeze top {blocks} blocks"
 
 
 def build_report(config, phases, history, info=None, backbone=None):

@@ -144,7 +144,11 @@ class RunFolder:
         data folder.
         """
         if restart:
-            self._check_same_source(identity)
+            try:
+                stored = self.read_json(IDENTITY_FILE)
+            except RunFolderError:
+                stored = None  # a damaged run.json: --restart is what its error advises
+            self._check_same_source(stored, identity)
             self.clear()
         stored = self.read_json(IDENTITY_FILE)
         state = self.read_json(STATE_FILE)
@@ -164,7 +168,7 @@ class RunFolder:
             return "new"
         differences = describe_differences(stored, identity)
         if differences:
-            self._check_same_source(identity, differences)  # no --restart over another's run
+            self._check_same_source(stored, identity, differences)  # no --restart over it
             raise RunFolderError(
                 f"{self.path} holds a run with other settings or data: "
                 + "; ".join(differences)
@@ -176,14 +180,10 @@ class RunFolder:
         self.state = state
         return "finished" if state["status"] != "running" else "resume"
 
-    def _check_same_source(self, identity, differences=()):
-        """Refuses to `--restart` over a run that read another data folder: that deletes its
-        work, which a restart of this run has no business doing. The error lists
-        `differences` (`describe_differences`), if any."""
-        try:
-            stored = self.read_json(IDENTITY_FILE)
-        except RunFolderError:
-            return  # a damaged run.json: --restart is what the error advises
+    def _check_same_source(self, stored, identity, differences=()):
+        """Refuses to `--restart` over a run (`stored`, its `run.json`) that read another data
+        folder: that deletes its work, which a restart of this run has no business doing. The
+        error lists `differences` (`describe_differences`), if any."""
         before = stored.get("source") if isinstance(stored, dict) else None
         now = identity.get("source")
         if before and now and before != now:
