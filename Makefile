@@ -16,9 +16,9 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	# PyTorch for the backend tests: 2.13.0 is the CPU build this kind of machine keeps on disk
-	# (pip's find-links); an unpinned torch would pull a CUDA build of several GB.
-	$(PY) -m pip install --quiet "torch==2.13.0"
+	# PyTorch for the backend tests and timm's twins: the release `pip install ".[backends]"`
+	# resolves to on this kind of machine, with the torchvision timm needs (both kept on its disk).
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

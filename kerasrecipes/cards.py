@@ -68,6 +68,50 @@ class PretrainedWeights:
 
 
 @dataclasses.dataclass(frozen=True)
+class TimmPretrained:
+    """A timm checkpoint's card entry, read from its `pretrained_cfg` (`kr.timm`).
+
+    Attributes:
+        checkpoint: "timm:ARCHITECTURE.TAG", or the path of a local `.safetensors`.
+        preprocessing: the `ImagePreprocessing` mode of its mean and std ("torch",
+            "tf"), or {"mean": [...], "std": [...]} (in [0, 1]) for others.
+        input_size: the height and width it was trained and is evaluated at.
+        crop_pct: timm's evaluation crop: resize the shorter side to
+            `input_size / crop_pct`, then take the central `input_size` square.
+        interpolation: the resize's ("bicubic", "bilinear").
+        license: the checkpoint's licence, as its config states it (None: unstated).
+    """
+
+    checkpoint: str
+    preprocessing: object
+    input_size: int
+    crop_pct: float
+    interpolation: str
+    license: str | None = None
+
+    @classmethod
+    def from_pretrained_cfg(cls, checkpoint, config, modes_by_mean_std):
+        """From timm's `pretrained_cfg` dict; `modes_by_mean_std` maps (mean, std) to a mode."""
+        mean = tuple(round(float(value), 6) for value in config["mean"])
+        std = tuple(round(float(value), 6) for value in config["std"])
+        preprocessing = modes_by_mean_std.get((mean, std)) or {"mean": list(mean), "std": list(std)}
+        _, height, width = config["input_size"]
+        if height != width:
+            raise ValueError(
+                f"{checkpoint}: input size {height}x{width} is not square; our models take "
+                "square inputs."
+            )
+        return cls(
+            checkpoint,
+            preprocessing,
+            int(height),
+            float(config.get("crop_pct") or 1.0),
+            config.get("interpolation") or "bilinear",
+            config.get("license"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class FeatureTap:
     """One feature map a backbone offers to a detection or segmentation head.
 

@@ -23,6 +23,7 @@ from kerasrecipes.cards import (  # noqa: F401  (the registry's names, as before
     register_model,
     stage_blocks,
 )
+from kerasrecipes import timm
 from kerasrecipes.features import features_model
 from kerasrecipes.layers.normalization import set_bn_momentum
 from kerasrecipes.model_parts import HEAD_PREFIX  # noqa: F401  (its old home)
@@ -72,7 +73,7 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
                 f"{name}: out_indices chooses feature maps and needs features_only=True. "
                 f"Received: out_indices={out_indices!r}"
             )
-        return _with_bn_momentum(card.builder(**kwargs), bn_momentum)
+        return _with_bn_momentum(_build(card, kwargs), bn_momentum)
     for argument in ("include_top", "pooling"):
         if kwargs.get(argument):
             raise ValueError(
@@ -80,7 +81,19 @@ def create_model(name, *, features_only=False, out_indices=None, **kwargs):
                 f"apply. Received: {argument}={kwargs[argument]!r}"
             )
     kwargs.update(include_top=False, pooling=None)
-    return features_model(card, _with_bn_momentum(card.builder(**kwargs), bn_momentum), out_indices)
+    return features_model(card, _with_bn_momentum(_build(card, kwargs), bn_momentum), out_indices)
+
+
+def _build(card, kwargs):
+    """The card's builder called with `kwargs`; a timm checkpoint (`weights="timm:..."`) is
+    built with the options, preprocessing and input size it needs, then converted into it."""
+    weights = kwargs.get("weights")
+    if not timm.is_timm_weights(weights):
+        return card.builder(**kwargs)
+    timm.check_family(card.name)
+    checkpoint = timm.resolve(weights, card.name)
+    model = card.builder(**checkpoint.builder_arguments(kwargs))
+    return checkpoint.load_into(model, include_top=kwargs.get("include_top", True))
 
 
 def _with_bn_momentum(model, momentum):

@@ -141,6 +141,16 @@ def load_model_weights(model, weights, *, keras_twin=None, include_top=True, num
     """
     if weights is None:
         return model
+    if (
+        isinstance(weights, str)
+        and weights.startswith("timm:")
+        or str(weights).endswith(".safetensors")
+    ):
+        raise ValueError(
+            f"weights={weights!r}: build {model.name!r} with kr.create_model({model.name!r}, "
+            "weights=...), which sets the architecture options, preprocessing and input size "
+            "a timm checkpoint needs."
+        )
     if weights == "imagenet":
         if keras_twin is None:
             raise ValueError(

@@ -4,6 +4,14 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# PyTorch's compiler stack loads triton's LLVM, which crashes the process (segmentation fault)
+# when TensorFlow's LLVM is loaded first; loaded in this order both work. timm's twins
+# (tests/timm_twins.py) import it through torchvision.
+try:
+    import torch._dynamo  # noqa: F401
+except ImportError:
+    pass
+
 import keras
 import tensorflow as tf
 

@@ -18,6 +18,9 @@ from kerasrecipes.layers.regularization import DropPath
 SHORTCUTS = ("identity", "projection", "zero_pad", "none")
 # The CIFAR paper's names for the shortcut options (Sec. 4.2): A pads zeros, B projects.
 SHORTCUT_ALIASES = {"A": "zero_pad", "B": "projection"}
+# How a strided convolution pads: TensorFlow's "same" (more on the bottom-right when the total is
+# odd; keras.applications) or PyTorch's symmetric k // 2 (torchvision and timm weights).
+PADDINGS = ("same", "symmetric")
 
 
 def strided_shape(input_shape, strides, channels):
@@ -101,9 +104,14 @@ class _ResidualBlock(keras.layers.Layer):
         kernel_initializer="he_normal",
         zero_init_residual=True,
         seed=None,
+        padding="same",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if padding not in PADDINGS:
+            raise ValueError(
+                f"Block '{self.name}': padding must be one of {PADDINGS}. Received: {padding!r}"
+            )
         if filters < 1:
             raise ValueError(f"filters must be >= 1. Received: filters={filters}")
         if strides < 1:
@@ -117,6 +125,8 @@ class _ResidualBlock(keras.layers.Layer):
         self.kernel_initializer = kernel_initializer
         self.zero_init_residual = zero_init_residual
         self.seed = seed
+        self.padding = padding
+        self.strided_pad = None
         self.out_channels = filters * self.expansion
         if self.shortcut == "none" and drop_path_rate:
             raise ValueError(
@@ -125,16 +135,25 @@ class _ResidualBlock(keras.layers.Layer):
             )
 
     def _conv(self, filters, kernel_size, strides, name):
-        return keras.layers.Conv2D(
+        padding = "same"
+        if self.padding == "symmetric" and strides > 1 and kernel_size > 1:
+            self.strided_pad = keras.layers.ZeroPadding2D(
+                kernel_size // 2, dtype=self.dtype_policy, name=f"{name}_pad"
+            )
+            padding = "valid"
+        conv = keras.layers.Conv2D(
             filters,
             kernel_size,
             strides=strides,
-            padding="same",
+            padding=padding,
             use_bias=self.use_bias,
             kernel_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
             name=name,
         )
+        if padding == "valid":
+            self.strided_conv = conv
+        return conv
 
     def _bn(self, name, last=False):
         # The branch's last BatchNorm starts at zero (gamma = 0) so each block
@@ -158,7 +177,15 @@ class _ResidualBlock(keras.layers.Layer):
             self.shortcut_bn = self._bn("shortcut_bn")
 
     def _branch_layers(self):
-        """The residual branch in order: conv, bn, conv, bn, ... (pre-activation ends on a conv)."""
+        """The residual branch in order: conv, bn, conv, bn, ... (pre-activation ends on a conv),
+        with the strided convolution's padding before it when it pads symmetrically."""
+        layers = self._branch_convs_and_norms()
+        if self.strided_pad is None:
+            return layers
+        index = layers.index(self.strided_conv)
+        return layers[:index] + [self.strided_pad] + layers[index:]
+
+    def _branch_convs_and_norms(self):
         raise NotImplementedError
 
     def build(self, input_shape):
@@ -230,6 +257,7 @@ class _ResidualBlock(keras.layers.Layer):
                 "kernel_initializer": serialize_initializer(self.kernel_initializer),
                 "zero_init_residual": self.zero_init_residual,
                 "seed": self.seed,
+                "padding": self.padding,
             }
         )
         return config
@@ -259,6 +287,9 @@ class BasicBlock(_ResidualBlock):
             so the block starts as the identity (Goyal et al. 2017); no effect
             with `preact=True`, whose branch ends on a convolution. Defaults to True.
         seed: optional int seed for stochastic depth. Defaults to None.
+        padding: "same" (TensorFlow's, as keras.applications) or "symmetric"
+            (PyTorch's k // 2 on every side, as torchvision and timm) for the
+            strided convolution. Defaults to "same".
 
     Example:
 
@@ -284,7 +315,7 @@ class BasicBlock(_ResidualBlock):
             self.drop_path_rate, seed=self.seed, dtype=self.dtype_policy, name="drop_path"
         )
 
-    def _branch_layers(self):
+    def _branch_convs_and_norms(self):
         layers = [self.conv1, self.bn1, self.conv2]
         return layers if self.preact else layers + [self.bn2]
 
@@ -294,8 +325,9 @@ class BottleneckBlock(_ResidualBlock):
     """1x1 reduce, 3x3, 1x1 expand (x4) with a shortcut: the block of ResNet-50/101/152.
 
     He et al. 2015, Fig. 5 (right). The stride sits in the first 1x1
-    convolution, as in the paper and keras.applications' ResNet50 ("v1"),
-    not in the 3x3 as in torchvision's "v1.5". Its sublayers are created in
+    convolution, as in the paper and keras.applications' ResNet50 ("v1");
+    `stride_in_3x3=True` moves it to the 3x3, as torchvision's and timm's
+    "v1.5" (Goyal et al. 2017 trained it so). Its sublayers are created in
     the order of keras.applications' variables (conv1, bn1, conv2, bn2,
     shortcut_conv, conv3, shortcut_bn, bn3) so ImageNet weights port one to
     one. With `preact=True`: BN-ReLU before each convolution (He et al. 2016).
@@ -314,6 +346,10 @@ class BottleneckBlock(_ResidualBlock):
             so the block starts as the identity (Goyal et al. 2017); no effect
             with `preact=True`, whose branch ends on a convolution. Defaults to True.
         seed: optional int seed for stochastic depth. Defaults to None.
+        padding: "same" or "symmetric" (PyTorch's) for a strided 3x3
+            convolution, as `BasicBlock`. Defaults to "same".
+        stride_in_3x3: bool, put the stride in the 3x3 convolution ("v1.5").
+            Defaults to False.
 
     Example:
 
@@ -324,13 +360,14 @@ class BottleneckBlock(_ResidualBlock):
 
     expansion = 4
 
-    def __init__(self, filters, **kwargs):
+    def __init__(self, filters, stride_in_3x3=False, **kwargs):
         super().__init__(filters, **kwargs)
+        self.stride_in_3x3 = stride_in_3x3
         if self.preact:
             self.preact_bn = self._bn("preact_bn")
-        self.conv1 = self._conv(filters, 1, self.strides, "conv1")
+        self.conv1 = self._conv(filters, 1, 1 if stride_in_3x3 else self.strides, "conv1")
         self.bn1 = self._bn("bn1")
-        self.conv2 = self._conv(filters, 3, 1, "conv2")
+        self.conv2 = self._conv(filters, 3, self.strides if stride_in_3x3 else 1, "conv2")
         self.bn2 = self._bn("bn2")
         self._make_shortcut_layers()
         self.conv3 = self._conv(self.out_channels, 1, 1, "conv3")
@@ -341,6 +378,9 @@ class BottleneckBlock(_ResidualBlock):
             self.drop_path_rate, seed=self.seed, dtype=self.dtype_policy, name="drop_path"
         )
 
-    def _branch_layers(self):
+    def _branch_convs_and_norms(self):
         layers = [self.conv1, self.bn1, self.conv2, self.bn2, self.conv3]
         return layers if self.preact else layers + [self.bn3]
+
+    def get_config(self):
+        return {**super().get_config(), "stride_in_3x3": self.stride_in_3x3}

@@ -62,13 +62,16 @@ def residual_stages(
     drop_path_rate,
     use_bias,
     zero_init_residual=True,
+    padding="same",
+    stride_in_3x3=False,
 ):
     """Stacks the residual stages: `stage{i}_block{j}` layers, then `post_*` if pre-activation.
 
     The first block of every stage after the first halves the resolution;
     a block whose shape changes gets the `shortcut` kind, the others identity
     ("none": no block has a shortcut). Stochastic-depth rates rise linearly
-    over all blocks (`drop_path_schedule`).
+    over all blocks (`drop_path_schedule`). `padding` and `stride_in_3x3` go
+    to the blocks (`BottleneckBlock` alone takes the latter).
     """
     if shortcut == "none" and drop_path_rate:
         # Checked here, once for the model, before a deep block names its scheduled share.
@@ -77,6 +80,9 @@ def residual_stages(
             "(shortcut='none') would drop whole blocks' output. Pass drop_path_rate=0."
         )
     block_class = BLOCKS[block]
+    block_options = {"padding": padding}
+    if block_class is BottleneckBlock:
+        block_options["stride_in_3x3"] = stride_in_3x3
     rates = drop_path_schedule(drop_path_rate, sum(blocks_per_stage))
     in_channels = x.shape[-1]
     block_index = 0
@@ -95,6 +101,7 @@ def residual_stages(
                 drop_path_rate=rates[block_index],
                 use_bias=use_bias,
                 zero_init_residual=zero_init_residual,
+                **block_options,
                 name=f"stage{stage}_block{block_number}",
             )(x)
             in_channels = out_channels
@@ -239,6 +246,8 @@ def resnet(
     preprocessing="unit",
     name="resnet",
     keras_twin=None,
+    padding="same",
+    stride_in_3x3=False,
 ):
     """Builds an ImageNet ResNet (He et al. 2015, Table 1).
 
@@ -275,6 +284,12 @@ def resnet(
         name: model name. Defaults to "resnet".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
+        padding: "same" (TensorFlow's, keras.applications') or "symmetric"
+            (PyTorch's) for the blocks' strided 3x3 convolutions; the stem
+            pads explicitly, as both do. Defaults to "same".
+        stride_in_3x3: bool, bottleneck blocks stride in their 3x3
+            convolution ("v1.5", torchvision's and timm's) instead of the
+            first 1x1 (the paper's and keras.applications'). Defaults to False.
 
     Example:
 
@@ -323,6 +338,8 @@ def resnet(
         drop_path_rate=drop_path_rate,
         use_bias=use_bias,
         zero_init_residual=zero_init_residual,
+        padding=padding,
+        stride_in_3x3=stride_in_3x3,
     )
     return finish_model(
         inputs,

@@ -1,0 +1,101 @@
+"""timm's own models as the twins our conversions must match, saved into a temporary Hub cache.
+
+A twin is built with `pretrained=False`; its every norm, bias and scale is
+drawn at random (so no block is an identity: timm starts residual branches
+at zero), and it is saved with timm's own `save_for_hf`, the writer of the
+Hub's timm repositories, into the cache layout `huggingface_hub` reads
+offline. Tests then load it through `weights="timm:NAME.TAG"`.
+"""
+
+import json
+import os
+import shutil
+
+import numpy as np
+
+TAG = "twin_in1k"
+SNAPSHOT = "0" * 40
+
+
+def random_twin(architecture, seed=0, **kwargs):
+    """timm's `architecture` with random weights, statistics and scales, in eval mode."""
+    import timm
+    import torch
+
+    torch.manual_seed(seed)
+    model = timm.create_model(architecture, pretrained=False, **kwargs)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim <= 1 and not name.endswith("bias"):  # norms' scales, layer scales
+                parameter.uniform_(0.5, 1.5)
+            elif parameter.ndim <= 1:
+                parameter.normal_(0.0, 0.1)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.normal_(0.0, 0.1)
+            elif name.endswith("running_var"):
+                buffer.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def save_to_hub_cache(model, cache, architecture, tag=TAG):
+    """Saves `model` as the Hub repository `timm/ARCHITECTURE.TAG` in the cache folder `cache`;
+    returns the weights string, "timm:ARCHITECTURE.TAG"."""
+    from timm.models import save_for_hf
+
+    repo = os.path.join(cache, f"models--timm--{architecture}.{tag}")
+    snapshot = os.path.join(repo, "snapshots", SNAPSHOT)
+    save_for_hf(model, snapshot, safe_serialization=True)
+    os.makedirs(os.path.join(repo, "refs"), exist_ok=True)
+    with open(os.path.join(repo, "refs", "main"), "w") as file:
+        file.write(SNAPSHOT)
+    return f"timm:{architecture}.{tag}"
+
+
+def save_to_folder(model, folder):
+    """Saves `model` as a local checkpoint: `model.safetensors` and `config.json`."""
+    from timm.models import save_for_hf
+
+    save_for_hf(model, folder, safe_serialization=True)
+    return os.path.join(folder, "model.safetensors")
+
+
+def timm_logits(model, images):
+    """timm's logits for `images` (NHWC, [0, 255]), preprocessed with the twin's mean and std."""
+    import torch
+
+    config = model.pretrained_cfg
+    mean = np.asarray(config["mean"], "float32")
+    std = np.asarray(config["std"], "float32")
+    x = (np.asarray(images, "float32") / 255.0 - mean) / std
+    with torch.no_grad():
+        return model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+
+
+def relative_difference(ours, theirs):
+    """max |ours - theirs| over max |theirs|."""
+    return float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+
+
+def random_images(size, count=2, seed=0):
+    """`count` RGB images of `size` x `size` in [0, 255] (float32), unlike each other: noise of
+    growing smoothness over colour gradients of different directions."""
+    rng = np.random.default_rng(seed)
+    grid = np.linspace(0.0, 1.0, size, dtype="float32")
+    images = []
+    for index in range(count):
+        angle = np.pi * index / max(count, 1)
+        ramp = np.cos(angle) * grid[None, :, None] + np.sin(angle) * grid[:, None, None]
+        colour = rng.uniform(0.2, 1.0, 3).astype("float32")
+        noise = rng.uniform(-1, 1, (size, size, 3)).astype("float32") / (1 + index)
+        images.append(np.clip(127.5 * (1 + noise) * 0.5 + 127.5 * ramp * colour, 0, 255))
+    return np.stack(images).astype("float32")
+
+
+def remove(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def config_of(folder):
+    with open(os.path.join(folder, "config.json")) as file:
+        return json.load(file)
