@@ -6,6 +6,9 @@ and the input preprocessing its weights need, ready for `kr.fine_tune`:
 * `weights="imagenet"`: built with our builder, which loads the
   keras.applications weights (downloaded once to `~/.keras/models`) and
   ports them variable for variable.
+* `weights="timm:NAME.TAG"` (or a timm `.safetensors` file): a timm
+  checkpoint from the Hugging Face Hub, converted into our builder's network
+  (`kerasrecipes.timm`), at its input size and with its preprocessing.
 * a `.weights.h5` file: loaded into our builder's network.
 * a `.keras` file: the model saved in it, cut before its `head_*` layers when it
   has a classifier (e.g. a model `fine_tune` saved); its preprocessing is
@@ -20,6 +23,7 @@ import warnings
 
 import keras
 
+from kerasrecipes import timm
 from kerasrecipes.cards import DEMO_IMAGE_SIZE, DEMO_MODEL
 from kerasrecipes.demo_backbone import (  # noqa: F401  (DEMO_EPOCHS, demo_backbone: their old home)
     DEMO_CONVERGED_ACCURACY,
@@ -50,10 +54,11 @@ def load_backbone(
         model: a registered model name (`kr.list_models()`); for a `.keras`
             file and for "demo" it names the architecture only when the file
             has to be made.
-        weights: "imagenet", "demo", None / "none", or a path to a `.keras`
-            or `.weights.h5` file. Defaults to "imagenet".
+        weights: "imagenet", "demo", None / "none", a timm checkpoint
+            ("timm:resnet50.a1_in1k" or a `.safetensors` path), or a path to a
+            `.keras` or `.weights.h5` file. Defaults to "imagenet".
         image_size: int, the input height and width; None for the model's
-            default (32 for "demo"). Defaults to None.
+            default (32 for "demo", a timm checkpoint's own). Defaults to None.
         preprocessing: "auto" (the model applies its card's preprocessing
             itself, `kr.model_card(model).preprocessing`: what its ImageNet
             weights expect) or an `ImagePreprocessing` mode, for which the
@@ -102,6 +107,8 @@ def load_backbone(
 
     card = model_card(model)
     size = image_size or card.default_input_shape[0]
+    if image_size is None and timm.is_timm_weights(weights):
+        size = timm.resolve(weights, model).pretrained.input_size
     # "auto": the model applies its card's preprocessing itself; a mode given
     # explicitly goes in front of the raw network (fine_tune adds it).
     inside = preprocessing == "auto"

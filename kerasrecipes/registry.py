@@ -5,6 +5,7 @@ live in `kerasrecipes.cards`, the leaf every module may import; they are
 importable from here too, as they always were.
 """
 
+from kerasrecipes import timm
 from kerasrecipes.cards import (  # noqa: F401  (the registry's names, as before the split)
     _HEADS,
     _REGISTRY,
@@ -23,7 +24,6 @@ from kerasrecipes.cards import (  # noqa: F401  (the registry's names, as before
     register_model,
     stage_blocks,
 )
-from kerasrecipes import timm
 from kerasrecipes.features import features_model
 from kerasrecipes.layers.normalization import set_bn_momentum
 from kerasrecipes.model_parts import HEAD_PREFIX  # noqa: F401  (its old home)

@@ -98,3 +98,17 @@ def two_device_strategy():
     devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "the two logical CPUs were not created"
     return tf.distribute.MirroredStrategy(devices)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline, for this test and the processes it starts (the
+    timm checkpoint tests: tests/timm_twins.py saves timm's twins into it)."""
+    import huggingface_hub.constants
+
+    cache = str(tmp_path / "hub")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", cache)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache

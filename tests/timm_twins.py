@@ -14,6 +14,8 @@ import shutil
 import numpy as np
 
 TAG = "twin_in1k"
+# Parity asked by issue 36: max |ours - timm| / max |timm| over the logits.
+TOLERANCE = 1e-4
 SNAPSHOT = "0" * 40
 
 
@@ -99,3 +101,24 @@ def remove(path):
 def config_of(folder):
     with open(os.path.join(folder, "config.json")) as file:
         return json.load(file)
+
+
+def check_parity(hub_cache, architecture, model_name, size, **twin_kwargs):
+    """Saves timm's random `architecture` into `hub_cache`, loads it as our `model_name` at
+    `size` pixels and asserts the logits agree; returns (our model, timm's twin)."""
+    import kerasrecipes as kr
+
+    twin = random_twin(architecture, **twin_kwargs)
+    weights = save_to_hub_cache(twin, hub_cache, architecture)
+    model = kr.create_model(
+        model_name, weights=weights, input_shape=(size, size, 3), classifier_activation=None
+    )
+    images = random_images(size)
+    theirs = timm_logits(twin, images)
+    ours = np.asarray(model(images, training=False))
+    # The twin's output depends on its input: two images give clearly different logits.
+    assert relative_difference(theirs[0], theirs[1]) > 0.05
+    difference = relative_difference(ours, theirs)
+    assert difference <= TOLERANCE, f"{architecture}: relative difference {difference:.2e}"
+    print(f"parity {architecture} -> {model_name} at {size}px: {difference:.1e}")
+    return model, twin

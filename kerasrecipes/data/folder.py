@@ -320,14 +320,23 @@ def _warn_small_classes(path, class_names, train_labels, val_labels, validation_
         )
 
 
-def read_image(path, image_size, interpolation="bilinear"):
+def read_image(path, image_size, interpolation="bilinear", crop_to_aspect_ratio=False):
     """The training pipeline's image: the file decoded to RGB and resized, float32 in [0, 255].
 
     `image_folder` and the classifier's `predict_images` and `evaluate` read
     files through it, so a model sees its test images as it saw its
-    training images.
+    training images. `crop_to_aspect_ratio` first takes the largest central
+    crop of `image_size`'s aspect ratio, as `keras.layers.Resizing` does (a
+    classifier that evaluates on a central crop, e.g. a timm checkpoint's).
     """
     image = decode_rgb(tf.io.read_file(path))
+    if crop_to_aspect_ratio:
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        target = tf.constant(image_size, tf.float32)
+        scale = tf.reduce_min(shape / target)
+        crop = tf.cast(tf.round(target * scale), tf.int32)
+        offset = (tf.shape(image)[:2] - crop) // 2
+        image = image[offset[0] : offset[0] + crop[0], offset[1] : offset[1] + crop[1]]
     return tf.image.resize(image, image_size, method=interpolation)
 
 

@@ -20,6 +20,7 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 
+from kerasrecipes import timm
 from kerasrecipes.cards import DEMO_IMAGE_SIZE, DEMO_MODEL, model_card
 from kerasrecipes.precision import auto_precision
 from kerasrecipes.tasks import get_task, task_names
@@ -144,7 +145,9 @@ class FineTuneConfig:
     weights: str | None = knob(
         None,
         "imagenet (default with --data), demo (default without), none (from scratch: no head "
-        "phase, backbone at the full rate, BatchNorm trains), or a .keras/.weights.h5 file",
+        "phase, backbone at the full rate, BatchNorm trains), a timm checkpoint "
+        "(timm:NAME.TAG from the Hugging Face Hub, or its .safetensors file; the model "
+        "defaults to its architecture), or a .keras/.weights.h5 file",
     )
     image_size: int | None = knob(
         None,
@@ -319,6 +322,8 @@ def resolve_config(config=None, *, demo=None, has_validation=True, data=None, **
     defaults = get_task(config.task).defaults
     if weights == "demo" and model is None:
         model = defaults.demo_model
+    elif model is None and timm.is_timm_weights(weights):
+        model = timm.resolve(weights).architecture.model
     elif model is None and demo is not None:
         model = DATA_MODEL
     changes.update(model=model, weights=weights)
@@ -420,6 +425,8 @@ def native_image_size(model, weights):
     """The input size for `model` with `weights`: the pretrained one, else the card's default."""
     if weights == "demo":
         return DEMO_IMAGE_SIZE
+    if timm.is_timm_weights(weights):
+        return timm.resolve(weights, model).pretrained.input_size
     card = model_card(model)
     if weights in card.pretrained and card.pretrained[weights].input_size:
         return int(card.pretrained[weights].input_size)

@@ -15,6 +15,7 @@ import os
 import time
 import warnings
 
+from kerasrecipes import timm
 from kerasrecipes.backbones import load_backbone
 from kerasrecipes.cards import model_card
 from kerasrecipes.data.verify import default_cache_dir
@@ -200,6 +201,8 @@ def image_size_reason(config, asked_size, data):
         return "the demo scenes' size" if scenes else "the demo backbone's size"
     if weights == "none" and data is not None:
         return "the data's median image size; no pretrained weights fix it"
+    if timm.is_timm_weights(weights):
+        return "the size the timm checkpoint was trained at"
     pretrained = model_card(config.model).pretrained.get(weights)
     if pretrained is not None and pretrained.input_size:
         return f"the size the {weights} weights were trained at"

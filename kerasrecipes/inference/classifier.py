@@ -32,7 +32,10 @@ class ImageClassifier(keras.Model):
     Images of any size go in (RGB, [0, 255], batched), class probabilities
     come out: a `Resizing` layer brings them to `image_size` with the
     bilinear resize `kr.data.image_folder` trains with, then `network` (the
-    fine-tuned model, its preprocessing inside) classifies them.
+    fine-tuned model, its preprocessing inside) classifies them. A
+    `crop_fraction` below 1 evaluates as timm and torchvision do (a timm
+    checkpoint's `crop_pct`): the central square is resized to
+    `image_size / crop_fraction` and its central `image_size` kept.
 
     Args:
         network: the classifier at its training size, `(batch, h, w, 3)` in
@@ -44,6 +47,10 @@ class ImageClassifier(keras.Model):
             `ImagePreprocessing` mode), recorded for the reader.
         source: a dict saying where the network came from (model name,
             weights, backbone description); recorded, not used.
+        crop_fraction: the part of the image's shorter side the network sees.
+            Defaults to 1.0 (the whole image, squashed to `image_size`).
+        interpolation: the resize's method ("bilinear", "bicubic", ...).
+            Defaults to "bilinear".
         **kwargs: `keras.Model` arguments such as `name`.
 
     Example:
@@ -62,12 +69,28 @@ class ImageClassifier(keras.Model):
         image_size=None,
         preprocessing=None,
         source=None,
+        crop_fraction=1.0,
+        interpolation="bilinear",
         **kwargs,
     ):
         class_names = checked_class_names(network.output_shape[-1], class_names, "ImageClassifier")
         image_size = network_image_size(network, image_size, "ImageClassifier")
+        if not 0.0 < crop_fraction <= 1.0:
+            raise ValueError(
+                f"ImageClassifier: crop_fraction must be in (0, 1]. Received: {crop_fraction!r}"
+            )
+        self.image_size = image_size
+        self.crop_fraction = float(crop_fraction)
         images = keras.Input((None, None, 3), name="images")
-        resized = keras.layers.Resizing(*image_size, name="resize", dtype="float32")(images)
+        resized = keras.layers.Resizing(
+            *self.read_size,
+            interpolation=interpolation,
+            crop_to_aspect_ratio=self.crop_fraction < 1.0,
+            name="resize",
+            dtype="float32",
+        )(images)
+        if self.crop_fraction < 1.0:
+            resized = keras.layers.CenterCrop(*image_size, name="crop", dtype="float32")(resized)
         kwargs.setdefault("name", network.name.removesuffix("_finetuned") + "_classifier")
         super().__init__(inputs=images, outputs=network(resized), **kwargs)
         self.network = network
@@ -75,6 +98,13 @@ class ImageClassifier(keras.Model):
         self.image_size = image_size
         self.preprocessing = preprocessing
         self.source = dict(source or {})
+        self.interpolation = interpolation
+
+    @property
+    def read_size(self):
+        """`(height, width)` images are resized to before the central crop (`image_size` when
+        `crop_fraction` is 1): `predict_images` and `evaluate` read files at this size."""
+        return tuple(int(round(side / self.crop_fraction)) for side in self.image_size)
 
     def call(self, inputs, training=False, mask=None):
         # Keras' image preprocessing layers (`Resizing`) default to `training=True`; called
@@ -91,6 +121,8 @@ class ImageClassifier(keras.Model):
             "image_size": list(self.image_size),
             "preprocessing": self.preprocessing,
             "source": self.source,
+            "crop_fraction": self.crop_fraction,
+            "interpolation": self.interpolation,
         }
 
     @classmethod
@@ -117,7 +149,9 @@ class ImageClassifier(keras.Model):
             array, a PIL image), else `Predictions`: one per image read, the
             skipped files in `skipped` with their reasons.
         """
-        batches, paths, skipped, single = image_batches(images, self.image_size, batch_size)
+        batches, paths, skipped, single = image_batches(
+            images, self.read_size, batch_size, crop_to_aspect_ratio=self.crop_fraction < 1.0
+        )
         probabilities = self.probabilities(batches, tta=tta)
         top_k = max(1, min(int(top_k), len(self.class_names)))
         predictions = Predictions(self.class_names, probabilities, paths, skipped, top_k)

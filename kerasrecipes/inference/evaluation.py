@@ -147,7 +147,12 @@ def evaluate(classifier, data, *, tta=False, batch_size=32, out_dir=None, top_lo
         return dense[type(classifier)](classifier, data, batch_size=batch_size, out_dir=out_dir)
     files, labels, not_read = _labelled_files(data, classifier.class_names)
     dataset, paths, skipped = file_batches(
-        files, classifier.image_size, batch_size, root=os.fspath(data), labels=labels
+        files,
+        classifier.read_size,
+        batch_size,
+        root=os.fspath(data),
+        labels=labels,
+        crop_to_aspect_ratio=classifier.crop_fraction < 1.0,
     )
     skipped = not_read + list(skipped)
     if not paths:

@@ -6,6 +6,7 @@ the same decode and resize (`read_image`), batched by `tf.data` with
 parallel decoding.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -15,26 +16,29 @@ from kerasrecipes.data.folder import read_image
 from kerasrecipes.data.verify import verify_images, walk_images
 
 
-def image_batches(images, image_size, batch_size=32):
+def image_batches(images, image_size, batch_size=32, crop_to_aspect_ratio=False):
     """`(batches, paths, skipped, single)` for any input `predict_images` takes.
 
     `paths` is None for arrays and PIL images; `single` is whether the input
-    was one image (a file path, an `(h, w, 3)` array, a PIL image).
+    was one image (a file path, an `(h, w, 3)` array, a PIL image). Files
+    are read at `image_size`, after a central crop to its aspect ratio with
+    `crop_to_aspect_ratio`.
     """
+    read = functools.partial(file_batches, crop_to_aspect_ratio=crop_to_aspect_ratio)
     if isinstance(images, (str, os.PathLike)):
         path = os.fspath(images)
         if os.path.isdir(path):
             walk = walk_images(path)
-            batches, paths, skipped = file_batches(walk.files, image_size, batch_size, root=path)
+            batches, paths, skipped = read(walk.files, image_size, batch_size, root=path)
             return batches, paths, sorted(skipped + walk.skipped), False
-        return (*file_batches([path], image_size, batch_size), True)
+        return (*read([path], image_size, batch_size), True)
     if _is_pil(images):
         return [_pil_array(images, image_size)[None]], None, [], True
     if isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("predict_images: got an empty list; give at least one image.")
         if all(isinstance(item, (str, os.PathLike)) for item in images):
-            return (*file_batches(images, image_size, batch_size), False)
+            return (*read(images, image_size, batch_size), False)
         arrays = [
             _pil_array(item, image_size) if _is_pil(item) else _resized(item, image_size)
             for item in images
@@ -52,10 +56,11 @@ def image_batches(images, image_size, batch_size=32):
     )
 
 
-def file_batches(files, image_size, batch_size, root=None, labels=None):
+def file_batches(files, image_size, batch_size, root=None, labels=None, crop_to_aspect_ratio=False):
     """`(batches, paths, skipped)`: the readable files, decoded and resized, in `tf.data` batches.
 
-    With `labels` (one per file), the batches are `(images, labels)`.
+    With `labels` (one per file), the batches are `(images, labels)`; `crop_to_aspect_ratio`
+    as in `read_image`.
     """
     files = [os.path.abspath(os.fspath(f)) for f in files]
     missing = [f for f in files if not os.path.isfile(f)]
@@ -74,7 +79,7 @@ def file_batches(files, image_size, batch_size, root=None, labels=None):
     valid.sort(key=order.get)
 
     def load(path, *label):
-        image = read_image(path, image_size)
+        image = read_image(path, image_size, crop_to_aspect_ratio=crop_to_aspect_ratio)
         return (image, *label) if label else image
 
     if labels is None:

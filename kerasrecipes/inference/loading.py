@@ -12,6 +12,7 @@ import zipfile
 
 import keras
 
+from kerasrecipes import timm
 from kerasrecipes.inference.classifier import ImageClassifier, report_value
 from kerasrecipes.inference.detector import ObjectDetector
 from kerasrecipes.inference.segmenter import ImageSegmenter
@@ -88,21 +89,27 @@ def model_file(path):
 
 
 def load_classifier(path):
-    """Loads a classifier from a `.keras` file or a run folder (its `model.keras`).
+    """Loads a classifier from a `.keras` file, a run folder (its `model.keras`), or a timm
+    checkpoint.
 
     A file saved as an `ImageClassifier` needs nothing else. A plain Keras
     classifier (an earlier run's `model.keras`, any model with a softmax
     output) is wrapped, with the class names of the run folder's
     `report.json` when there is one. A segmentation or detection run's
-    model is an error that says to use `kr.load_model`.
+    model is an error that says to use `kr.load_model`. A timm checkpoint
+    ("timm:resnet50.a1_in1k", or a `.safetensors` path) becomes the ImageNet
+    classifier it is: ImageNet's class names, timm's input size, central
+    crop and interpolation.
 
     Args:
         path: a run folder of `kerasrecipes finetune` / `kr.fine_tune(out_dir=)`,
-            or a `.keras` file.
+            a `.keras` file, or a timm checkpoint.
 
     Returns:
         an `ImageClassifier`.
     """
+    if timm.is_timm_weights(path):
+        return timm_classifier(os.fspath(path))
     model = load_model(path)
     if not isinstance(model, ImageClassifier):
         raise ValueError(
@@ -110,3 +117,27 @@ def load_classifier(path):
             "kr.load_model(...), which returns whichever model a run holds."
         )
     return model
+
+
+def timm_classifier(weights):
+    """The `ImageClassifier` of the timm checkpoint `weights`, evaluated as timm evaluates it."""
+    from kerasrecipes.registry import create_model
+
+    checkpoint = timm.resolve(weights)
+    pretrained = checkpoint.pretrained
+    network = create_model(checkpoint.architecture.model, weights=weights)
+    return ImageClassifier(
+        network,
+        class_names=timm.class_names(checkpoint.num_classes),
+        image_size=(pretrained.input_size, pretrained.input_size),
+        preprocessing=pretrained.preprocessing,
+        source={
+            "model": checkpoint.architecture.model,
+            "weights": weights,
+            "timm_architecture": checkpoint.config["architecture"],
+            "license": pretrained.license,
+        },
+        crop_fraction=pretrained.crop_pct,
+        interpolation=pretrained.interpolation,
+        name=f"{checkpoint.architecture.model}_classifier",
+    )

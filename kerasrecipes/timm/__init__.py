@@ -12,10 +12,13 @@ preprocessing (`pretrained_cfg`: mean, std, input size, crop, interpolation).
 Neither PyTorch nor timm is needed at run time.
 """
 
+import collections
 import dataclasses
+import functools
+import os
 
 from kerasrecipes.cards import TimmPretrained, model_card
-from kerasrecipes.timm import resnet
+from kerasrecipes.timm import convnext, efficientnet, inception, mobilenet_v2, resnet, vgg, vit
 from kerasrecipes.timm.checkpoint import (
     PREFIX,
     WeightsDownloadError,
@@ -31,6 +34,7 @@ __all__ = [
     "TimmWeights",
     "WeightsDownloadError",
     "architectures",
+    "class_names",
     "is_timm_weights",
     "resolve",
     "split_name",
@@ -38,7 +42,7 @@ __all__ = [
 
 # One module per family: its ARCHITECTURES (timm name -> `Architecture`), UNSUPPORTED
 # (timm name -> why our builder cannot express it), and convert(loader, model, architecture).
-FAMILIES = (resnet,)
+FAMILIES = (resnet, mobilenet_v2, efficientnet, convnext, vgg, inception, vit)
 
 # Our models timm has no weights for, and why.
 NO_TIMM_FAMILY = {
@@ -57,6 +61,31 @@ MODES_BY_MEAN_STD = {
 def architectures():
     """dict of timm architecture name -> `Architecture`, every family's."""
     return {name: arch for family in FAMILIES for name, arch in family.ARCHITECTURES.items()}
+
+
+@functools.cache
+def imagenet_class_names():
+    """ImageNet-1k's 1,000 class names in timm's (and torchvision's) label order.
+
+    Each is the first lemma of its WordNet synset ("tench" for "tench, Tinca
+    tinca"), from timm's `imagenet_synsets.txt` and `imagenet_synset_to_lemma.txt`
+    (Apache-2.0); the two that share one ("crane", "maillot") carry their synset.
+    """
+    path = os.path.join(os.path.dirname(__file__), "imagenet_classes.txt")
+    with open(path, encoding="utf-8") as file:
+        rows = [line.rstrip("\n").split("\t") for line in file if line.strip()]
+    first_lemmas = [lemma.split(",")[0].strip() for _, lemma in rows]
+    shared = {name for name, count in collections.Counter(first_lemmas).items() if count > 1}
+    return [
+        f"{name} ({synset})" if name in shared else name
+        for (synset, _), name in zip(rows, first_lemmas)
+    ]
+
+
+def class_names(num_classes):
+    """The class names of a checkpoint's `num_classes` outputs: ImageNet-1k's for 1,000, else
+    the label indices as strings (timm ships no names for ImageNet-21k's heads)."""
+    return imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]
 
 
 def _unsupported():

@@ -14,7 +14,8 @@ DEPTHS = (18, 26, 34, 50, 101, 152)
 
 
 def convert(loader, model, architecture):
-    """timm keys `conv1`, `bn1`, `layer{s}.{b}.*`, `fc` into `stem_*`, `stage{s}_block{b}`, `head_dense`."""
+    """timm keys `conv1`, `bn1`, `layer{s}.{b}.*`, `fc` into our `stem_*`, `stage{s}_block{b}`,
+    `head_dense`."""
     loader.conv(loader.layer("stem_conv"), "conv1")
     loader.batch_norm(loader.layer("stem_bn"), "bn1")
     for layer in model.layers:

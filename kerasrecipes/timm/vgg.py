@@ -1,0 +1,4 @@
+"""Not converted yet: no timm architecture loads into this family."""
+
+ARCHITECTURES = {}
+UNSUPPORTED = {}
