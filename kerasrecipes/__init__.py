@@ -10,7 +10,11 @@ import importlib
 import importlib.util
 import os
 
-from kerasrecipes._startup import import_tensorflow_quietly, running_the_command
+from kerasrecipes._startup import (
+    import_tensorflow_quietly,
+    load_triton_before_tensorflow,
+    running_the_command,
+)
 
 __version__ = "0.1.0"
 
@@ -58,4 +62,5 @@ def __getattr__(name):
 if not running_the_command() and importlib.util.find_spec("tensorflow") is not None:
     if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:  # set: the user chose which lines to see
         import_tensorflow_quietly()
+    load_triton_before_tensorflow()
     _load_api()

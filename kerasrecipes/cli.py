@@ -170,6 +170,12 @@ def build_parser():
     models.add_argument(
         "--exact", action="store_true", help="build each model to count it (slow; default: table)"
     )
+    models.add_argument(
+        "--weights",
+        action="store_true",
+        help="list the pretrained weights each model takes (keras.applications, timm "
+        "checkpoints) with their ImageNet top-1 and licence",
+    )
     models.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

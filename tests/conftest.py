@@ -4,13 +4,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# PyTorch's compiler stack loads triton's LLVM, which crashes the process (segmentation fault)
-# when TensorFlow's LLVM is loaded first; loaded in this order both work. timm's twins
-# (tests/timm_twins.py) import it through torchvision.
-try:
-    import torch._dynamo  # noqa: F401
-except ImportError:
-    pass
+# triton (PyTorch's, which timm's twins in tests/timm_twins.py load) crashes the process when
+# TensorFlow is imported before it; `kerasrecipes._startup` loads it first, as the package does.
+from kerasrecipes._startup import load_triton_before_tensorflow
+
+load_triton_before_tensorflow()
 
 import keras
 import tensorflow as tf

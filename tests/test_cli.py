@@ -169,12 +169,14 @@ def test_help_and_models_do_not_import_tensorflow():
     script = (
         "import sys; sys.argv[0] = 'kerasrecipes'; from kerasrecipes.cli import main\n"
         "assert main(['models', 'resnet5*']) == 0\n"
+        "assert main(['models', 'resnet5*', '--weights']) == 0\n"
         "try:\n    main(['finetune', '--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]" and "resnet50" in result.stdout
+    assert "timm:resnet50.a1_in1k" in result.stdout
     assert "--head-epochs" in result.stdout
 
 

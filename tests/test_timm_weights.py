@@ -138,3 +138,26 @@ def test_the_conversion_needs_neither_torch_nor_timm(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     ours = np.load(folder / "ours.npy")
     assert relative_difference(ours, timm_logits(twin, images)) <= TOLERANCE
+
+
+def test_timm_imports_after_kerasrecipes_without_crashing():
+    """PyTorch's triton and TensorFlow's LLVM clash (a segmentation fault) unless triton is
+    loaded first, which `import kerasrecipes` does."""
+    import subprocess
+    import sys
+
+    script = "import kerasrecipes, timm, torchvision; print(timm.__version__)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_models_lists_the_weights_each_model_takes_with_top1(capsys):
+    from kerasrecipes.cli import main
+
+    assert main(["models", "resnet50", "--weights"]) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    # timm's results CSV and keras.io's table, at the checkpoint's own size.
+    assert lines["timm:resnet50.a1_in1k"] == ["80.4", "224", "apache-2.0"]
+    assert lines["imagenet"] == ["74.9", "224", "keras.applications"]
+    assert main(["models", "resnet20", "--weights"]) == 0
+    assert "none: timm's ResNets are the ImageNet ones" in capsys.readouterr().out

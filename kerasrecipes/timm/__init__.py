@@ -186,11 +186,17 @@ def resolve(weights, model_name=None):
     return TimmWeights(weights, architecture, config)
 
 
+def why_no_checkpoint(family, input_size):
+    """Why timm has no weights for a model of `family` at default `input_size`; None if it
+    may have."""
+    cifar = family == "resnet" and input_size == 32
+    return NO_TIMM_FAMILY.get("resnet_cifar" if cifar else family)
+
+
 def check_family(model_name):
     """Raises the clear error for a model of a family timm has no weights for."""
     card = model_card(model_name)
-    key = "resnet_cifar" if card.family == "resnet" and card.default_input_shape[0] == 32 else None
-    why = NO_TIMM_FAMILY.get(key or card.family)
+    why = why_no_checkpoint(card.family, card.default_input_shape[0])
     if why:
         raise ValueError(
             f"{model_name}: no timm checkpoint loads into it: {why}. Pass weights=None, or "
