@@ -6,7 +6,10 @@ a reader who pastes just that block runs it; a block that reads `runs/demo`
 
 keras.applications' ImageNet downloads are replaced by local `.weights.h5`
 files of the right shapes (random values), made on first use, so the blocks
-that download run here without network. Used by tests/test_docs.py.
+that download run here without network. The timm checkpoints a page names
+("timm:ARCH.TAG") are timm's own models with random weights and the tag's
+`pretrained_cfg`, saved into a Hugging Face cache of the run's own, which the
+Hub's offline mode then reads. Used by tests/test_docs.py.
 """
 
 import hashlib
@@ -48,6 +51,26 @@ def python_blocks(page):
     return re.findall(r"```python\n(.*?)```", pathlib.Path(page).read_text(), flags=re.DOTALL)
 
 
+def use_local_timm_checkpoints(page, cache):
+    """Every "timm:ARCH.TAG" of `page`'s Python blocks as a random twin in the Hub cache
+    `cache`, read offline."""
+    code = "\n".join(python_blocks(page))
+    names = sorted(set(re.findall(r"timm:(\w+\.\w+)", code)))
+    if not names:
+        return
+    # Before huggingface_hub is imported (by timm): it reads them once.
+    os.environ.update(HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    import timm  # before TensorFlow (kerasrecipes._startup.load_triton_before_tensorflow)
+    from timm.models import save_for_hf
+
+    for name in names:
+        repo = cache / f"models--timm--{name}"
+        snapshot = repo / "snapshots" / ("0" * 40)
+        save_for_hf(timm.create_model(name, pretrained=False), snapshot, safe_serialization=True)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+
+
 def use_local_imagenet_weights(folder):
     import keras
 
@@ -68,6 +91,7 @@ def use_local_imagenet_weights(folder):
 
 
 def main(page):
+    use_local_timm_checkpoints(page, pathlib.Path("hub").resolve())
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
     blocks = python_blocks(page)
     home = pathlib.Path.cwd()
