@@ -63,15 +63,26 @@ def save_to_folder(model, folder):
 
 
 def timm_logits(model, images):
-    """timm's logits for `images` (NHWC, [0, 255]), preprocessed with the twin's mean and std."""
+    """timm's logits for `images` (NHWC, [0, 255]) through timm's own evaluation transform
+    (`timm.data.create_transform` with the twin's mean, std and interpolation) of the images
+    as uint8 PIL images: at their own size with the whole image kept, so its resize and crop
+    keep them as they are, and its `ToTensor` and `Normalize` do the preprocessing."""
     import torch
+    from PIL import Image
+    from timm.data import create_transform
 
     config = model.pretrained_cfg
-    mean = np.asarray(config["mean"], "float32")
-    std = np.asarray(config["std"], "float32")
-    x = (np.asarray(images, "float32") / 255.0 - mean) / std
+    size = images.shape[1]
+    transform = create_transform(
+        input_size=(3, size, size),
+        crop_pct=1.0,
+        mean=config["mean"],
+        std=config["std"],
+        interpolation=config.get("interpolation", "bilinear"),
+    )
+    pixels = [Image.fromarray(np.asarray(image).round().astype("uint8")) for image in images]
     with torch.no_grad():
-        return model(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+        return model(torch.stack([transform(image) for image in pixels])).numpy()
 
 
 def relative_difference(ours, theirs):
@@ -80,8 +91,8 @@ def relative_difference(ours, theirs):
 
 
 def random_images(size, count=2, seed=0):
-    """`count` RGB images of `size` x `size` in [0, 255] (float32), unlike each other: noise of
-    growing smoothness over colour gradients of different directions."""
+    """`count` RGB images of `size` x `size`, whole values in [0, 255] (float32), unlike each
+    other: noise of growing smoothness over colour gradients of different directions."""
     rng = np.random.default_rng(seed)
     grid = np.linspace(0.0, 1.0, size, dtype="float32")
     images = []
@@ -91,7 +102,7 @@ def random_images(size, count=2, seed=0):
         colour = rng.uniform(0.2, 1.0, 3).astype("float32")
         noise = rng.uniform(-1, 1, (size, size, 3)).astype("float32") / (1 + index)
         images.append(np.clip(127.5 * (1 + noise) * 0.5 + 127.5 * ramp * colour, 0, 255))
-    return np.stack(images).astype("float32")
+    return np.stack(images).round().astype("float32")  # whole values, as uint8 images hold
 
 
 def remove(path):
