@@ -103,7 +103,7 @@ class InceptionModule(keras.layers.Layer):
     """Parallel branches of conv-BN-ReLU units, concatenated on the channel axis.
 
     Each convolution has no bias and is followed by a BatchNormalization
-    without scale (a ReLU follows, so a scale would be redundant) and a ReLU,
+    without scale by default (the next convolution can absorb it) and a ReLU,
     as in keras.applications' `InceptionV3`. The sublayers are created in the
     order of that model's variables, which is by depth, not by branch: a
     functional model lists its layers from the input by their distance to the
@@ -117,6 +117,14 @@ class InceptionModule(keras.layers.Layer):
             module docstring, e.g. `inception_a(32)`.
         norm_epsilon: float, BatchNorm epsilon. Defaults to 1e-3.
         kernel_initializer: initializer of the convolutions. Defaults to "glorot_uniform".
+        bn_scale: bool, give each BatchNorm a learned scale (gamma), as
+            torchvision's and timm's BasicConv2d have. Defaults to False (Keras').
+        count_include_pad: bool, the 3x3 "avgpool" steps zero-pad the input by
+            one pixel and average 9 values everywhere (a `branch{b}_pad`
+            ZeroPadding2D before a valid pooling), as PyTorch's
+            `avg_pool2d(..., padding=1)` with `count_include_pad=True`; False
+            averages only the pixels inside the image at the border, as
+            Keras' "same" pooling. Defaults to False.
 
     Example:
 
@@ -126,7 +134,13 @@ class InceptionModule(keras.layers.Layer):
     """
 
     def __init__(
-        self, branches, norm_epsilon=INCEPTION_BN_EPSILON, kernel_initializer=None, **kwargs
+        self,
+        branches,
+        norm_epsilon=INCEPTION_BN_EPSILON,
+        kernel_initializer=None,
+        bn_scale=False,
+        count_include_pad=False,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not branches or any(not branch for branch in branches):
@@ -137,6 +151,8 @@ class InceptionModule(keras.layers.Layer):
         self.branches = [list(branch) for branch in branches]
         self.norm_epsilon = norm_epsilon
         self.kernel_initializer = kernel_initializer or "glorot_uniform"
+        self.bn_scale = bool(bn_scale)
+        self.count_include_pad = bool(count_include_pad)
         for branch in self.branches:
             for position, step in enumerate(branch):
                 if isinstance(step, (list, tuple)):
@@ -165,7 +181,7 @@ class InceptionModule(keras.layers.Layer):
         norm = BatchNormalization(
             epsilon=self.norm_epsilon,
             momentum=BN_MOMENTUM,
-            scale=False,
+            scale=self.bn_scale,
             dtype=self.dtype_policy,
             name=f"{name}_bn",
         )
@@ -185,9 +201,14 @@ class InceptionModule(keras.layers.Layer):
             distance = 3 * (len(convs) - split) + (4 if split else 0)
             for s, step in enumerate(branch, start=1):
                 if step == "avgpool":
+                    if self.count_include_pad:
+                        steps.append(keras.layers.ZeroPadding2D(1, name=f"branch{b}_pad"))
                     steps.append(
                         keras.layers.AveragePooling2D(
-                            3, strides=1, padding="same", name=f"branch{b}_pool"
+                            3,
+                            strides=1,
+                            padding="valid" if self.count_include_pad else "same",
+                            name=f"branch{b}_pool",
                         )
                     )
                     continue
@@ -276,6 +297,8 @@ class InceptionModule(keras.layers.Layer):
                 "branches": self.branches,
                 "norm_epsilon": self.norm_epsilon,
                 "kernel_initializer": serialize_initializer(self.kernel_initializer),
+                "bn_scale": self.bn_scale,
+                "count_include_pad": self.count_include_pad,
             }
         )
         return config

@@ -13,6 +13,10 @@ Variable-for-variable compatible with `keras.applications.InceptionV3`, so
 scaled to [-1, 1] (`keras.applications.inception_v3.preprocess_input`). The
 paper's auxiliary classifier on the 17x17 grid is not built, as in Keras:
 it only helps training from scratch and has no pretrained weights there.
+
+`bn_scale=True, count_include_pad=True` build torchvision's and timm's
+Inception-v3 instead (a learned BatchNorm scale; branch average pools that
+count their zero padding), which `weights="timm:inception_v3.TAG"` needs.
 """
 
 import keras
@@ -51,7 +55,7 @@ STAGES = (
 MIN_INPUT_SIZE = 75
 
 
-def _stem(x):
+def _stem(x, bn_scale=False):
     conv_index, pool_index = 0, 0
     for step in STEM:
         if step == "pool":
@@ -71,7 +75,7 @@ def _stem(x):
         x = BatchNormalization(
             epsilon=INCEPTION_BN_EPSILON,
             momentum=BN_MOMENTUM,
-            scale=False,
+            scale=bn_scale,
             name=f"stem_bn{conv_index}",
         )(x)
         x = keras.layers.ReLU(name=f"stem_relu{conv_index}")(x)
@@ -109,6 +113,8 @@ def inception_v3(
     classifier_activation="softmax",
     include_preprocessing=True,
     preprocessing="tf",
+    bn_scale=False,
+    count_include_pad=False,
     name="inception_v3",
 ):
     """Inception-v3: 23.9M parameters, 5.7G multiply-adds at 299.
@@ -132,7 +138,15 @@ def inception_v3(
         classifier_activation: activation of the classifier. Defaults to "softmax".
         include_preprocessing: bool, take RGB images in [0, 255] and apply
             `preprocessing` inside the model. Defaults to True.
-        preprocessing: the `ImagePreprocessing` mode. Defaults to "tf" ([-1, 1], the ImageNet weights').
+        preprocessing: the `ImagePreprocessing` mode. Defaults to "tf" ([-1, 1], the
+            ImageNet weights').
+        bn_scale: bool, give every BatchNorm a learned scale (gamma), as
+            torchvision's and timm's Inception-v3; keras.applications' has
+            none, so its weights need False. Defaults to False.
+        count_include_pad: bool, the modules' 3x3 average pools count their
+            zero padding (PyTorch's `count_include_pad=True`, torchvision's
+            and timm's); False averages only the pixels inside the image at
+            the border, as Keras' "same" pooling. Defaults to False.
         name: model name. Defaults to "inception_v3".
 
     Example:
@@ -151,13 +165,24 @@ def inception_v3(
         min_input_size=MIN_INPUT_SIZE,
         drop_path=False,
     )
+    if weights == "imagenet" and (bn_scale or count_include_pad):
+        raise ValueError(
+            f"{name}: keras.applications' ImageNet weights are for its Inception-v3, "
+            "without BatchNorm scales and with Keras' average pools. Pass bn_scale=False "
+            "and count_include_pad=False, or weights='timm:inception_v3.tv_in1k'."
+        )
     inputs, x = model_inputs(
         input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
     )
-    x = _stem(x)
+    x = _stem(x, bn_scale=bn_scale)
     for stage, modules in enumerate(STAGES, start=1):
         for block, branches in enumerate(modules, start=1):
-            x = InceptionModule(branches, name=f"stage{stage}_block{block}")(x)
+            x = InceptionModule(
+                branches,
+                bn_scale=bn_scale,
+                count_include_pad=count_include_pad,
+                name=f"stage{stage}_block{block}",
+            )(x)
     return finish_model(
         inputs,
         x,
