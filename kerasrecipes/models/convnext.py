@@ -9,7 +9,8 @@ Variable-for-variable compatible with `keras.applications.ConvNeXtTiny` ..
 `ConvNeXtXLarge`, so `weights="imagenet"` ports their weights (the Base,
 Large and XLarge ones were pre-trained on ImageNet-21k and fine-tuned on
 ImageNet-1k). As there, the model takes 0-255 RGB inputs and normalizes them
-itself (`stem_normalize`).
+itself (`stem_normalize`); `preprocessing` swaps in another scaling (a timm
+checkpoint's mean and std, `kerasrecipes.timm.convnext`).
 """
 
 import keras
@@ -17,7 +18,7 @@ import keras
 from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers import ConvNeXtBlock, drop_path_schedule
 from kerasrecipes.layers.convnext import CONVNEXT_INITIALIZER
-from kerasrecipes.models.common import check_common_args, finish_model
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 
 PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
 # Sec. 3 of the paper: blocks per stage and channels per stage.
@@ -65,6 +66,7 @@ def convnext(
     weights=None,
     classifier_activation="softmax",
     include_preprocessing=True,
+    preprocessing=None,
     name="convnext",
     keras_twin=None,
 ):
@@ -98,6 +100,10 @@ def convnext(
             standardize them with the ImageNet mean and standard deviation
             inside the model (`stem_normalize`, as keras.applications); False
             leaves that layer out ("torch"-preprocessed input). Defaults to True.
+        preprocessing: None for keras.applications' `stem_normalize` above, or
+            an `ImagePreprocessing` mode (or {"mean": [...], "std": [...]}) that
+            `stem_preprocess` applies instead, e.g. a timm checkpoint's mean and
+            std. Defaults to None.
         name: model name. Defaults to "convnext".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -128,11 +134,16 @@ def convnext(
         drop_path_rate=drop_path_rate,
         min_input_size=32,
     )
-    inputs = x = keras.Input(shape=input_shape, name="input")
-    if include_preprocessing:
-        x = keras.layers.Normalization(
-            mean=IMAGENET_MEAN_255, variance=IMAGENET_VARIANCE_255, name="stem_normalize"
-        )(x)
+    if preprocessing is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+        if include_preprocessing:
+            x = keras.layers.Normalization(
+                mean=IMAGENET_MEAN_255, variance=IMAGENET_VARIANCE_255, name="stem_normalize"
+            )(x)
+    else:
+        inputs, x = model_inputs(
+            input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+        )
     x = _conv(widths[0], 4, "stem_conv")(x)
     x = _layer_norm("stem_norm")(x)
 
