@@ -161,3 +161,16 @@ def test_models_lists_the_weights_each_model_takes_with_top1(capsys):
     assert lines["imagenet"] == ["74.9", "224", "keras.applications"]
     assert main(["models", "resnet20", "--weights"]) == 0
     assert "none: timm's ResNets are the ImageNet ones" in capsys.readouterr().out
+
+
+def test_a_checkpoint_without_classifier_loads_as_features_and_cannot_classify(hub_cache):
+    twin = random_twin("resnet18", num_classes=0, pretrained_cfg_overlay=SMALL_CFG)
+    weights = save_to_hub_cache(twin, hub_cache, "resnet18")
+    features = kr.create_model("resnet18", weights=weights)
+    assert features.output_shape == (None, 512)
+    images = random_images(64)
+    assert relative_difference(np.asarray(features(images)), timm_logits(twin, images)) <= TOLERANCE
+    with_head = kr.create_model("resnet18", weights=weights, num_classes=3)
+    assert with_head.output_shape == (None, 3)
+    with pytest.raises(ValueError, match="has no classifier"):
+        kr.load_classifier(weights)

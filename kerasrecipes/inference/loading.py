@@ -124,6 +124,13 @@ def timm_classifier(weights):
     from kerasrecipes.registry import create_model
 
     checkpoint = timm.resolve(weights)
+    if checkpoint.num_classes == 0:
+        raise ValueError(
+            f"{weights} has no classifier (timm's num_classes is 0: features only, e.g. a "
+            "self-supervised pre-training), so it cannot classify. Fine-tune it on your "
+            "classes (--weights), or pick a checkpoint with an ImageNet head "
+            "(`kerasrecipes models --weights`)."
+        )
     pretrained = checkpoint.pretrained
     network = create_model(checkpoint.architecture.model, weights=weights)
     return ImageClassifier(

@@ -131,6 +131,10 @@ class TimmWeights:
                 )
         size = pretrained.input_size
         defaults = {"num_classes": self.num_classes, "input_shape": (size, size, 3)}
+        if self.num_classes == 0 and "num_classes" not in kwargs:
+            # A checkpoint without a classifier (self-supervised, e.g. `.dino`, `.mae`): the
+            # features alone, unless the user asks for a new head of num_classes.
+            defaults = {"include_top": False, "pooling": "avg", "input_shape": (size, size, 3)}
         defaults.update(self.architecture.preprocessing_arguments(pretrained.preprocessing))
         return {**defaults, **arguments, **kwargs, "weights": None}
 
