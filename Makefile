@@ -27,7 +27,7 @@ demo: $(RUNTIME)
 
 # The main run on TensorFlow, then tests/test_backends.py on JAX and on PyTorch.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 	# XLA at optimization level 0: the JAX leg compiles each model once and runs it on tiny inputs.
 	KERAS_BACKEND=jax XLA_FLAGS=--xla_backend_optimization_level=0 $(PY) -m pytest -q tests/test_backends.py
 	KERAS_BACKEND=torch $(PY) -m pytest -q tests/test_backends.py

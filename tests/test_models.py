@@ -88,13 +88,18 @@ def test_keras_file_round_trip(name, tmp_path):
     # Move every variable off its initialization (zero-initialized residual
     # BatchNorms would otherwise make whole blocks invisible in the outputs).
     rng = np.random.default_rng(1)
-    for weight in model.weights:
-        weight.assign(weight.numpy() + rng.normal(0, 0.01, weight.shape).astype("float32"))
-    path = tmp_path / f"{name}.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
-    actual = keras.ops.convert_to_numpy(loaded(x, training=False))
+    initial = [weight.numpy() for weight in model.weights]
+    try:
+        for weight, value in zip(model.weights, initial):
+            weight.assign(value + rng.normal(0, 0.01, value.shape).astype("float32"))
+        path = tmp_path / f"{name}.keras"
+        model.save(path)
+        loaded = keras.models.load_model(path)
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+        actual = keras.ops.convert_to_numpy(loaded(x, training=False))
+    finally:  # the model is shared (`tiny_model`): other tests read its initial weights
+        for weight, value in zip(model.weights, initial):
+            weight.assign(value)
     assert np.all(np.isfinite(expected))
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]

@@ -17,7 +17,7 @@ from keras import ops
 from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.normalization import batch_norm
 from kerasrecipes.layers.regularization import DropPath
-from kerasrecipes.layers.residual import strided_shape
+from kerasrecipes.layers.residual import PADDINGS, strided_shape
 
 # EfficientNet's convolution initializer (He initialization over fan-out,
 # truncated), also torchvision's for MobileNetV2.
@@ -144,9 +144,12 @@ class InvertedResidual(keras.layers.Layer):
     restore it before loading its variables), it needs the input channels
     up front, and it has no MobileNetV2 form (ReLU6, no SE).
 
-    Strided depthwise convolutions use "same" padding, which pads exactly
-    as keras.applications' explicit `correct_pad` (the extra pixel at the
-    bottom/right for even sizes), so ported weights agree at any input size.
+    Strided depthwise convolutions use "same" padding by default, which pads
+    exactly as keras.applications' explicit `correct_pad` (the extra pixel at
+    the bottom/right for even sizes), so ported weights agree at any input
+    size; `padding="symmetric"` pads k // 2 on every side instead
+    (`depthwise_pad`, then a "valid" convolution), as PyTorch does (timm's
+    and torchvision's weights).
 
     Args:
         filters: int, output channels.
@@ -159,7 +162,9 @@ class InvertedResidual(keras.layers.Layer):
             convolution. Defaults to "relu6" (MobileNetV2).
         drop_path_rate: float, stochastic-depth rate of the residual branch. Defaults to 0.0.
         bn_epsilon: float, BatchNorm epsilon (keras.applications uses 1e-3
-            in both families). Defaults to 1e-3.
+            in both families, PyTorch 1e-5). Defaults to 1e-3.
+        padding: "same" (TensorFlow's) or "symmetric" (PyTorch's), how the
+            strided depthwise convolution pads. Defaults to "same".
         kernel_initializer: initializer of the convolutions. Defaults to
             EfficientNet's (`CONV_INITIALIZER`).
         seed: optional int seed for stochastic depth. Defaults to None.
@@ -183,9 +188,15 @@ class InvertedResidual(keras.layers.Layer):
         bn_epsilon=1e-3,
         kernel_initializer=None,
         seed=None,
+        padding="same",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if padding not in PADDINGS:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': padding must be one of {PADDINGS}. "
+                f"Received: padding={padding!r}"
+            )
         for arg, value, low in (
             ("filters", filters, 1),
             ("expand_ratio", expand_ratio, 1),
@@ -212,6 +223,7 @@ class InvertedResidual(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         self.kernel_initializer = kernel_initializer or CONV_INITIALIZER
         self.seed = seed
+        self.padding = padding
         self.drop_path = DropPath(
             drop_path_rate, seed=seed, dtype=self.dtype_policy, name="drop_path"
         )
@@ -235,14 +247,20 @@ class InvertedResidual(keras.layers.Layer):
         expanded = in_channels * self.expand_ratio
         # Created here, in the order of keras.applications' variables; the
         # expansion's width depends on the input channels.
-        self.expand_conv = self.expand_bn = self.se = None
+        self.expand_conv = self.expand_bn = self.se = self.depthwise_pad = None
         if self.expand_ratio != 1:
             self.expand_conv = self._conv(expanded, "expand_conv")
             self.expand_bn = self._bn("expand_bn")
+        padding = "same"
+        if self.padding == "symmetric" and self.strides > 1:
+            self.depthwise_pad = keras.layers.ZeroPadding2D(
+                self.kernel_size // 2, dtype=self.dtype_policy, name="depthwise_pad"
+            )
+            padding = "valid"
         self.depthwise_conv = keras.layers.DepthwiseConv2D(
             self.kernel_size,
             strides=self.strides,
-            padding="same",
+            padding=padding,
             use_bias=False,
             depthwise_initializer=self.kernel_initializer,
             dtype=self.dtype_policy,
@@ -267,6 +285,7 @@ class InvertedResidual(keras.layers.Layer):
         layers = [
             self.expand_conv,
             self.expand_bn,
+            self.depthwise_pad,
             self.depthwise_conv,
             self.depthwise_bn,
             self.se,
@@ -280,6 +299,8 @@ class InvertedResidual(keras.layers.Layer):
         x = inputs
         if self.expand_conv is not None:
             x = activation(self.expand_bn(self.expand_conv(x), training=training))
+        if self.depthwise_pad is not None:
+            x = self.depthwise_pad(x)
         x = activation(self.depthwise_bn(self.depthwise_conv(x), training=training))
         if self.se is not None:
             x = self.se(x)
@@ -305,6 +326,7 @@ class InvertedResidual(keras.layers.Layer):
                 "bn_epsilon": self.bn_epsilon,
                 "kernel_initializer": serialize_initializer(self.kernel_initializer),
                 "seed": self.seed,
+                "padding": self.padding,
             }
         )
         return config

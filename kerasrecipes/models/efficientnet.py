@@ -13,6 +13,13 @@ coefficients rounded from that rule (the reference code's
 Variable-for-variable compatible with `keras.applications.EfficientNetB0..B7`,
 so `weights="imagenet"` ports their weights. As there, the model takes
 0-255 RGB inputs and normalizes them itself (`stem_rescale`, `stem_normalize`).
+
+timm's weights (`kerasrecipes.timm.efficientnet`) load through three options:
+`preprocessing` (the checkpoint's mean and std, in place of the layers above),
+and for timm's own PyTorch-trained `efficientnet_b*` (not the `tf_` ports of
+the reference weights, which are this network as it is) `padding="symmetric"`
+(strided convolutions pad k // 2 on every side, as PyTorch) and
+`bn_epsilon=1e-5` (PyTorch's BatchNorm default).
 """
 
 import math
@@ -25,7 +32,8 @@ from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, st
 from kerasrecipes.layers import MBConv, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
-from kerasrecipes.models.common import check_common_args, finish_model
+from kerasrecipes.layers.residual import PADDINGS
+from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 
 PAPER = "Tan & Le 2019, EfficientNet: Rethinking Model Scaling for CNNs"
 # Table 1 of the paper (EfficientNet-B0), one row per stage: repeats,
@@ -120,6 +128,9 @@ def efficientnet(
     weights=None,
     classifier_activation="softmax",
     include_preprocessing=True,
+    preprocessing=None,
+    padding="same",
+    bn_epsilon=BN_EPSILON,
     name="efficientnet",
     keras_twin=None,
 ):
@@ -152,6 +163,16 @@ def efficientnet(
             and standardize them inside the model (`stem_rescale`,
             `stem_normalize`, as keras.applications); False leaves those
             layers out ("torch"-preprocessed input). Defaults to True.
+        preprocessing: None for keras.applications' `stem_rescale` and
+            `stem_normalize` above, or an `ImagePreprocessing` mode (or
+            {"mean": [...], "std": [...]}) that `stem_preprocess` applies
+            instead, e.g. a timm checkpoint's mean and std. Defaults to None.
+        padding: how the strided convolutions (stem, depthwise) pad: "same"
+            (TensorFlow's: keras.applications' and the reference weights) or
+            "symmetric" (k // 2 on every side, PyTorch's: timm's `efficientnet_b*`).
+            Defaults to "same".
+        bn_epsilon: float, every BatchNorm's epsilon: TensorFlow's 1e-3, or
+            PyTorch's 1e-5 for timm's `efficientnet_b*`. Defaults to 1e-3.
         name: model name. Defaults to "efficientnet".
         keras_twin: name of the keras.applications function with the same
             variables, used for `weights="imagenet"`. Defaults to None.
@@ -168,6 +189,15 @@ def efficientnet(
             f"{name}: width_coefficient and depth_coefficient must be > 0. Received: "
             f"width_coefficient={width_coefficient}, depth_coefficient={depth_coefficient}"
         )
+    if padding not in PADDINGS:
+        raise ValueError(f"{name}: padding must be one of {PADDINGS}. Received: {padding!r}")
+    keras_network = (preprocessing, padding, bn_epsilon) == (None, "same", BN_EPSILON)
+    if weights == "imagenet" and not keras_network:
+        raise ValueError(
+            f"{name}: the ImageNet weights of keras.applications need preprocessing=None, "
+            f"padding='same' and bn_epsilon={BN_EPSILON}. Received: "
+            f"preprocessing={preprocessing!r}, padding={padding!r}, bn_epsilon={bn_epsilon}"
+        )
     input_shape = check_common_args(
         name,
         num_classes=num_classes,
@@ -178,22 +208,29 @@ def efficientnet(
         drop_path_rate=drop_path_rate,
         min_input_size=32,
     )
-    inputs = x = keras.Input(shape=input_shape, name="input")
     normalize = None
-    if include_preprocessing:
-        x = keras.layers.Rescaling(1.0 / 255.0, name="stem_rescale")(x)
-        normalize = keras.layers.Normalization(axis=-1, name="stem_normalize")
-        x = normalize(x)
+    if preprocessing is None:
+        inputs = x = keras.Input(shape=input_shape, name="input")
+        if include_preprocessing:
+            x = keras.layers.Rescaling(1.0 / 255.0, name="stem_rescale")(x)
+            normalize = keras.layers.Normalization(axis=-1, name="stem_normalize")
+            x = normalize(x)
+    else:
+        inputs, x = model_inputs(
+            input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
+        )
+    if padding == "symmetric":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
     x = keras.layers.Conv2D(
         scaled_filters(STEM_FILTERS, width_coefficient),
         3,
         strides=2,
-        padding="same",
+        padding="valid" if padding == "symmetric" else "same",
         use_bias=False,
         kernel_initializer=CONV_INITIALIZER,
         name="stem_conv",
     )(x)
-    x = batch_norm("stem_bn", epsilon=BN_EPSILON)(x)
+    x = batch_norm("stem_bn", epsilon=bn_epsilon)(x)
     x = keras.layers.Activation("swish", name="stem_act")(x)
 
     rates = drop_path_schedule(
@@ -210,7 +247,8 @@ def efficientnet(
                 kernel_size=kernel_size,
                 strides=stride if block == 1 else 1,
                 drop_path_rate=rates[block_index],
-                bn_epsilon=BN_EPSILON,
+                bn_epsilon=bn_epsilon,
+                padding=padding,
                 name=f"stage{stage}_block{block}",
             )(x)
             block_index += 1
@@ -222,7 +260,7 @@ def efficientnet(
         kernel_initializer=CONV_INITIALIZER,
         name="post_conv",
     )(x)
-    x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
+    x = batch_norm("post_bn", epsilon=bn_epsilon)(x)
     x = keras.layers.Activation("swish", name="post_act")(x)
     if normalize is not None:
         set_normalization(normalize, IMAGENET_MEAN_RGB, np.square(IMAGENET_STDDEV_RGB))

@@ -9,6 +9,11 @@ Variable-for-variable compatible with `keras.applications.MobileNetV2` at
 every alpha it ships (0.35, 0.5, 0.75, 1.0, 1.3, 1.4), so `weights="imagenet"`
 ports its weights. They expect inputs scaled to [-1, 1] ("tf" mode), which
 the model does itself by default (`include_preprocessing=True`).
+
+Two options make it torchvision's and timm's MobileNetV2 (`kerasrecipes.timm.mobilenet_v2`):
+`padding="symmetric"` (strided convolutions pad k // 2 on every side, as
+PyTorch, where TensorFlow's "same" pads one more at the bottom and right)
+and `bn_epsilon=1e-5` (PyTorch's BatchNorm default).
 """
 
 import functools
@@ -19,6 +24,7 @@ from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, st
 from kerasrecipes.layers import InvertedResidual, drop_path_schedule, make_divisible
 from kerasrecipes.layers.mobile import CONV_INITIALIZER
 from kerasrecipes.layers.normalization import batch_norm
+from kerasrecipes.layers.residual import PADDINGS
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 
 PAPER = "Sandler et al. 2018, MobileNetV2: Inverted Residuals and Linear Bottlenecks"
@@ -53,6 +59,8 @@ def mobilenet_v2(
     classifier_activation="softmax",
     include_preprocessing=True,
     preprocessing="tf",
+    padding="same",
+    bn_epsilon=BN_EPSILON,
     name="mobilenet_v2",
 ):
     """Builds MobileNetV2 at width multiplier `alpha` (Sandler et al. 2018).
@@ -81,6 +89,11 @@ def mobilenet_v2(
             `preprocessing` inside the model. Defaults to True.
         preprocessing: the `ImagePreprocessing` mode. Defaults to "tf" ([-1, 1],
             what the ImageNet weights expect).
+        padding: how the strided convolutions (stem, depthwise) pad: "same"
+            (TensorFlow's, keras.applications') or "symmetric" (k // 2 on every
+            side, PyTorch's: timm's weights). Defaults to "same".
+        bn_epsilon: float, every BatchNorm's epsilon: keras.applications' 1e-3,
+            or PyTorch's 1e-5 for timm's weights. Defaults to 1e-3.
         name: model name. Defaults to "mobilenet_v2".
 
     Example:
@@ -96,6 +109,13 @@ def mobilenet_v2(
             f"{name}: ImageNet weights exist for alpha in {KERAS_ALPHAS}. "
             f"Received: alpha={alpha}. Pick one of those, or pass weights=None."
         )
+    if padding not in PADDINGS:
+        raise ValueError(f"{name}: padding must be one of {PADDINGS}. Received: {padding!r}")
+    if weights == "imagenet" and (padding, bn_epsilon) != ("same", BN_EPSILON):
+        raise ValueError(
+            f"{name}: the ImageNet weights of keras.applications need padding='same' and "
+            f"bn_epsilon={BN_EPSILON}. Received: padding={padding!r}, bn_epsilon={bn_epsilon}"
+        )
     input_shape = check_common_args(
         name,
         num_classes=num_classes,
@@ -109,16 +129,18 @@ def mobilenet_v2(
     inputs, x = model_inputs(
         input_shape, include_preprocessing=include_preprocessing, preprocessing=preprocessing
     )
+    if padding == "symmetric":
+        x = keras.layers.ZeroPadding2D(1, name="stem_pad")(x)
     x = keras.layers.Conv2D(
         make_divisible(STEM_FILTERS * alpha),
         3,
         strides=2,
-        padding="same",
+        padding="valid" if padding == "symmetric" else "same",
         use_bias=False,
         kernel_initializer=CONV_INITIALIZER,
         name="stem_conv",
     )(x)
-    x = batch_norm("stem_bn", epsilon=BN_EPSILON)(x)
+    x = batch_norm("stem_bn", epsilon=bn_epsilon)(x)
     x = keras.layers.ReLU(6.0, name="stem_relu")(x)
 
     rates = drop_path_schedule(drop_path_rate, sum(repeats for _, _, repeats, _ in STAGES))
@@ -133,7 +155,8 @@ def mobilenet_v2(
                 strides=stride if block == 1 else 1,
                 activation="relu6",
                 drop_path_rate=rates[block_index],
-                bn_epsilon=BN_EPSILON,
+                bn_epsilon=bn_epsilon,
+                padding=padding,
                 name=f"stage{stage}_block{block}",
             )(x)
             block_index += 1
@@ -142,7 +165,7 @@ def mobilenet_v2(
     x = keras.layers.Conv2D(
         last_filters, 1, use_bias=False, kernel_initializer=CONV_INITIALIZER, name="post_conv"
     )(x)
-    x = batch_norm("post_bn", epsilon=BN_EPSILON)(x)
+    x = batch_norm("post_bn", epsilon=bn_epsilon)(x)
     x = keras.layers.ReLU(6.0, name="post_relu")(x)
     # The ImageNet weights do not depend on the input size; build the twin at 224.
     twin = functools.partial(keras.applications.MobileNetV2, alpha=alpha, input_shape=(224, 224, 3))
