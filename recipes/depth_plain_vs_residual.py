@@ -156,7 +156,7 @@ def plot(results, path):
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.images, args.depths, args.epochs, args.batch_size = 1000, [8, 32], 4, 64
+        args.images, args.depths, args.epochs, args.batch_size = 500, [8, 32], 4, 64
     train_ds, val_ds, num_classes = read_data(args)
     results = [
         train(depth, kind, train_ds, val_ds, num_classes, args.epochs, args.image_size)
