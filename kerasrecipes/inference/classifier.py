@@ -95,7 +95,6 @@ class ImageClassifier(keras.Model):
         super().__init__(inputs=images, outputs=network(resized), **kwargs)
         self.network = network
         self.class_names = class_names
-        self.image_size = image_size
         self.preprocessing = preprocessing
         self.source = dict(source or {})
         self.interpolation = interpolation

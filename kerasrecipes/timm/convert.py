@@ -10,12 +10,23 @@ keras-hub's own networks, which are not ours, so they cannot be reused here.
 """
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import numpy as np
 
 # Bookkeeping of PyTorch's BatchNorm: no Keras variable holds it.
 IGNORED_SUFFIXES = (".num_batches_tracked",)
+BLOCK_NAME = re.compile(r"stage(\d+)_block(\d+)")
+
+
+def numbered_blocks(model):
+    """`(layer, stage, block)` for each of `model`'s blocks, the layers our builders name
+    `stage{stage}_block{block}` (numbered from 1, as the model cards' `blocks`), in order."""
+    for layer in model.layers:
+        match = BLOCK_NAME.fullmatch(layer.name)
+        if match:
+            yield layer, int(match[1]), int(match[2])
 
 
 class StateDictLoader:

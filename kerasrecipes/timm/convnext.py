@@ -16,7 +16,7 @@ keras.applications does, so the checkpoint's mean and std come through the
 builder's `preprocessing` argument.
 """
 
-from kerasrecipes.timm.convert import Architecture
+from kerasrecipes.timm.convert import Architecture, numbered_blocks
 
 # timm architecture -> our model.
 MODELS = {
@@ -29,23 +29,19 @@ def convert(loader, model, architecture):
     `head_dense`."""
     loader.conv(loader.layer("stem_conv"), "stem.0")
     loader.layer_norm(loader.layer("stem_norm"), "stem.1")
-    for layer in model.layers:
-        if not layer.name.startswith("stage"):
-            continue
-        stage, _, part = layer.name.removeprefix("stage").partition("_")
-        prefix = f"stages.{int(stage) - 1}"
-        if part == "downsample_norm":
-            loader.layer_norm(layer, f"{prefix}.downsample.0")
-        elif part == "downsample_conv":
-            loader.conv(layer, f"{prefix}.downsample.1")
-        else:
-            block = f"{prefix}.blocks.{int(part.removeprefix('block')) - 1}"
-            loader.depthwise(layer.depthwise_conv, f"{block}.conv_dw")
-            loader.layer_norm(layer.norm, f"{block}.norm")
-            loader.dense(layer.pointwise_expand, f"{block}.mlp.fc1")
-            loader.dense(layer.pointwise_project, f"{block}.mlp.fc2")
-            if layer.layer_scale is not None:
-                loader.variable(layer.layer_scale.gamma, f"{block}.gamma")
+    for layer, stage, block in numbered_blocks(model):
+        timm_stage = f"stages.{stage - 1}"
+        if block == 1 and stage > 1:  # the stage opens with its downsampling
+            norm = loader.layer(f"stage{stage}_downsample_norm")
+            loader.layer_norm(norm, f"{timm_stage}.downsample.0")
+            loader.conv(loader.layer(f"stage{stage}_downsample_conv"), f"{timm_stage}.downsample.1")
+        prefix = f"{timm_stage}.blocks.{block - 1}"
+        loader.depthwise(layer.depthwise_conv, f"{prefix}.conv_dw")
+        loader.layer_norm(layer.norm, f"{prefix}.norm")
+        loader.dense(layer.pointwise_expand, f"{prefix}.mlp.fc1")
+        loader.dense(layer.pointwise_project, f"{prefix}.mlp.fc2")
+        if layer.layer_scale is not None:
+            loader.variable(layer.layer_scale.gamma, f"{prefix}.gamma")
     loader.layer_norm(loader.layer("post_norm"), "head.norm")
     loader.head("head_dense", "head.fc")
 

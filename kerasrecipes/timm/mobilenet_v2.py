@@ -24,7 +24,7 @@ expansion (timm's `DepthwiseSeparableConv`) names its depthwise pair
 `classifier` are our `post_conv`, `post_bn` and `head_dense`.
 """
 
-from kerasrecipes.timm.convert import Architecture
+from kerasrecipes.timm.convert import Architecture, numbered_blocks
 
 # timm's suffix -> our `alpha` (every width timm has; weights: 0.5, 1.0 and 1.4).
 ALPHAS = {"035": 0.35, "050": 0.5, "075": 0.75, "100": 1.0, "140": 1.4}
@@ -54,11 +54,8 @@ def convert(loader, model, architecture):
     `stem_*`, `stage{s+1}_block{b+1}`, `post_*`, `head_dense`."""
     loader.conv(loader.layer("stem_conv"), "conv_stem")
     loader.batch_norm(loader.layer("stem_bn"), "bn1")
-    for layer in model.layers:
-        if not layer.name.startswith("stage"):
-            continue
-        stage, block = layer.name.removeprefix("stage").split("_block")
-        convert_block(loader, layer, f"blocks.{int(stage) - 1}.{int(block) - 1}")
+    for layer, stage, block in numbered_blocks(model):
+        convert_block(loader, layer, f"blocks.{stage - 1}.{block - 1}")
     loader.conv(loader.layer("post_conv"), "conv_head")
     loader.batch_norm(loader.layer("post_bn"), "bn2")
     loader.head("head_dense", "classifier")

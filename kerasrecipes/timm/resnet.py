@@ -7,7 +7,7 @@ strides in the first 1x1 and pads as TensorFlow's "same". Our `resnet`
 builder has both as options, and no biases in the convolutions, as timm.
 """
 
-from kerasrecipes.timm.convert import Architecture
+from kerasrecipes.timm.convert import Architecture, numbered_blocks
 
 OPTIONS = {"use_bias": False, "padding": "symmetric", "stride_in_3x3": True}
 DEPTHS = (18, 26, 34, 50, 101, 152)
@@ -18,11 +18,8 @@ def convert(loader, model, architecture):
     `head_dense`."""
     loader.conv(loader.layer("stem_conv"), "conv1")
     loader.batch_norm(loader.layer("stem_bn"), "bn1")
-    for layer in model.layers:
-        if not layer.name.startswith("stage"):
-            continue
-        stage, block = layer.name.removeprefix("stage").split("_block")
-        prefix = f"layer{stage}.{int(block) - 1}"
+    for layer, stage, block in numbered_blocks(model):
+        prefix = f"layer{stage}.{block - 1}"
         for index in (1, 2, 3):
             if hasattr(layer, f"conv{index}"):
                 loader.conv(getattr(layer, f"conv{index}"), f"{prefix}.conv{index}")

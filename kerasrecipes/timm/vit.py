@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from kerasrecipes.timm.convert import Architecture
+from kerasrecipes.timm.convert import Architecture, numbered_blocks
 
 # timm architecture -> our model: the augreg ViTs at 224 and 384, and DeiT (same network).
 MODELS = {
@@ -146,10 +146,8 @@ def convert(loader, model, architecture):
         "pos_embed",
         lambda value: resample_position_embedding(value, embed.position_grid),
     )
-    for layer in model.layers:
-        if not layer.name.startswith("stage1_block"):
-            continue
-        prefix = f"blocks.{int(layer.name.removeprefix('stage1_block')) - 1}"
+    for layer, _, block in numbered_blocks(model):  # one stage
+        prefix = f"blocks.{block - 1}"
         loader.layer_norm(layer.attention_norm, f"{prefix}.norm1")
         _attention(loader, layer.attention, f"{prefix}.attn")
         loader.layer_norm(layer.mlp_norm, f"{prefix}.norm2")
