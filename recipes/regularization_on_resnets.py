@@ -45,6 +45,7 @@ BASELINE = {"augment": None, "label_smoothing": 0.0, "weight_decay": 0.0, "ema":
 MODERN = {"augment": "cifar", "label_smoothing": 0.1, "weight_decay": 5e-4, "ema": True}
 MODERN_DROP_PATH = 0.1
 NETWORKS = ("resnet20", "resnet56")
+QUICK_NETWORKS = ("resnet20", "resnet32")  # --quick: the same 2x2 on a shallower second network
 TRAINING = {"optimizer": "sgd", "head_lr": 0.05, "dropout": 0.0, "precision": "float32"}
 
 
@@ -55,7 +56,10 @@ def parse_args(argv=None):
     parser.add_argument("--images", type=int, default=1000, help="generated images")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="few images and epochs, one seed")
+    parser.add_argument("--networks", nargs=2, default=list(NETWORKS), help="small, bigger")
+    parser.add_argument(
+        "--quick", action="store_true", help="few images and epochs, one seed, ResNet-20 and -32"
+    )
     parser.add_argument("--out", default="runs/regularization_on_resnets")
     return parser.parse_args(argv)
 
@@ -111,9 +115,9 @@ def train(network, recipe, args, seed):
 def main(argv=None):
     args = parse_args(argv)
     if args.quick:
-        args.images, args.epochs, args.seeds = 200, 1, 1
+        args.images, args.epochs, args.seeds, args.networks = 200, 1, 1, list(QUICK_NETWORKS)
     results = []
-    for network in NETWORKS:
+    for network in args.networks:
         for recipe in ("baseline", "modern"):
             runs = [train(network, recipe, args, seed) for seed in range(args.seeds)]
             accuracies = [run["val_accuracy"] for run in runs]
@@ -130,7 +134,7 @@ def main(argv=None):
     print(f"{args.epochs} epochs; validation accuracy, mean (std) over {args.seeds} seeds")
     print("| network | baseline training | modern training |")
     print("|---|---|---|")
-    for network in NETWORKS:
+    for network in args.networks:
         cells = [
             f"{r['val_accuracy']:.3f} ({r['val_accuracy_std']:.3f})"
             for r in results
