@@ -50,7 +50,7 @@ rate (what `weights="none"` means to `kr.fine_tune`).
 SIZES = (5, 10, 25, 50, 100)  # training images per class
 STEPS = 150
 BATCH_SIZE = 32
-QUICK_PRETRAIN_EPOCHS = 2  # --quick: the demo backbone's pre-training, 6 epochs otherwise
+QUICK_PRETRAIN_EPOCHS = 2  # --quick: the demo backbone's pre-training (DEMO_EPOCHS, 6, otherwise)
 
 
 def parse_args(argv=None):
