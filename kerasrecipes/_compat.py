@@ -383,6 +383,29 @@ def symbolic_build(model, data_batch):
     model._symbolic_build(data_batch=data_batch)
 
 
+def build_before_fit(model, dataset):
+    """Build `model`'s optimizer, metrics and loss before `fit` traces its first step.
+
+    Keras 3.15's TensorFlow trainer builds them up front only under a
+    `tf.distribute` strategy (`_maybe_symbolic_build` in
+    keras/src/backend/tensorflow/trainer.py). Otherwise the optimizer's slots
+    and the metrics' variables are made inside the first trace of the train
+    step, and `tf.function`, having seen variables made, traces the whole step
+    a second time. Building first, as Keras does under a strategy, saves that
+    trace: the first `fit` of ResNet-50 at 32x32 with AdamW and accuracy, one
+    batch, took 25.7 s without and 13.9 s with it on 2 cores. A
+    `BackupAndRestore` then also finds the optimizer built when it restores
+    at the start of `fit` (an unbuilt one skips its saved state, warning).
+
+    Why private: `Trainer._symbolic_build`, as `symbolic_build`. Retired when
+    Keras builds before tracing without a strategy too.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return
+    with model.distribute_strategy.scope():
+        model._symbolic_build(data_batch=dataset.element_spec)
+
+
 @contextlib.contextmanager
 def symbolic_build_hook(model, build):
     """Within the block, `fit` builds `model` with `build(iterator=None, data_batch=None)`.

@@ -11,6 +11,7 @@ import time
 
 import keras
 
+from kerasrecipes import _compat
 from kerasrecipes.cards import DEMO_IMAGE_SIZE, DEMO_MODEL
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.precision import training_compile_options
@@ -94,6 +95,7 @@ def demo_backbone(
         metrics=["accuracy"],
         **training_compile_options(),
     )
+    _compat.build_before_fit(classifier, train)  # one trace of the train step, not two
     started = time.perf_counter()
     history = classifier.fit(
         train,

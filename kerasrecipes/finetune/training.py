@@ -466,11 +466,11 @@ class _Run:
             + self._phase_callbacks(phase, first_epoch)
             + list(user_callbacks)
         )
-        fixes = (
-            distribute.keras_multi_worker_fixes(model, self.train_ds)
-            if distribute.is_multi_worker(self.strategy)
-            else contextlib.nullcontext()
-        )
+        if distribute.is_multi_worker(self.strategy):
+            fixes = distribute.keras_multi_worker_fixes(model, self.train_ds)
+        else:
+            fixes = contextlib.nullcontext()
+            _compat.build_before_fit(model, self.train_ds)  # one trace of the train step, not two
         with fixes, warnings.catch_warnings():
             # Keras 3.15 warns on every fit with a tf.data.Dataset, which it does not shuffle.
             warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
