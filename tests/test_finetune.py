@@ -536,3 +536,26 @@ def test_two_workers_on_localhost_train_to_the_end_and_only_the_chief_writes(tmp
         in results[1]["error"]
     )
     assert results[1]["writes"] == [] and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize("prebuilt", [True, False], ids=["ours", "keras_alone"])
+def test_each_phase_traces_its_train_step_once(prebuilt, monkeypatch):
+    # Keras' TensorFlow trainer, without a strategy, builds the optimizer's slots and the
+    # metrics inside the first trace, and tf.function then traces the step again;
+    # `fine_tune` builds them first (`_compat.build_before_fit`). Without it: two traces (when
+    # that case fails, Keras builds first itself, and the shim can go).
+    if not prebuilt:
+        monkeypatch.setattr(kr._compat, "build_before_fit", lambda model, dataset: None)
+    traces = []
+    train_step = keras.Model.train_step
+
+    def counted(self, data):
+        traces.append(self.name)  # Python runs only while tf.function traces
+        return train_step(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counted)
+    data = toy_data(num_images=32)
+    kr.fine_tune(
+        tiny_backbone(), data, data, num_classes=2, head_epochs=1, finetune_epochs=1, verbose=0
+    )
+    assert len(traces) == (2 if prebuilt else 4)  # two phases, each compiled anew
