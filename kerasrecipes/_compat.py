@@ -391,11 +391,10 @@ def build_before_fit(model, dataset):
     keras/src/backend/tensorflow/trainer.py). Otherwise the optimizer's slots
     and the metrics' variables are made inside the first trace of the train
     step, and `tf.function`, having seen variables made, traces the whole step
-    a second time (tensorflow/tensorflow#48851). Building first, as Keras does under a strategy, saves that
-    trace: the first `fit` of ResNet-50 at 32x32 with AdamW and accuracy, one
-    batch, took 25.7 s without and 13.9 s with it on 2 cores. A
-    `BackupAndRestore` then also finds the optimizer built when it restores
-    at the start of `fit` (an unbuilt one skips its saved state, warning).
+    a second time (tensorflow/tensorflow#48851). Building first, as Keras
+    does under a strategy, saves that trace: the first `fit` of ResNet-50 at
+    32x32 with AdamW and accuracy, one batch, took 25.7 s without and 13.9 s
+    with it on 2 cores.
 
     Why private: `Trainer._symbolic_build`, as `symbolic_build`. Retired when
     Keras builds before tracing without a strategy too.
