@@ -51,7 +51,7 @@ SIZES = (5, 10, 25, 50, 100)  # training images per class
 STEPS = 150
 BATCH_SIZE = 32
 QUICK_PRETRAIN_EPOCHS = 2  # --quick: the demo backbone's pre-training (DEMO_EPOCHS, 6, otherwise)
-QUICK_IMAGE_SIZE = 16  # --quick: a quarter of the pixels, so a quarter of the compute
+QUICK_IMAGE_SIZE = 16  # --quick: a quarter of the pixels of the full run
 
 
 def parse_args(argv=None):
