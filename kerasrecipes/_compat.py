@@ -396,13 +396,14 @@ def build_before_fit(model, dataset):
     32x32 with AdamW and accuracy, one batch, took 25.7 s without and 13.9 s
     with it on 2 cores.
 
-    Why private: `Trainer._symbolic_build`, as `symbolic_build`. Retired when
-    Keras builds before tracing without a strategy too.
+    Also how `distribute.keras_multi_worker_fixes` builds. Why private:
+    `Trainer._symbolic_build`, through `symbolic_build`. Retired when Keras
+    builds before tracing without a strategy too.
     """
     if keras.backend.backend() != "tensorflow":
         return
     with model.distribute_strategy.scope():
-        model._symbolic_build(data_batch=dataset.element_spec)
+        symbolic_build(model, dataset.element_spec)
 
 
 @contextlib.contextmanager

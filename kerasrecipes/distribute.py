@@ -143,13 +143,10 @@ def keras_multi_worker_fixes(model, dataset):
     `kerasrecipes._compat`) and are undone on exit; drop this once Keras
     fixes the issue.
     """
-    spec = dataset.element_spec
-    strategy = model.distribute_strategy
     original_reduce = _compat.trainer_reduce_per_replica()
 
     def build_from_spec(iterator=None, data_batch=None):
-        with strategy.scope():
-            _compat.symbolic_build(model, spec)
+        _compat.build_before_fit(model, dataset)
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction not in ("auto", "mean") or not is_multi_worker(strategy):
