@@ -151,10 +151,13 @@ def time_steps(step, args, wait):
 
 def ours_worker(args, precision):
     """Images per second of our model's training step on the backend this process runs."""
+    # First: it sets TensorFlow's CPU start-up options, as a user's `import kerasrecipes` does.
+    import kerasrecipes.models  # noqa: F401  (registers the models, without TensorFlow)
+
+    # isort: split
     import keras
     import numpy as np
 
-    import kerasrecipes.models  # noqa: F401  (registers the models, without TensorFlow)
     from kerasrecipes import precision as precisions
     from kerasrecipes.info import model_info
     from kerasrecipes.registry import create_model

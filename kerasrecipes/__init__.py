@@ -14,7 +14,11 @@ from kerasrecipes._startup import (
     import_tensorflow_quietly,
     load_triton_before_tensorflow,
     running_the_command,
+    tune_tensorflow_for_cpus,
+    warn_if_onednn_is_off,
 )
+
+_tuned_before_tensorflow = tune_tensorflow_for_cpus()  # before anything imports TensorFlow
 
 __version__ = "0.1.0"
 
@@ -64,3 +68,5 @@ if not running_the_command() and importlib.util.find_spec("tensorflow") is not N
         import_tensorflow_quietly()
     load_triton_before_tensorflow()
     _load_api()
+    if not _tuned_before_tensorflow:
+        warn_if_onednn_is_off()

@@ -578,3 +578,16 @@ def retinanet_parts():
 
 
 check_keras_version()
+
+
+def tensorflow_onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels in this process.
+
+    `TF_ENABLE_ONEDNN_OPTS`, or TensorFlow's default for the CPU, read once
+    when TensorFlow is imported. TensorFlow has no public query (it says so
+    only in a start-up log line); `tensorflow.python.util._pywrap_util_port`
+    is what its own tests call.
+    """
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())

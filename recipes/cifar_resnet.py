@@ -25,10 +25,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import kerasrecipes as kr  # before Keras: it sets TensorFlow's CPU start-up options
+
+# isort: split
 import keras
 import tensorflow as tf
-
-import kerasrecipes as kr
 
 """
 ## Settings

@@ -27,14 +27,15 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import kerasrecipes as kr  # before Keras: it sets TensorFlow's CPU start-up options
+
+# isort: split
 import keras
 import matplotlib
 import tensorflow as tf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-import kerasrecipes as kr
 
 """
 ## Settings

@@ -26,6 +26,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import kerasrecipes as kr  # before Keras: it sets TensorFlow's CPU start-up options
+
+# isort: split
 import keras
 import matplotlib
 import numpy as np
@@ -33,8 +36,6 @@ import tensorflow as tf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-import kerasrecipes as kr
 
 """
 ## Settings

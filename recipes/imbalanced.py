@@ -26,11 +26,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import kerasrecipes as kr  # before Keras: it sets TensorFlow's CPU start-up options
+
+# isort: split
 import keras
 import numpy as np
 import tensorflow as tf
-
-import kerasrecipes as kr
 
 tf.get_logger().setLevel("ERROR")  # predict() retraces per model; the warning is noise here
 

@@ -1,4 +1,4 @@
-"""Shared blocks: residual blocks, zero-pad shortcut, DropPath and its schedule."""
+"""Shared blocks: residual blocks, zero-pad shortcut, DropPath and its schedule, the norms, GELU."""
 
 import keras
 import numpy as np
@@ -9,9 +9,11 @@ from kerasrecipes.layers import (
     BatchNormalization,
     BottleneckBlock,
     DropPath,
+    LayerNormalization,
     ZeroPadShortcut,
     drop_path_schedule,
 )
+from kerasrecipes.layers.activations import gelu
 
 
 def to_numpy(x):
@@ -209,3 +211,65 @@ def test_batch_norm_round_trips_with_identical_outputs(tmp_path, rng):
     np.testing.assert_array_equal(ours, loaded_outputs)
     assert type(loaded.get_layer("bn")) is BatchNormalization
     assert loaded.get_layer("bn").get_config() == layer.get_config()
+
+
+def _outputs_and_gradients(layer, x, weights):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = layer(x)
+        loss = tf.reduce_sum(weights * tf.cast(outputs, "float32"))
+    variables = [v.value for v in getattr(layer, "trainable_weights", [])]
+    return [outputs, *tape.gradient(loss, [x, *variables])]
+
+
+@pytest.mark.parametrize("policy, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
+def test_layer_norm_matches_keras_forward_and_backward_with_fewer_kernels(policy, tolerance, rng):
+    import tensorflow as tf
+
+    layers = [LayerNormalization(epsilon=1e-6, dtype=policy)]
+    layers.append(keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy))
+    gamma, beta = rng.uniform(0.5, 2, 6), rng.uniform(-1, 1, 6)
+    for layer in layers:
+        layer.build((None, 5, 5, 6))
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+    x = tf.constant(rng.normal(2, 3, (4, 5, 5, 6)).astype("float32"))
+    weights = tf.constant(rng.normal(size=(4, 5, 5, 6)).astype("float32"))
+    ours, theirs = (_outputs_and_gradients(layer, x, weights) for layer in layers)
+    assert ours[0].dtype == theirs[0].dtype
+    for mine, keras_value in zip(ours, theirs):
+        mine, keras_value = np.float32(to_numpy(mine)), np.float32(to_numpy(keras_value))
+        scale = max(1.0, np.abs(keras_value).max())
+        np.testing.assert_allclose(mine, keras_value, atol=tolerance * scale)
+
+    def backward_kernels(layer):
+        step = tf.function(lambda x: _outputs_and_gradients(layer, x, weights))
+        return len(step.get_concrete_function(x).graph.get_operations())
+
+    assert backward_kernels(layers[0]) < backward_kernels(layers[1])
+
+
+def test_layer_norm_falls_back_to_keras_off_the_last_axis_and_round_trips(tmp_path, rng):
+    x = rng.normal(size=(2, 3, 4)).astype("float32")
+    ours = LayerNormalization(axis=1)
+    np.testing.assert_allclose(
+        to_numpy(ours(x)), to_numpy(keras.layers.LayerNormalization(axis=1)(x)), atol=1e-6
+    )
+    assert not ours._normalizes_last_axis_on_tensorflow(keras.ops.convert_to_tensor(x))
+    layer = LayerNormalization(epsilon=1e-6, name="norm")
+    expected, actual, loaded = round_trip(layer, (4, 4, 6), tmp_path, rng)
+    np.testing.assert_array_equal(expected, actual)
+    assert type(loaded.get_layer("norm")) is LayerNormalization
+
+
+def test_gelu_is_the_exact_gelu_and_its_gradient(rng):
+    import tensorflow as tf
+
+    x = tf.constant(rng.normal(0, 3, (3, 50)).astype("float32"))
+    weights = tf.constant(rng.normal(size=(3, 50)).astype("float32"))
+    ours = _outputs_and_gradients(gelu, x, weights)
+    theirs = _outputs_and_gradients(lambda t: keras.ops.gelu(t, approximate=False), x, weights)
+    for mine, keras_value in zip(ours, theirs):
+        np.testing.assert_allclose(to_numpy(mine), to_numpy(keras_value), atol=1e-6)

@@ -12,7 +12,7 @@ from kerasrecipes.layers.inception import (
 )
 from kerasrecipes.layers.layer_scale import LayerScale
 from kerasrecipes.layers.mobile import InvertedResidual, MBConv, SqueezeExcite, make_divisible
-from kerasrecipes.layers.normalization import BatchNormalization
+from kerasrecipes.layers.normalization import BatchNormalization, LayerNormalization
 from kerasrecipes.layers.preprocessing import ImagePreprocessing
 from kerasrecipes.layers.regularization import DropPath, drop_path_schedule
 from kerasrecipes.layers.residual import (
@@ -38,6 +38,7 @@ __all__ = [
     "ImagePreprocessing",
     "InceptionModule",
     "InvertedResidual",
+    "LayerNormalization",
     "LayerScale",
     "MBConv",
     "PatchEmbedding",

@@ -1,10 +1,11 @@
 """The ConvNeXt block (Liu et al. 2022, "A ConvNet for the 2020s", arXiv:2201.03545, Fig. 4)."""
 
 import keras
-from keras import ops
 
+from kerasrecipes.layers.activations import gelu
 from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.layer_scale import LayerScale
+from kerasrecipes.layers.normalization import LayerNormalization
 from kerasrecipes.layers.regularization import DropPath
 
 # The reference code's truncated normal with std 0.02 for convolutions and dense layers.
@@ -86,7 +87,7 @@ class ConvNeXtBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="depthwise_conv",
         )
-        self.norm = keras.layers.LayerNormalization(
+        self.norm = LayerNormalization(
             epsilon=self.norm_epsilon, dtype=self.dtype_policy, name="norm"
         )
         self.pointwise_expand = keras.layers.Dense(
@@ -121,7 +122,7 @@ class ConvNeXtBlock(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         x = self.norm(self.depthwise_conv(inputs))
-        x = self.pointwise_project(ops.gelu(self.pointwise_expand(x), approximate=False))
+        x = self.pointwise_project(gelu(self.pointwise_expand(x)))
         if self.layer_scale is not None:
             x = self.layer_scale(x)
         return inputs + self.drop_path(x, training=training)

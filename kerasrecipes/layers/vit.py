@@ -12,8 +12,10 @@ vector or as a feature map.
 import keras
 from keras import ops
 
+from kerasrecipes.layers.activations import gelu
 from kerasrecipes.layers.building import build_sequentially, serialize_initializer
 from kerasrecipes.layers.layer_scale import LayerScale
+from kerasrecipes.layers.normalization import LayerNormalization
 from kerasrecipes.layers.regularization import DropPath
 
 # timm's initialization of ViT: truncated normal, standard deviation 0.02.
@@ -245,7 +247,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 f"multiple of num_heads={self.num_heads}."
             )
         common = {"dtype": self.dtype_policy}
-        self.attention_norm = keras.layers.LayerNormalization(
+        self.attention_norm = LayerNormalization(
             epsilon=self.norm_epsilon, name="attention_norm", **common
         )
         self.attention = keras.layers.MultiHeadAttention(
@@ -257,9 +259,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             name="attention",
             **common,
         )
-        self.mlp_norm = keras.layers.LayerNormalization(
-            epsilon=self.norm_epsilon, name="mlp_norm", **common
-        )
+        self.mlp_norm = LayerNormalization(epsilon=self.norm_epsilon, name="mlp_norm", **common)
         self.mlp_expand = keras.layers.Dense(
             self.mlp_dim, kernel_initializer=self.kernel_initializer, name="mlp_expand", **common
         )
@@ -287,7 +287,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
             x = self.attention_scale(x)
         inputs = inputs + self.drop_path(x, training=training)
 
-        x = ops.gelu(self.mlp_expand(self.mlp_norm(inputs)), approximate=False)
+        x = gelu(self.mlp_expand(self.mlp_norm(inputs)))
         x = self.mlp_project(self.output_dropout(x, training=training))
         x = self.output_dropout(x, training=training)
         if self.mlp_scale is not None:

@@ -18,6 +18,7 @@ import keras
 from kerasrecipes.cards import FeatureTap, PretrainedWeights, register_model, stage_blocks
 from kerasrecipes.layers import ConvNeXtBlock, drop_path_schedule
 from kerasrecipes.layers.convnext import CONVNEXT_INITIALIZER
+from kerasrecipes.layers.normalization import LayerNormalization
 from kerasrecipes.models.common import check_common_args, finish_model, model_inputs
 
 PAPER = "Liu et al. 2022, A ConvNet for the 2020s"
@@ -43,7 +44,7 @@ IMAGENET_VARIANCE_255 = ((0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) *
 
 
 def _layer_norm(name):
-    return keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name=name)
+    return LayerNormalization(epsilon=NORM_EPSILON, name=name)
 
 
 def _conv(filters, size, name):

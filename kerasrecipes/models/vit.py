@@ -15,7 +15,7 @@ keras.applications twin, so no ImageNet weights.
 import keras
 
 from kerasrecipes.cards import FeatureTap, register_model, stage_blocks
-from kerasrecipes.layers import drop_path_schedule
+from kerasrecipes.layers import LayerNormalization, drop_path_schedule
 from kerasrecipes.layers.vit import (
     VIT_INITIALIZER,
     ClassTokenPooling,
@@ -152,7 +152,7 @@ def vit(
             norm_epsilon=NORM_EPSILON,
             name=f"stage1_block{block}",
         )(x)
-    x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="post_norm")(x)
+    x = LayerNormalization(epsilon=NORM_EPSILON, name="post_norm")(x)
 
     representation = pooling or ("token" if include_top else None)
     tokens = x
