@@ -1,4 +1,6 @@
-"""Quiet start-up for the `kerasrecipes` command: TensorFlow's native log lines kept off stderr.
+"""Start-up, before TensorFlow loads: its CPU options (`tune_tensorflow_for_cpus`), and quiet.
+
+For the `kerasrecipes` command: TensorFlow's native log lines kept off stderr.
 
 TensorFlow's C++ side writes lines such as "Could not find cuda drivers" and
 "This TensorFlow binary is optimized..." while it is imported, before absl's
@@ -80,15 +82,17 @@ def tune_tensorflow_for_cpus():
     - `TF_ENABLE_ONEDNN_OPTS=1` on x86: TensorFlow turns its oneDNN kernels
       on by default only on CPUs with AVX-512 VNNI, BF16 or AMX; elsewhere
       (an AVX2 EPYC, say) matrix products and convolutions run on Eigen.
-      With oneDNN on such a CPU, the float32 training step ran 1.4x faster for
-      ResNet-50 and 1.8x for MobileNetV2 (docs/benchmarks.md).
     - `TF_CPU_ALLOCATOR_USE_BFC=true`: TensorFlow's pooling allocator (the
       one it uses on GPUs) for CPU tensors, instead of `malloc`, which maps
       every large activation afresh and faults its pages in on each step.
-      ConvNeXt-T's step ran 1.26x faster, EfficientNet-B0's 1.31x. The pool
-      keeps what it grew to, like PyTorch's GPU allocator; its cap
+      The pool keeps what it grew to, like PyTorch's GPU allocator; its cap
       (`TF_CPU_BFC_MEM_LIMIT_IN_MB`, 64 GB by default) is set to the
       machine's memory when that is larger.
+
+    On a 2-core AVX2 EPYC, the float32 training step with both ran 1.42x as
+    fast as with TensorFlow's defaults for ResNet-50, 1.60x for MobileNetV2,
+    1.64x for EfficientNet-B0 and 1.24x for ConvNeXt-T, most of it oneDNN's
+    (`benchmarks/tf_cpu_options.py`, docs/benchmarks.md).
     """
     if "tensorflow" in sys.modules:
         return False
@@ -117,7 +121,7 @@ def warn_if_onednn_is_off():
 
         warnings.warn(
             "TensorFlow was imported before kerasrecipes, with its oneDNN kernels off on this "
-            "CPU: training runs 1.4-1.8x slower. Import kerasrecipes before keras and "
+            "CPU: training runs 1.3-1.7x slower. Import kerasrecipes before keras and "
             "tensorflow, or export TF_ENABLE_ONEDNN_OPTS=1 (0 keeps them off and silences this).",
             stacklevel=3,
         )
