@@ -577,9 +577,6 @@ def retinanet_parts():
     return FeaturePyramid, PredictionHead, RetinaNetLabelEncoder
 
 
-check_keras_version()
-
-
 def tensorflow_onednn_enabled():
     """Whether TensorFlow runs its oneDNN kernels in this process.
 
@@ -591,3 +588,6 @@ def tensorflow_onednn_enabled():
     from tensorflow.python.util import _pywrap_util_port
 
     return bool(_pywrap_util_port.IsMklEnabled())
+
+
+check_keras_version()
