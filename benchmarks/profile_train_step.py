@@ -1,7 +1,7 @@
 """Where a model's TensorFlow training step spends its time: op times from TensorFlow's profiler.
 
-Builds a registered model, trains it on one synthetic batch (SGD with
-momentum, as `vs_timm.py`), times `--steps` steps, then records two more
+Builds a registered model as `vs_timm.py` trains it (`vs_timm.ours_compiled`:
+SGD with momentum, one synthetic batch), times `--steps` steps, then records two more
 with `tf.profiler` and reads the trace (`*.xplane.pb`) back: the time of
 every TensorFlow op, summed over the CPU threads, by op type (and the
 slowest single ops). On a CPU the op types tell the story: `MatMul` and
@@ -11,7 +11,7 @@ that a fused kernel would replace. docs/benchmarks.md reads ConvNeXt-T's.
 
 Run:
     python benchmarks/profile_train_step.py convnext_tiny
-    python benchmarks/profile_train_step.py resnet50 --batch-size 32 --policy mixed_bfloat16
+    python benchmarks/profile_train_step.py resnet50 --batch-size 32 --precision bf16
 """
 
 import argparse
@@ -23,13 +23,9 @@ import time
 import kerasrecipes  # noqa: F401  (before Keras: it sets TensorFlow's CPU start-up options)
 
 # isort: split
-import keras
-import numpy as np
 import tensorflow as tf
+import vs_timm
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-from kerasrecipes import precision
-from kerasrecipes.registry import create_model
 
 
 def op_times(trace_folder):
@@ -58,30 +54,20 @@ def main(argv=None):
     parser.add_argument("model")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--policy", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--precision", default="float32", choices=vs_timm.PRECISIONS)
     parser.add_argument("--steps", type=int, default=3, help="timed steps before the profile")
     parser.add_argument("--top", type=int, default=25, help="op types and ops to list")
     args = parser.parse_args(argv)
 
-    keras.config.set_dtype_policy(args.policy)
-    keras.utils.set_random_seed(0)
+    model, images, labels = vs_timm.ours_compiled(args, args.precision)
     size = args.image_size
-    model = create_model(args.model, num_classes=1000, input_shape=(size, size, 3))
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-        loss="sparse_categorical_crossentropy",
-        **precision.training_compile_options(),
-    )
-    rng = np.random.default_rng(0)
-    images = tf.constant(rng.uniform(0, 1, (args.batch_size, size, size, 3)).astype("float32"))
-    labels = tf.constant(rng.integers(0, 1000, args.batch_size))
     for _ in range(2):  # tracing
         model.train_on_batch(images, labels)
     start = time.perf_counter()
     for _ in range(args.steps):
         float(model.train_on_batch(images, labels))
     seconds = (time.perf_counter() - start) / args.steps
-    print(f"{args.model} {args.policy}, batch {args.batch_size} at {size}x{size}: ", end="")
+    print(f"{args.model} {args.precision}, batch {args.batch_size} at {size}x{size}: ", end="")
     print(f"{seconds * 1000:.0f} ms a step, {args.batch_size / seconds:.2f} img/s")
 
     with tempfile.TemporaryDirectory() as folder:
