@@ -158,10 +158,9 @@ def test_drop_path_schedule_first_and_last_values():
 # -- BatchNormalization, fused on TensorFlow ------------------------------------------------------
 
 
-def two_batch_norms(policy, rng):
-    """Ours and Keras' BatchNormalization with the same random gamma and beta."""
-    layers = [BatchNormalization(momentum=0.9, dtype=policy)]
-    layers.append(keras.layers.BatchNormalization(momentum=0.9, dtype=policy))
+def twin_norms(ours_class, keras_class, policy, rng, **kwargs):
+    """Ours and Keras' normalization layer on 6 channels, with the same random gamma and beta."""
+    layers = [ours_class(dtype=policy, **kwargs), keras_class(dtype=policy, **kwargs)]
     gamma, beta = rng.uniform(0.5, 2, 6), rng.uniform(-1, 1, 6)
     for layer in layers:
         layer.build((None, 5, 5, 6))
@@ -170,11 +169,21 @@ def two_batch_norms(policy, rng):
     return layers
 
 
+def assert_close_to_keras(ours, keras_values, tolerance):
+    """Our values each within `tolerance` of Keras', times Keras' largest magnitude (at least 1)."""
+    for mine, keras_value in zip(ours, keras_values):
+        mine, keras_value = np.float32(to_numpy(mine)), np.float32(to_numpy(keras_value))
+        scale = max(1.0, np.abs(keras_value).max())
+        np.testing.assert_allclose(mine, keras_value, atol=tolerance * scale)
+
+
 @pytest.mark.parametrize("policy, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 2e-2)])
 def test_batch_norm_runs_fused_and_matches_keras_in_training_and_inference(policy, tolerance, rng):
     import tensorflow as tf
 
-    ours, theirs = two_batch_norms(policy, rng)
+    ours, theirs = twin_norms(
+        BatchNormalization, keras.layers.BatchNormalization, policy, rng, momentum=0.9
+    )
     x = tf.constant(rng.normal(2, 3, (4, 5, 5, 6)).astype("float32"))
     weights = tf.constant(rng.normal(size=(4, 5, 5, 6)).astype("float32"))
     results = []
@@ -187,10 +196,7 @@ def test_batch_norm_runs_fused_and_matches_keras_in_training_and_inference(polic
         results.append([outputs, layer.moving_mean, layer.moving_variance, *gradients])
         results[-1].append(layer(x, training=False))
     assert results[0][0].dtype == results[1][0].dtype
-    for mine, keras_value in zip(*results):
-        mine, keras_value = np.float32(to_numpy(mine)), np.float32(to_numpy(keras_value))
-        scale = max(1.0, np.abs(keras_value).max())
-        np.testing.assert_allclose(mine, keras_value, atol=tolerance * scale)
+    assert_close_to_keras(*results, tolerance)
     # The fused kernel ran: its graph holds one FusedBatchNormV3 and none of Keras' moments.
     graph = tf.function(lambda x: ours(x, training=True)).get_concrete_function(x).graph
     kinds = {op.type for op in graph.get_operations()}
@@ -228,21 +234,14 @@ def _outputs_and_gradients(layer, x, weights):
 def test_layer_norm_matches_keras_forward_and_backward_with_fewer_kernels(policy, tolerance, rng):
     import tensorflow as tf
 
-    layers = [LayerNormalization(epsilon=1e-6, dtype=policy)]
-    layers.append(keras.layers.LayerNormalization(epsilon=1e-6, dtype=policy))
-    gamma, beta = rng.uniform(0.5, 2, 6), rng.uniform(-1, 1, 6)
-    for layer in layers:
-        layer.build((None, 5, 5, 6))
-        layer.gamma.assign(gamma)
-        layer.beta.assign(beta)
+    layers = twin_norms(
+        LayerNormalization, keras.layers.LayerNormalization, policy, rng, epsilon=1e-6
+    )
     x = tf.constant(rng.normal(2, 3, (4, 5, 5, 6)).astype("float32"))
     weights = tf.constant(rng.normal(size=(4, 5, 5, 6)).astype("float32"))
     ours, theirs = (_outputs_and_gradients(layer, x, weights) for layer in layers)
     assert ours[0].dtype == theirs[0].dtype
-    for mine, keras_value in zip(ours, theirs):
-        mine, keras_value = np.float32(to_numpy(mine)), np.float32(to_numpy(keras_value))
-        scale = max(1.0, np.abs(keras_value).max())
-        np.testing.assert_allclose(mine, keras_value, atol=tolerance * scale)
+    assert_close_to_keras(ours, theirs, tolerance)
 
     def backward_kernels(layer):
         step = tf.function(lambda x: _outputs_and_gradients(layer, x, weights))
