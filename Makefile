@@ -16,9 +16,8 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	# PyTorch for the backend tests and timm's twins: the release `pip install ".[backends]"`
-	# resolves to on this kind of machine, with the torchvision timm needs (both kept on its disk).
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	# The dev extra holds the backends extra, so the PyTorch tested is the one users of
+	# `pip install ".[backends]"` get (pyproject.toml bounds it), with its torchvision for timm.
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

@@ -9,6 +9,9 @@ one model per family, the dense heads, the per-layer-rate optimizer and
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -196,3 +199,30 @@ def test_a_tf_distribute_strategy_off_tensorflow_is_a_clear_error():
             num_classes=2,
             strategy=tf.distribute.get_strategy(),
         )
+
+
+def test_the_finetune_command_runs_the_demo(tmp_path):
+    """`kerasrecipes finetune` on the built-in demo (its data made afresh), one epoch from
+    scratch, in a process of its own: the command's own import order, on each backend with the
+    version `make test` installs. With PyTorch's CUDA builds, Keras' torch backend imports
+    triton (through torch._dynamo); loaded after TensorFlow's LLVM, it killed the command with
+    a segmentation fault at start-up until `kerasrecipes._startup.load_triton_before_tensorflow`."""
+    run = tmp_path / "run"
+    flags = ["--model", "baseline_cnn", "--image-size", "32", "--weights", "none"]
+    result = subprocess.run(
+        [sys.executable, "-m", "kerasrecipes", "finetune", *flags, "--finetune-epochs", "1"]
+        + ["--out", str(run)],
+        env={
+            **os.environ,
+            "KERASRECIPES_CACHE": str(tmp_path / "cache"),
+            "PYTHONFAULTHANDLER": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{BACKEND}: exit {result.returncode}\n{result.stderr[-3000:]}"
+    assert "Final validation accuracy" in result.stdout
+    report = json.loads((run / "report.json").read_text())
+    assert list(report["phases"]) == ["finetune"]
+    assert 0.0 <= report["phases"]["finetune"]["val_accuracy"] <= 1.0

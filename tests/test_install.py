@@ -8,6 +8,7 @@ test-only package that slips into `dependencies` fails this test.
 
 import pathlib
 import re
+import tomllib
 from importlib import metadata
 
 from packaging.requirements import Requirement
@@ -50,3 +51,15 @@ def test_make_demo_installs_the_runtime_only():
     recipe = re.search(r"^\$\(RUNTIME\):.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     installs = re.findall(r"pip install --quiet (.+)", recipe)
     assert installs == ["--upgrade pip", "-e ."]  # no extras, no torch
+
+
+def test_the_suite_runs_the_pytorch_of_the_backends_extra():
+    """`make test` installs the dev extra, which holds the backends extra: the PyTorch the
+    backend tests run is one that `pip install ".[backends]"` can install, not another pin."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert "kerasrecipes[backends]" in extras["dev"]
+    (torch,) = [Requirement(r) for r in extras["backends"] if Requirement(r).name == "torch"]
+    assert torch.specifier.contains(metadata.version("torch").split("+")[0])
+    makefile = (ROOT / "Makefile").read_text()
+    assert not re.search(r"torch==", makefile), "the Makefile pins a PyTorch of its own"
