@@ -201,12 +201,15 @@ def test_a_tf_distribute_strategy_off_tensorflow_is_a_clear_error():
         )
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the import-order hazard is PyTorch's")
 def test_the_finetune_command_runs_the_demo(tmp_path):
     """`kerasrecipes finetune` on the built-in demo (its data made afresh), one epoch from
-    scratch, in a process of its own: the command's own import order, on each backend with the
-    version `make test` installs. With PyTorch's CUDA builds, Keras' torch backend imports
-    triton (through torch._dynamo); loaded after TensorFlow's LLVM, it killed the command with
-    a segmentation fault at start-up until `kerasrecipes._startup.load_triton_before_tensorflow`."""
+    scratch, in a process of its own: the command's own import order, with the PyTorch that
+    `make test` installs through the backends extra. With PyTorch's CUDA builds, Keras' torch
+    backend imports triton (through torch._dynamo); loaded after TensorFlow's LLVM, it killed
+    the command with a segmentation fault at start-up until
+    `kerasrecipes._startup.load_triton_before_tensorflow`. (The TensorFlow run tests the
+    command in depth: tests/test_cli.py.)"""
     run = tmp_path / "run"
     flags = ["--model", "baseline_cnn", "--image-size", "32", "--weights", "none"]
     result = subprocess.run(
