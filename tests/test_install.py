@@ -59,7 +59,8 @@ def test_the_suite_runs_the_pytorch_of_the_backends_extra():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     assert "kerasrecipes[backends]" in extras["dev"]
-    (torch,) = [Requirement(r) for r in extras["backends"] if Requirement(r).name == "torch"]
+    backends = [Requirement(text) for text in extras["backends"]]
+    (torch,) = [requirement for requirement in backends if requirement.name == "torch"]
     assert torch.specifier.contains(metadata.version("torch").split("+")[0])
     makefile = (ROOT / "Makefile").read_text()
     assert not re.search(r"torch==", makefile), "the Makefile pins a PyTorch of its own"
