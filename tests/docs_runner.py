@@ -92,6 +92,10 @@ def use_local_imagenet_weights(folder):
 
 def main(page):
     use_local_timm_checkpoints(page, pathlib.Path("hub").resolve())
+    # As each block starts: kerasrecipes before Keras, so TensorFlow starts with the CPU
+    # options it sets (oneDNN on, the pooling allocator); Keras first would leave them off.
+    import kerasrecipes  # noqa: F401
+
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
     blocks = python_blocks(page)
     home = pathlib.Path.cwd()
