@@ -72,6 +72,10 @@ def use_local_timm_checkpoints(page, cache):
 
 
 def use_local_imagenet_weights(folder):
+    # As each block starts: kerasrecipes before Keras, so TensorFlow starts with the CPU
+    # options it sets (oneDNN on, the pooling allocator); Keras first would leave them off.
+    import kerasrecipes  # noqa: F401, I001
+
     import keras
 
     folder.mkdir(exist_ok=True)
@@ -92,10 +96,6 @@ def use_local_imagenet_weights(folder):
 
 def main(page):
     use_local_timm_checkpoints(page, pathlib.Path("hub").resolve())
-    # As each block starts: kerasrecipes before Keras, so TensorFlow starts with the CPU
-    # options it sets (oneDNN on, the pooling allocator); Keras first would leave them off.
-    import kerasrecipes  # noqa: F401
-
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
     blocks = python_blocks(page)
     home = pathlib.Path.cwd()
