@@ -10,7 +10,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+import single_trace
 import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
 import kerasrecipes as kr
 from kerasrecipes import _compat
@@ -546,6 +548,10 @@ def test_each_phase_traces_its_train_step_once(prebuilt, monkeypatch):
     # that case fails, Keras builds first itself, and the shim can go).
     if not prebuilt:
         monkeypatch.setattr(kr._compat, "build_before_fit", lambda model, dataset: None)
+        # and without the tests' own build before every fit (tests/single_trace.py)
+        monkeypatch.setattr(
+            TensorFlowTrainer, "_maybe_symbolic_build", single_trace.KERAS_MAYBE_SYMBOLIC_BUILD
+        )
     traces = []
     train_step = keras.Model.train_step
 

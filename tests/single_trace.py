@@ -1,0 +1,31 @@
+"""Every `fit` in the tests builds before it traces, as Keras does under a `tf.distribute` strategy.
+
+Keras 3.15's TensorFlow trainer builds the optimizer's slots and the metrics before the
+first trace only when the model has a strategy (`_maybe_symbolic_build` in
+keras/src/backend/tensorflow/trainer.py). Without one it makes them inside the first
+trace of the train step, and `tf.function`, having seen variables made, traces the whole
+step a second time. The package's own fits build first (`kr._compat.build_before_fit`);
+the tests' and the docs blocks' plain `model.fit` calls get the same here, through the
+default strategy, which is Keras' own path under any strategy. It saves a third to a half
+of a big model's first `fit` (ConvNeXt-T at 32x32: 43 s -> 28 s on 2 cores) and changes no
+value: the same variables, made before the trace instead of in it.
+"""
+
+import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+KERAS_MAYBE_SYMBOLIC_BUILD = TensorFlowTrainer._maybe_symbolic_build
+
+
+def _build_first(self, iterator=None, data_batch=None):
+    if self._distribute_strategy is not None:
+        return KERAS_MAYBE_SYMBOLIC_BUILD(self, iterator=iterator, data_batch=data_batch)
+    self._distribute_strategy = tf.distribute.get_strategy()
+    try:
+        return KERAS_MAYBE_SYMBOLIC_BUILD(self, iterator=iterator, data_batch=data_batch)
+    finally:
+        self._distribute_strategy = None
+
+
+def build_before_every_fit():
+    TensorFlowTrainer._maybe_symbolic_build = _build_first
