@@ -9,7 +9,9 @@ files of the right shapes (random values), made on first use, so the blocks
 that download run here without network. The timm checkpoints a page names
 ("timm:ARCH.TAG") are timm's own models with random weights and the tag's
 `pretrained_cfg`, saved into a Hugging Face cache of the run's own, which the
-Hub's offline mode then reads. Used by tests/test_docs.py.
+Hub's offline mode then reads. On TensorFlow every `fit` builds its optimizer and
+metrics before it traces (tests/single_trace.py), which changes no value and saves a
+second trace of the train step. Used by tests/test_docs.py.
 """
 
 import hashlib
