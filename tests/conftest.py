@@ -17,10 +17,9 @@ import tensorflow as tf
 # other files test the same models and tools in more depth (test_models.py, test_finetune.py).
 collect_ignore = ["test_backends.py"] if keras.backend.backend() == "tensorflow" else []
 
-if keras.backend.backend() == "tensorflow":
-    from single_trace import build_before_every_fit
+from single_trace import build_before_every_fit
 
-    build_before_every_fit()  # one trace of each train step, not two (see single_trace.py)
+build_before_every_fit()  # one trace of each train step, not two (see single_trace.py)
 
 # Two logical CPU devices, so MirroredStrategy can run with two replicas on this machine. This
 # must happen before TensorFlow initializes its devices, i.e. before any test runs an op.

@@ -99,10 +99,9 @@ def use_local_imagenet_weights(folder):
 def main(page):
     use_local_timm_checkpoints(page, pathlib.Path("hub").resolve())
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        from single_trace import build_before_every_fit
+    from single_trace import build_before_every_fit
 
-        build_before_every_fit()  # one trace of each train step, not two, as in tests/
+    build_before_every_fit()  # one trace of each train step, not two, as in tests/
     blocks = python_blocks(page)
     home = pathlib.Path.cwd()
     for index, block in enumerate(blocks, start=1):

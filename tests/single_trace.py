@@ -14,6 +14,7 @@ docs/optimization.md's first block 42 s instead of 66 s; with plain SGD and no m
 pass costing what the second trace did.
 """
 
+import keras
 import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
@@ -31,4 +32,6 @@ def _build_first(self, iterator=None, data_batch=None):
 
 
 def build_before_every_fit():
-    TensorFlowTrainer._maybe_symbolic_build = _build_first
+    """On the TensorFlow backend, every `fit` from now on builds before it traces."""
+    if keras.backend.backend() == "tensorflow":
+        TensorFlowTrainer._maybe_symbolic_build = _build_first
