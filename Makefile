@@ -6,6 +6,11 @@ PY := $(VENV)/bin/python
 # The runtime alone (what `make demo` needs), then the test stack on top (`make test`).
 RUNTIME := $(VENV)/.runtime
 STAMP := $(VENV)/.installed
+# Python writes each module's bytecode the first time a run imports it, and the next process reads
+# it: importing TensorFlow, Keras and the package takes 25 s from source and 11 s from bytecode on
+# 2 cores, and the suite starts dozens of processes. Some machines export PYTHONDONTWRITEBYTECODE=1
+# (this workplace's do), which with --no-compile below left every process compiling afresh.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test test-slow benchmark clean
 

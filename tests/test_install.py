@@ -6,8 +6,10 @@ requirement of kerasrecipes without an extra, and theirs, recursively), so a
 test-only package that slips into `dependencies` fails this test.
 """
 
+import os
 import pathlib
 import re
+import subprocess
 import tomllib
 from importlib import metadata
 
@@ -51,6 +53,25 @@ def test_make_demo_installs_the_runtime_only():
     recipe = re.search(r"^\$\(RUNTIME\):.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
     installs = re.findall(r"pip install --quiet (.+)", recipe)
     assert installs == ["--upgrade pip", "--no-compile -e ."]  # no extras, no torch
+
+
+def test_make_lets_python_keep_the_bytecode_it_compiles(tmp_path):
+    """pip installs with --no-compile, so each module is compiled when a run first imports it;
+    with PYTHONDONTWRITEBYTECODE exported, every process of the suite would compile it again."""
+    probe = tmp_path / "probe.mk"
+    probe.write_text(
+        f'include {ROOT / "Makefile"}\nprobe:\n\t@echo "[$$PYTHONDONTWRITEBYTECODE]"\n'
+    )
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    shown = subprocess.run(
+        ["make", "-s", "-f", str(probe), "probe"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == "[]"
 
 
 def test_the_suite_runs_the_pytorch_of_the_backends_extra():
