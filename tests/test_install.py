@@ -1,4 +1,4 @@
-"""What `make demo` installs: the runtime alone, without the test stack.
+"""What `make demo` installs: the runtime alone, without the test stack; and how `make` runs.
 
 `make demo` runs `pip install -e .` (no extras); `make test` adds `.[dev]`. The
 runtime's closure is read from the metadata of what is installed here (every
