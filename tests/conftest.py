@@ -55,6 +55,25 @@ def marked_slow_if_heavy(names):
     ]
 
 
+def one_per_family(names):
+    """The first non-heavy model of each family among `names`; the CIFAR ResNets (their own
+    stem and stages, maps at strides 1-4) count as a family apart from the ImageNet ones."""
+    chosen = {}
+    for name in names:
+        card = kr.model_card(name)
+        if not card.heavy:
+            strides = tuple(tap.reduction for tap in card.feature_taps)
+            chosen.setdefault((card.family, strides), name)
+    return sorted(chosen.values())
+
+
+def marked_slow_but_one_per_family(names):
+    """pytest params for `names`, all but `one_per_family(names)` marked slow: for tests of
+    what a family's code does the same way in each variant (the full set runs with -m slow)."""
+    kept = set(one_per_family(names))
+    return [name if name in kept else pytest.param(name, marks=pytest.mark.slow) for name in names]
+
+
 def _build_tiny(name):
     keras.utils.set_random_seed(0)
     return kr.create_model(name, input_shape=tiny_input_shape(name))

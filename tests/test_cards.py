@@ -7,7 +7,13 @@ card, its builder contract, its feature maps and (with weights) its port.
 import keras
 import numpy as np
 import pytest
-from conftest import classifier_on_keras_mobilenet_v2, marked_slow_if_heavy, tiny_input_shape
+from conftest import (
+    classifier_on_keras_mobilenet_v2,
+    marked_slow_but_one_per_family,
+    marked_slow_if_heavy,
+    one_per_family,
+    tiny_input_shape,
+)
 from porting import check_port, fake_imagenet_files, max_relative_difference
 
 import kerasrecipes as kr
@@ -27,16 +33,6 @@ def twin_function(name):
     return getattr(keras.applications, kr.model_card(name).pretrained["imagenet"].twin)
 
 
-def one_per_family(names):
-    """The first non-heavy model of each family among `names`."""
-    chosen = {}
-    for name in names:
-        card = kr.model_card(name)
-        if not card.heavy:
-            chosen.setdefault(card.family, name)
-    return sorted(chosen.values())
-
-
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_every_card_is_complete(name):
     card = kr.model_card(name)
@@ -53,7 +49,7 @@ def test_every_card_is_complete(name):
         assert card.preprocessing == weights.preprocessing
 
 
-@pytest.mark.parametrize("name", marked_slow_if_heavy(ALL_MODELS))
+@pytest.mark.parametrize("name", marked_slow_but_one_per_family(ALL_MODELS))
 def test_builders_take_every_common_argument_and_the_cards_preprocessing(name):
     card = kr.model_card(name)
     shape = tiny_input_shape(name)
@@ -175,6 +171,9 @@ def test_features_keep_the_weights_and_round_trip(tmp_path):
     assert [tap.reduction for tap in kr.feature_info(loaded)] == [2, 4, 8, 16, 32]
 
 
+# -m slow: the ported weights are checked by test_port_of_every_pretrained_model and each tap's
+# shape by test_features_only_gives_every_tap_at_two_input_sizes; this compares one tap's values.
+@pytest.mark.slow
 def test_pretrained_features_match_the_twins_stage_outputs(monkeypatch, tmp_path, rng):
     fake_imagenet_files(monkeypatch, tmp_path, rng, keras.applications.ResNet50)
     ours = kr.create_model(

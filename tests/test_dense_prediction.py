@@ -489,6 +489,9 @@ def test_fine_tune_detection_writes_map_and_overlays(scenes, tmp_path):
     )
 
 
+# -m slow: the command's --task path runs by default with segmentation (above), and the
+# detection run of test_products.py goes through predict, evaluate and export commands.
+@pytest.mark.slow
 def test_the_command_detects_on_a_coco_folder(scenes, tmp_path, capsys):
     backbone = kr.create_model("resnet18", include_top=False, input_shape=(32, 32, 3))
     backbone.save(tmp_path / "backbone.keras")

@@ -93,6 +93,8 @@ def test_module_config_round_trip_and_errors():
         InceptionModule([[["8 1x3", "8 3x1"], "8 1x1"]], name="bad")
 
 
+# -m slow: test_cards.py loads Inception-v3's ImageNet file the same way and compares the logits.
+@pytest.mark.slow
 def test_imagenet_weights_go_through_keras_applications(monkeypatch, tmp_path, rng):
     fake_imagenet_files(monkeypatch, tmp_path, rng, keras.applications.InceptionV3)
     x = rng.uniform(-1, 1, (2, 75, 75, 3)).astype("float32")

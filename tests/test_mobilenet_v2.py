@@ -64,7 +64,9 @@ def test_any_input_resolution_from_32(size):
 
 
 # alpha 1.0 is ported in tests/test_cards.py with every pretrained model.
-@pytest.mark.parametrize("alpha, size", [(0.35, 64), (0.75, 97)])
+@pytest.mark.parametrize(
+    "alpha, size", [(0.35, 64), pytest.param(0.75, 97, marks=pytest.mark.slow)]
+)
 def test_port_from_keras_applications(alpha, size, rng):
     assert (
         check_port(keras.applications.MobileNetV2, "mobilenet_v2", size, rng, alpha=alpha) <= 1e-4
@@ -80,6 +82,8 @@ def test_port_of_every_alpha(alpha, size, rng):
     )
 
 
+# -m slow: test_cards.py loads MobileNetV2's ImageNet file the same way and compares the logits.
+@pytest.mark.slow
 def test_imagenet_weights_go_through_keras_applications(monkeypatch, tmp_path, rng):
     kwargs = {"alpha": 0.5, "input_shape": (224, 224, 3)}
     made = fake_imagenet_files(monkeypatch, tmp_path, rng, keras.applications.MobileNetV2, **kwargs)

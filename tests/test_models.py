@@ -5,7 +5,12 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import marked_slow_if_heavy, tiny_input_shape, tiny_model
+from conftest import (
+    marked_slow_but_one_per_family,
+    marked_slow_if_heavy,
+    tiny_input_shape,
+    tiny_model,
+)
 
 import kerasrecipes as kr
 
@@ -105,7 +110,9 @@ def test_keras_file_round_trip(name, tmp_path):
     assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
 
 
-@pytest.mark.parametrize("name", models_with_heavy_marked_slow(), scope="module")
+# One model per family by default: include_top and pooling are the family's code, the same in
+# each variant; test_cards.py builds every model's headless feature maps.
+@pytest.mark.parametrize("name", marked_slow_but_one_per_family(ALL_MODELS), scope="module")
 def test_without_top(name):
     shape = tiny_input_shape(name)
     x = tiny_batch(name)

@@ -145,6 +145,9 @@ def test_regularization_recipe_runs_the_two_by_two(tmp_path):
     assert (tmp_path / "regularization_on_resnets.json").exists()
 
 
+# -m slow, with the detection recipe: test_dense_prediction.py and test_products.py train, evaluate
+# and draw both tasks through the same kr.fine_tune the recipes call.
+@pytest.mark.slow
 def test_segmentation_recipe_quick_run_reports_iou_and_overlays(tmp_path):
     recipe = load_recipe("segmentation_unet")
     report = recipe.main(["--quick", "--out", str(tmp_path)])
@@ -153,6 +156,7 @@ def test_segmentation_recipe_quick_run_reports_iou_and_overlays(tmp_path):
     assert (tmp_path / "run" / "overlays.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_detection_recipe_quick_run_reports_map_and_overlays(tmp_path):
     recipe = load_recipe("detection")
     report = recipe.main(["--quick", "--out", str(tmp_path)])

@@ -5,6 +5,8 @@ import platform
 import subprocess
 import sys
 
+import pytest
+
 from kerasrecipes import _startup
 
 OPTIONS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_CPU_BFC_MEM_LIMIT_IN_MB")
@@ -38,6 +40,7 @@ def test_import_turns_on_onednn_and_the_pooling_allocator():
     assert "imported before kerasrecipes" not in warnings
 
 
+@pytest.mark.slow  # a process of its own (10 s); the defaults are checked above
 def test_options_the_user_exported_win():
     (allocator, onednn), warnings = run_python(
         "import kerasrecipes", TF_ENABLE_ONEDNN_OPTS="0", TF_CPU_ALLOCATOR_USE_BFC="false"
@@ -46,6 +49,7 @@ def test_options_the_user_exported_win():
     assert "imported before kerasrecipes" not in warnings
 
 
+@pytest.mark.slow  # a process of its own (10 s)
 def test_tensorflow_imported_first_is_left_alone_and_warned_about_when_onednn_is_off():
     (allocator, onednn), warnings = run_python("import keras; import kerasrecipes")
     assert allocator == "None"  # nothing set once TensorFlow is in
