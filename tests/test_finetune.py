@@ -530,7 +530,12 @@ def test_two_workers_on_localhost_train_to_the_end_and_only_the_chief_writes(tmp
     assert not (tmp_path / "run" / "run.lock").exists()
     assert (tmp_path / "run" / "model.keras").exists()
 
-    # A worker that sees another folder (no shared file system) than the chief: both stop.
+
+@pytest.mark.slow  # two more worker processes (20 s); the shared-folder case above runs by default
+def test_a_worker_that_sees_another_folder_than_the_chief_stops_with_it(tmp_path):
+    # No shared file system: the chief finishes its run, then the worker finds another.
+    out_dir = str(tmp_path / "run")
+    run_two_workers(tmp_path, [out_dir, out_dir])
     results = run_two_workers(tmp_path, [out_dir, str(tmp_path / "elsewhere")])
     assert "the workers found different runs" in results[0]["error"]
     assert (
