@@ -313,7 +313,7 @@ def test_python_out_dir_writes_the_same_folder_and_report_as_the_command(tmp_pat
     assert ours == theirs
 
 
-@pytest.mark.slow  # the sizes issue 18 asked to state; a run of its own
+@pytest.mark.slow  # issue 18 asked for these sizes in its closing note, not in CI; a run of its own
 def test_checkpoints_hold_the_optimizer_state_once_and_model_keras_none(tmp_path):
     data = toy_data()
     model, _ = kr.fine_tune(tiny_backbone(), data, data, out_dir=tmp_path / "run", verbose=0, **RUN)
