@@ -27,9 +27,9 @@ RUN = dict(num_classes=2, head_epochs=3, finetune_epochs=3, early_stopping_patie
 SCRIPT = textwrap.dedent(
     """
     import json, os, signal, sys
+    import kerasrecipes  # before Keras, as in the test's process (conftest.py)
     import keras
-    import kerasrecipes as kr
-    from test_finetune import tiny_backbone, toy_data
+    from test_run_folder import train_toy_run
 
     out, moment = sys.argv[1], sys.argv[2]
 
@@ -43,23 +43,21 @@ SCRIPT = textwrap.dedent(
             if moment == f"epoch{epoch}":
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    keras.utils.set_random_seed(0)
-    model, history = kr.fine_tune(tiny_backbone(), toy_data(), toy_data(), out_dir=out,
-                                  callbacks=[Kill()], verbose=0, head_lr=3e-3, finetune_lr=1e-3,
-                                  **json.loads(sys.argv[3]))
+    train_toy_run(out, json.loads(sys.argv[3]), callbacks=[Kill()])
     """
 )
 
 
-def train_here(out, run=RUN):
-    """What SCRIPT trains, without a kill, in the test's own process: a rerun after a kill
-    needs no fresh process (starting one costs about 10 s of imports)."""
+def train_toy_run(out, run=RUN, callbacks=()):
+    """The toy run of `run` into `out`: what SCRIPT trains in a process it may kill, and what a
+    test reruns after the kill in its own process (a fresh one costs about 10 s of imports)."""
     keras.utils.set_random_seed(0)
     return kr.fine_tune(
         tiny_backbone(),
         toy_data(),
         toy_data(),
         out_dir=out,
+        callbacks=callbacks,
         verbose=0,
         head_lr=3e-3,
         finetune_lr=1e-3,
@@ -91,7 +89,7 @@ def test_a_run_killed_in_phase_one_at_the_boundary_or_in_phase_two_resumes_exact
     assert not (out / "report.json").exists()
     assert (out / "run.lock").exists()  # the dead owner's lock, taken over below
 
-    train_here(out)
+    train_toy_run(out)
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "finished"
     head, finetune = report["phases"]["head"], report["phases"]["finetune"]
@@ -427,14 +425,14 @@ def test_early_stopping_fires_at_the_same_epoch_after_a_kill(tmp_path):
     resumed run must stop at the same epoch, not wait its patience anew."""
     run = dict(RUN, head_epochs=1, finetune_epochs=10, early_stopping_patience=1)
     run["monitor"] = "val_accuracy"
-    train_here(tmp_path / "whole", run)
+    train_toy_run(tmp_path / "whole", run)
     epochs = sorted(map(int, RunFolder(tmp_path / "whole").read_json("state.json")["rows"]))
     assert len(epochs) < 11, "early stopping did not fire; the test needs it to"
     stopped = epochs[-1]
     out = tmp_path / "killed"
     killed = run_script(tmp_path, out, f"epoch{stopped - 1}", run)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    train_here(out, run)
+    train_toy_run(out, run)
     assert sorted(map(int, RunFolder(out).read_json("state.json")["rows"])) == epochs
     whole_report = json.loads((tmp_path / "whole" / "report.json").read_text())
     report = json.loads((out / "report.json").read_text())
