@@ -9,9 +9,16 @@ files of the right shapes (random values), made on first use, so the blocks
 that download run here without network. The timm checkpoints a page names
 ("timm:ARCH.TAG") are timm's own models with random weights and the tag's
 `pretrained_cfg`, saved into a Hugging Face cache of the run's own, which the
-Hub's offline mode then reads. On TensorFlow every `fit` builds its optimizer and
-metrics before it traces (tests/single_trace.py), which changes no value and saves a
-second trace of the train step. Used by tests/test_docs.py.
+Hub's offline mode then reads. Used by tests/test_docs.py.
+
+On TensorFlow the blocks run their `tf.function`s eagerly (`tf.config.run_functions_eagerly`),
+unless `--traced` is given (as `make test-slow` does). A block trains a few steps on a few
+images, and tracing its train step cost more than running it: the nine pages took 340 s
+traced and 245 s eager, run two at a time on 2 cores. tf.data pipelines are traced either
+way. The traced train steps of the same models and tools are tested in test_models.py,
+test_finetune.py and the other files. Traced, every `fit` builds its optimizer and metrics
+before it traces (tests/single_trace.py), which changes no value and saves a second trace
+of the train step.
 """
 
 import hashlib
@@ -96,9 +103,15 @@ def use_local_imagenet_weights(folder):
         setattr(keras.applications, name, twin)
 
 
-def main(page):
+def main(page, traced=False):
     use_local_timm_checkpoints(page, pathlib.Path("hub").resolve())
     use_local_imagenet_weights(pathlib.Path("imagenet_weights").resolve())
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and not traced:
+        import tensorflow as tf
+
+        tf.config.run_functions_eagerly(True)
     from single_trace import build_before_every_fit
 
     build_before_every_fit()  # one trace of each train step, not two, as in tests/
@@ -130,4 +143,4 @@ def make_demo_run():
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], traced="--traced" in sys.argv[2:])

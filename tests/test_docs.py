@@ -40,12 +40,22 @@ def test_a_block_with_imagenet_weights_says_it_downloads(page):
         )
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(p)], ids=lambda p: p.name)
-def test_each_block_of_a_page_runs_on_its_own(page, tmp_path):
+PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p)]
+
+
+# Eager by default (docs_runner.py says why); -m slow runs every page traced, as a reader's
+# `model.fit` runs.
+@pytest.mark.parametrize(
+    "page, mode",
+    [(page, "eager") for page in PAGES_WITH_CODE]
+    + [pytest.param(page, "traced", marks=pytest.mark.slow) for page in PAGES_WITH_CODE],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_each_block_of_a_page_runs_on_its_own(page, mode, tmp_path):
     env = dict(os.environ, KERASRECIPES_CACHE=str(tmp_path / "cache"), TF_CPP_MIN_LOG_LEVEL="3")
     env["KERAS_HOME"] = str(tmp_path / "keras")
     result = subprocess.run(
-        [sys.executable, str(RUNNER), str(page)],
+        [sys.executable, str(RUNNER), str(page), *(["--traced"] if mode == "traced" else [])],
         check=False,
         cwd=tmp_path,
         env=env,
