@@ -151,10 +151,10 @@ table shows the mean over seeds and, in brackets, the standard deviation.
 """
 
 
-def summarize(runs, methods):
+def summarize(runs):
     """`{method: {metric: mean, metric_std: std}}` over the seeds' runs."""
     summary = {}
-    for method in methods:
+    for method in runs[0]:
         rows = [run[method] for run in runs]
         summary[method] = {"method": method}
         for metric in rows[0]:
@@ -183,7 +183,7 @@ def main(argv=None):
                 for method in args.methods
             }
         )
-    results = summarize(runs, args.methods)
+    results = summarize(runs)
     print(f"{args.epochs} epochs, mean (std) over {args.seeds} seeds")
     print("| method | rare-class recall | common-class recall | balanced accuracy | s/epoch |")
     print("|---|---|---|---|---|")
